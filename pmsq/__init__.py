@@ -1,0 +1,75 @@
+"""pmsq: durable, ordered message queues embedded in your app.
+
+``pmsq.connect("sqlite:///pms.db")`` returns a ``Broker``; see DESIGN in the docs.
+"""
+
+from pmsq.backends.base import Backend, Capabilities
+from pmsq.broker import Broker, connect
+from pmsq.clock import Clock, ManualClock, SystemClock
+from pmsq.codec import Codec, JsonCodec
+from pmsq.config import Backoff, QueueConfig, RateLimit
+from pmsq.deadletters import DeadLetters
+from pmsq.delivery import Delivery
+from pmsq.errors import (
+    BackendUnavailable,
+    ConfigurationError,
+    Empty,
+    HandlerSignal,
+    LeaseLost,
+    OutcomeUnknown,
+    PayloadTooLarge,
+    PmsqError,
+    QueueFull,
+    Reject,
+    Retry,
+    SerializationError,
+    StorageError,
+    Unroutable,
+)
+from pmsq.handlers import HandlerSpec
+from pmsq.message import DeadLetter, Message, NewMessage
+from pmsq.queue import Queue
+from pmsq.stats import QueueStats, Stats
+from pmsq.tenant import TenantHandle
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backend",
+    "BackendUnavailable",
+    "Backoff",
+    "Broker",
+    "Capabilities",
+    "Clock",
+    "Codec",
+    "ConfigurationError",
+    "DeadLetter",
+    "DeadLetters",
+    "Delivery",
+    "Empty",
+    "HandlerSignal",
+    "HandlerSpec",
+    "JsonCodec",
+    "LeaseLost",
+    "ManualClock",
+    "Message",
+    "NewMessage",
+    "OutcomeUnknown",
+    "PayloadTooLarge",
+    "PmsqError",
+    "Queue",
+    "QueueConfig",
+    "QueueFull",
+    "QueueStats",
+    "RateLimit",
+    "Reject",
+    "Retry",
+    "SerializationError",
+    "Stats",
+    "StorageError",
+    "SystemClock",
+    "TenantHandle",
+    "Unroutable",
+    "__version__",
+    "connect",
+]

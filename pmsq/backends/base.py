@@ -1,0 +1,283 @@
+"""The storage interface every backend implements.
+
+A backend is small and synchronous: the thread Worker calls it directly and
+the AsyncWorker through ``anyio.to_thread``. It never blocks waiting for
+messages: ``claim`` returns what is ready now, possibly nothing. Everything a
+guarantee of DESIGN.md depends on (per-key order, leases, attempts, dedup,
+dead letters, fan-out atomicity) happens inside the backend's transactions,
+so that several processes sharing one store agree.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from pmsq.config import QueueConfig
+from pmsq.errors import ConfigurationError
+from pmsq.stats import Stats
+
+__all__ = [
+    "Backend",
+    "Capabilities",
+    "Claimed",
+    "Envelope",
+    "Receipt",
+    "StoredDeadLetter",
+]
+
+
+@attrs.frozen
+class Capabilities:
+    """What a backend can do. A missing capability raises ``ConfigurationError`` when used.
+
+    Attributes:
+        per_key_fifo: Strict per-key order (False: order per shard only).
+        priorities: ``priority`` is honoured.
+        delays: ``delay`` / ``not_before`` / retry backoff are exact.
+        dedup: ``dedup_id`` is enforced by the store.
+        coalesce: ``coalesce=True`` puts are supported.
+        rate_limits: ``RateLimit`` is enforced at claim time.
+        tenant_fairness: Claims rotate over tenants.
+        transactional_put: ``put(..., connection=)`` writes in the caller's transaction.
+        exact_stats: Stats counts are exact.
+    """
+
+    per_key_fifo: bool = True
+    priorities: bool = True
+    delays: bool = True
+    dedup: bool = True
+    coalesce: bool = True
+    rate_limits: bool = True
+    tenant_fairness: bool = True
+    transactional_put: bool = True
+    exact_stats: bool = True
+
+    def require(self, backend: str, capability: str) -> None:
+        """Raise ``ConfigurationError`` unless ``capability`` is supported.
+
+        Raises:
+            ConfigurationError: naming the backend and the capability.
+        """
+        if not getattr(self, capability):
+            raise ConfigurationError(
+                f"the {backend} backend does not support {capability.replace('_', ' ')}; "
+                "see its documentation for the differences from the SQLite backend"
+            )
+
+
+@attrs.frozen
+class Envelope:
+    """One message ready to store: payload already encoded, options validated."""
+
+    id: str
+    queue: str
+    data: bytes
+    format: str
+    key: str | None
+    tenant: str | None
+    priority: int
+    available_at: float
+    enqueued_at: float
+    headers: str | None
+    dedup_id: str | None
+    topic: str | None
+    correlation_id: str | None
+    causation_id: str | None
+    coalesce: bool = False
+
+
+@attrs.frozen
+class Receipt:
+    """Proof of a lease: which message, which queue, and the lease token.
+
+    ``handle`` is the backend's own locator (a row id, a delivery tag).
+    """
+
+    queue: str
+    message_id: str
+    token: str
+    handle: Any = None
+    tenant: str | None = None
+
+
+@attrs.frozen
+class Claimed:
+    """A leased message as stored; the broker turns it into a ``Message`` and a ``Delivery``."""
+
+    receipt: Receipt
+    envelope: Envelope
+    attempt: int
+    lease_expires: float
+    corrupt: bool = False
+
+
+@attrs.frozen
+class StoredDeadLetter:
+    """A dead letter as stored."""
+
+    envelope: Envelope
+    attempts: int
+    reason: str
+    error_type: str | None
+    traceback: str | None
+    dead_at: float
+
+
+class Backend(abc.ABC):
+    """A message store. Implementations must be safe to call from several threads.
+
+    Required methods hold every guarantee; optional ones have defaults that
+    are correct but maybe slower or less informative.
+    """
+
+    #: What this backend supports.
+    capabilities: Capabilities = Capabilities()
+    #: Human-readable name used in errors ("SQLite", "PostgreSQL").
+    name: str = "backend"
+
+    # -- configuration -------------------------------------------------------
+    @abc.abstractmethod
+    def declare_queue(self, config: QueueConfig) -> None:
+        """Create or update a queue's stored configuration."""
+
+    @abc.abstractmethod
+    def queue_config(self, name: str) -> QueueConfig | None:
+        """Return a queue's stored configuration, or ``None`` if undeclared."""
+
+    @abc.abstractmethod
+    def list_queues(self) -> list[QueueConfig]:
+        """Return every declared queue."""
+
+    @abc.abstractmethod
+    def bind(self, pattern: str, queue: str) -> None:
+        """Persist a topic subscription (idempotent)."""
+
+    @abc.abstractmethod
+    def unbind(self, pattern: str, queue: str) -> bool:
+        """Remove a topic subscription; return whether it existed."""
+
+    @abc.abstractmethod
+    def bindings(self) -> list[tuple[str, str]]:
+        """Return all ``(pattern, queue)`` subscriptions."""
+
+    # -- the message lifecycle ----------------------------------------------
+    @abc.abstractmethod
+    def put_many(
+        self, envelopes: Sequence[Envelope], *, now: float, connection: Any = None
+    ) -> list[str]:
+        """Store envelopes atomically (all or none) and return their ids.
+
+        A dedup hit returns the first message's id; a coalescing put returns
+        the id of the message whose payload it replaced. With ``connection``
+        the write happens inside the caller's open transaction and is never
+        committed here.
+
+        Raises:
+            QueueFull: a queue's ``max_depth`` or ``tenant_quota`` would be exceeded.
+            StorageError: the store failed (``OutcomeUnknown`` if it may have committed).
+        """
+
+    @abc.abstractmethod
+    def claim(self, queue: str, n: int, *, now: float, tenant: str | None = None) -> list[Claimed]:
+        """Lease up to ``n`` ready messages; never waits for messages to arrive.
+
+        Expired leases are counted as attempts here (dead-lettering messages
+        that ran out of attempts) and due delayed messages become ready.
+        """
+
+    @abc.abstractmethod
+    def ack(
+        self, receipts: Sequence[Receipt], *, now: float, durations_ms: Sequence[float | None]
+    ) -> list[bool]:
+        """Delete acknowledged messages; ``False`` for a receipt whose lease was lost."""
+
+    @abc.abstractmethod
+    def retry(
+        self,
+        receipt: Receipt,
+        *,
+        now: float,
+        available_at: float,
+        error_type: str | None,
+        error: str | None,
+        duration_ms: float | None,
+    ) -> bool:
+        """Make a leased message deliverable again at ``available_at``; ``False`` if lease lost."""
+
+    @abc.abstractmethod
+    def dead_letter(
+        self,
+        receipt: Receipt,
+        *,
+        now: float,
+        reason: str,
+        error_type: str | None,
+        traceback: str | None,
+        duration_ms: float | None,
+    ) -> bool:
+        """Dead-letter a leased message (and copy it to the fallback queue); ``False`` if lost."""
+
+    @abc.abstractmethod
+    def release(self, receipts: Sequence[Receipt], *, now: float) -> None:
+        """Hand back leased but unstarted messages without spending an attempt."""
+
+    @abc.abstractmethod
+    def extend(self, receipt: Receipt, seconds: float, *, now: float) -> float | None:
+        """Set the lease to expire ``seconds`` from now; the new expiry, or ``None`` if lost."""
+
+    # -- operators -----------------------------------------------------------
+    @abc.abstractmethod
+    def dead_letters(
+        self,
+        queue: str,
+        *,
+        tenant: str | None = None,
+        ids: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> list[StoredDeadLetter]:
+        """Return dead letters of ``queue`` (oldest first), optionally filtered."""
+
+    @abc.abstractmethod
+    def redrive(
+        self, queue: str, ids: Sequence[str] | None, *, now: float, tenant: str | None = None
+    ) -> int:
+        """Return dead letters to their queue at attempt 0; how many were redriven."""
+
+    @abc.abstractmethod
+    def purge(self, queue: str, ids: Sequence[str] | None, *, tenant: str | None = None) -> int:
+        """Delete dead letters; how many were deleted."""
+
+    @abc.abstractmethod
+    def stats(self, queue: str | None = None, *, now: float, tenant: str | None = None) -> Stats:
+        """Return a snapshot of one queue or all."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections. Idempotent."""
+
+    # -- optional -----------------------------------------------------------
+    def peek(
+        self, queue: str, n: int, *, tenant: str | None = None
+    ) -> list[tuple[Envelope, int, str]]:
+        """Read up to ``n`` waiting messages without claiming: ``(envelope, attempt, state)``."""
+        return []
+
+    def next_due(self, queue: str, *, now: float) -> float | None:
+        """Earliest time something in ``queue`` becomes claimable, if known (a wake-up hint)."""
+        return None
+
+    def change_token(self) -> object:
+        """A cheap value that changes when another process may have written (a wake-up hint)."""
+        return None
+
+    def has_ready(self, queue: str, *, now: float, tenant: str | None = None) -> bool:
+        """Whether ``claim`` would likely return something (a cheap, lock-free probe)."""
+        return True
+
+    def check(self) -> list[str]:
+        """Run integrity checks; return problems found (empty = healthy)."""
+        return []

@@ -1,0 +1,259 @@
+"""Operator reads and writes: dead letters (list, redrive, purge), peek and stats."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from pmsq.backends.base import Envelope, StoredDeadLetter
+from pmsq.backends.sqlite.rows import MESSAGE_COLUMNS, envelope_from_row, tenant_in
+from pmsq.backends.sqlite.settle import SLOT_SECONDS, TOTAL_SLOT, promote_next
+from pmsq.message import utc_from_epoch
+from pmsq.stats import QueueStats, Stats, percentile_from_histogram
+
+__all__ = ["dead_letters", "peek", "purge", "redrive", "stats"]
+
+_STATE_NAMES = {0: "ready", 1: "in_flight", 2: "dead", 3: "scheduled"}
+
+
+def _dead_filter(
+    queue: str, tenant: str | None, ids: Sequence[str] | None
+) -> tuple[str, list[Any]]:
+    where = "queue = ? AND state = 2"
+    args: list[Any] = [queue]
+    if tenant is not None:
+        where += " AND tenant = ?"
+        args.append(tenant_in(tenant))
+    if ids is not None:
+        where += f" AND id IN ({','.join('?' * len(ids))})"
+        args.extend(ids)
+    return where, args
+
+
+def dead_letters(
+    conn: sqlite3.Connection,
+    queue: str,
+    tenant: str | None,
+    ids: Sequence[str] | None,
+    limit: int | None,
+) -> list[StoredDeadLetter]:
+    if ids is not None and not ids:
+        return []
+    where, args = _dead_filter(queue, tenant, ids)
+    sql = f"SELECT {MESSAGE_COLUMNS} FROM pmsq_messages WHERE {where} ORDER BY dead_at, seq"
+    if limit is not None:
+        sql += " LIMIT ?"
+        args.append(limit)
+    return [
+        StoredDeadLetter(
+            envelope=envelope_from_row(r),
+            attempts=r["attempt"],
+            reason=r["dead_reason"] or "",
+            error_type=r["error_type"],
+            traceback=r["error"],
+            dead_at=r["dead_at"],
+        )
+        for r in conn.execute(sql, args).fetchall()
+    ]
+
+
+def redrive(
+    conn: sqlite3.Connection,
+    queue: str,
+    ids: Sequence[str] | None,
+    now: float,
+    tenant: str | None,
+) -> int:
+    """Return dead letters to their queue, starting again at attempt 1.
+
+    A dead letter that blocks its key (``on_key_failure="block"``) still holds
+    its line, so it goes back to the head of the key, before the messages
+    that waited behind it. Otherwise it rejoins its key at the tail.
+    """
+    if ids is not None and not ids:
+        return 0
+    where, args = _dead_filter(queue, tenant, ids)
+    rows = conn.execute(
+        f"SELECT seq, tenant, key, line FROM pmsq_messages WHERE {where} ORDER BY seq", args
+    ).fetchall()
+    for seq, tenant_s, key, line in rows:
+        new_seq, head = seq, 1
+        if key is not None and not line:
+            busy = conn.execute(
+                "SELECT 1 FROM pmsq_messages WHERE queue = ? AND tenant = ? AND key = ? "
+                "AND line = 1 AND key IS NOT NULL LIMIT 1",
+                (queue, tenant_s, key),
+            ).fetchone()
+            head = 0 if busy else 1
+            new_seq = conn.execute(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM pmsq_messages"
+            ).fetchone()[0]
+        conn.execute(
+            "UPDATE pmsq_messages SET seq = ?, state = 0, head = ?, line = 1, attempt = 0, "
+            "available_at = ?, dead_reason = NULL, dead_at = NULL, error_type = NULL, "
+            "error = NULL WHERE seq = ?",
+            (new_seq, head, now, seq),
+        )
+    return len(rows)
+
+
+def purge(
+    conn: sqlite3.Connection, queue: str, ids: Sequence[str] | None, tenant: str | None
+) -> int:
+    """Delete dead letters; a purged key-blocking dead letter releases its key."""
+    if ids is not None and not ids:
+        return 0
+    where, args = _dead_filter(queue, tenant, ids)
+    rows = conn.execute(
+        f"DELETE FROM pmsq_messages WHERE {where} RETURNING tenant, key, line", args
+    ).fetchall()
+    for tenant_s, key, line in rows:
+        if line:
+            promote_next(conn, queue, tenant_s, key)
+    return len(rows)
+
+
+def peek(
+    conn: sqlite3.Connection, queue: str, n: int, tenant: str | None
+) -> list[tuple[Envelope, int, str]]:
+    where, args = "queue = ? AND state != 2", [queue]
+    if tenant is not None:
+        where += " AND tenant = ?"
+        args.append(tenant_in(tenant))
+    rows = conn.execute(
+        f"SELECT {MESSAGE_COLUMNS} FROM pmsq_messages WHERE {where} "
+        "ORDER BY head DESC, priority DESC, seq LIMIT ?",
+        [*args, n],
+    ).fetchall()
+    out = []
+    for r in rows:
+        state = _STATE_NAMES[r["state"]]
+        if r["state"] == 0 and not r["head"]:
+            state = "waiting_for_key"
+        out.append((envelope_from_row(r), r["attempt"], state))
+    return out
+
+
+def _blank() -> dict[str, Any]:
+    return {
+        "ready": 0,
+        "delayed": 0,
+        "in_flight": 0,
+        "dead": 0,
+        "oldest": None,
+        "processed": 0,
+        "failed": 0,
+        "retried": 0,
+        "dead_lettered": 0,
+        "processed_per_minute": 0,
+        "failed_per_minute": 0,
+        "retried_per_minute": 0,
+        "dead_lettered_per_minute": 0,
+        "hist": [],
+    }
+
+
+def _merge(into: dict[str, Any], other: dict[str, Any]) -> None:
+    for k, v in other.items():
+        if k == "oldest":
+            if v is not None and (into[k] is None or v < into[k]):
+                into[k] = v
+        elif k == "hist":
+            h = into[k]
+            for i, c in enumerate(v):
+                if i < len(h):
+                    h[i] += c
+                else:
+                    h.append(c)
+        else:
+            into[k] += v
+
+
+def _to_stats(name: str, d: dict[str, Any], now: float) -> QueueStats:
+    return QueueStats(
+        name=name,
+        ready=d["ready"],
+        delayed=d["delayed"],
+        in_flight=d["in_flight"],
+        dead=d["dead"],
+        oldest_age=None if d["oldest"] is None else max(0.0, now - d["oldest"]),
+        processed=d["processed"],
+        failed=d["failed"],
+        retried=d["retried"],
+        dead_lettered=d["dead_lettered"],
+        processed_per_minute=d["processed_per_minute"],
+        failed_per_minute=d["failed_per_minute"],
+        retried_per_minute=d["retried_per_minute"],
+        dead_lettered_per_minute=d["dead_lettered_per_minute"],
+        p50_ms=percentile_from_histogram(d["hist"], 0.5),
+        p95_ms=percentile_from_histogram(d["hist"], 0.95),
+    )
+
+
+def stats(conn: sqlite3.Connection, queue: str | None, now: float, tenant: str | None) -> Stats:
+    names = (
+        [queue]
+        if queue is not None
+        else [r[0] for r in conn.execute("SELECT name FROM pmsq_queues ORDER BY name")]
+    )
+    per: dict[str, dict[str, dict[str, Any]]] = {n: {} for n in names}
+    where, args = "", []
+    if queue is not None:
+        where, args = "WHERE queue = ?", [queue]
+    if tenant is not None:
+        where += (" AND " if where else "WHERE ") + "tenant = ?"
+        args.append(tenant_in(tenant))
+    for q, t, state, head, count, oldest in conn.execute(
+        "SELECT queue, tenant, state, head, COUNT(*), MIN(enqueued_at) FROM pmsq_messages "
+        f"{where} GROUP BY queue, tenant, state, head",
+        args,
+    ):
+        d = per.setdefault(q, {}).setdefault(t, _blank())
+        if state == 0 and head:
+            d["ready"] += count
+        elif state in (0, 3):
+            d["delayed"] += count
+        elif state == 1:
+            d["in_flight"] += count
+        else:
+            d["dead"] += count
+        if state in (0, 3) and (d["oldest"] is None or oldest < d["oldest"]):
+            d["oldest"] = oldest
+    recent = int(now // SLOT_SECONDS) - (60 // SLOT_SECONDS) + 1
+    metric_where = "WHERE (slot = 0 OR slot >= ?)" + where.replace("WHERE", " AND", 1)
+    for q, t, slot, processed, failed, retried, dead, hist in conn.execute(
+        "SELECT queue, tenant, slot, processed, failed, retried, dead_lettered, hist "
+        f"FROM pmsq_metrics {metric_where}",
+        [recent, *args],
+    ):
+        d = per.setdefault(q, {}).setdefault(t, _blank())
+        if slot == TOTAL_SLOT:
+            d["processed"] += processed
+            d["failed"] += failed
+            d["retried"] += retried
+            d["dead_lettered"] += dead
+        else:
+            d["processed_per_minute"] += processed
+            d["failed_per_minute"] += failed
+            d["retried_per_minute"] += retried
+            d["dead_lettered_per_minute"] += dead
+            if hist:
+                _merge(d, {"hist": json.loads(hist)})
+    result: dict[str, QueueStats] = {}
+    for q in sorted(per):
+        total = _blank()
+        tenants: dict[str, QueueStats] = {}
+        for t, d in sorted(per[q].items()):
+            _merge(total, d)
+            if t:
+                tenants[t] = _to_stats(q, d, now)
+        qs = _to_stats(q, total, now)
+        result[q] = attrs.evolve(qs, tenants=tenants)
+    bindings = tuple(
+        (p, q) for p, q in conn.execute("SELECT pattern, queue FROM pmsq_bindings ORDER BY 1, 2")
+    )
+    return Stats(queues=result, bindings=bindings, taken_at=utc_from_epoch(now))

@@ -1,0 +1,538 @@
+"""The SQLite backend: one file, WAL, every write in a ``BEGIN IMMEDIATE`` transaction.
+
+Concurrency model: one connection per backend, guarded by a lock; SQLite's
+file lock serialises writers across processes. Puts use group commit: a
+thread that finds the lock taken queues its request, and whoever takes the
+lock next commits every queued request in one transaction and one fsync.
+Each caller returns only after the commit that holds its own messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Literal, TypeVar
+
+from pmsq.backends.base import (
+    Backend,
+    Capabilities,
+    Claimed,
+    Envelope,
+    Receipt,
+    StoredDeadLetter,
+)
+from pmsq.backends.sqlite import admin, claims, settle
+from pmsq.backends.sqlite.errors import translate
+from pmsq.backends.sqlite.puts import ConfigReader, dump_config, put_one
+from pmsq.backends.sqlite.schema import SchemaError, create_or_migrate
+from pmsq.config import QueueConfig
+from pmsq.errors import ConfigurationError, PmsqError, StorageError
+from pmsq.stats import Stats
+
+__all__ = ["SQLiteBackend", "parse_sqlite_url"]
+
+T = TypeVar("T")
+Durability = Literal["full", "normal", "memory"]
+_SYNC = {"full": "FULL", "normal": "NORMAL", "memory": "OFF"}
+_HOUSEKEEPING_EVERY = 30.0
+
+
+def parse_sqlite_url(url: str) -> str:
+    """Return the file path of a ``sqlite:///path`` URL or a plain path.
+
+    ``sqlite:///rel.db`` is relative, ``sqlite:////abs.db`` absolute,
+    ``sqlite:///:memory:`` (or ``:memory:``) an in-memory store.
+
+    Raises:
+        ConfigurationError: for an empty path.
+    """
+    path = url
+    if url.lower().startswith("sqlite://"):
+        path = url[len("sqlite://") :]
+        if path.startswith("/"):
+            path = path[1:]
+        path = path.split("?", 1)[0]
+    if not path:
+        raise ConfigurationError(f"no database path in {url!r}; use sqlite:///path/to/file.db")
+    return path
+
+
+class _PutRequest:
+    __slots__ = ("envelopes", "error", "now", "result")
+
+    def __init__(self, envelopes: Sequence[Envelope], now: float) -> None:
+        self.envelopes = envelopes
+        self.now = now
+        self.result: list[str] | None = None
+        self.error: BaseException | None = None
+
+
+class _PlainRows:
+    """Runs statements on a caller's connection with plain tuple rows (their row_factory aside)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
+        cur = self._conn.cursor()
+        cur.row_factory = None
+        return cur.execute(sql, args)
+
+
+class SQLiteBackend(Backend):
+    """The reference backend: a SQLite file (or memory) shared by threads and processes.
+
+    Args:
+        url: ``sqlite:///path.db`` or a plain path.
+        durability: ``"full"`` (fsync every commit: survives power loss),
+            ``"normal"`` (survives a process crash) or ``"memory"`` (no fsync; tests).
+        busy_timeout: Seconds to wait for another process's write lock.
+
+    Raises:
+        StorageError: the file is corrupt, foreign, from a newer pmsq, or cannot be opened.
+    """
+
+    capabilities = Capabilities()
+    name = "SQLite"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        durability: Durability = "full",
+        busy_timeout: float = 30.0,
+        **_ignored: Any,
+    ) -> None:
+        if durability not in _SYNC:
+            raise ConfigurationError(
+                f"durability must be 'full', 'normal' or 'memory', got {durability!r}"
+            )
+        self.path = parse_sqlite_url(url)
+        self.url = url
+        self.durability = durability
+        self.busy_timeout = busy_timeout
+        self._lock = threading.RLock()
+        self._pending_lock = threading.Lock()
+        self._pending: list[_PutRequest] = []
+        self._configs = ConfigReader()
+        self._closed = False
+        self._last_housekeeping = 0.0
+        self._conn = self._open()
+
+    # -- connection and transactions ---------------------------------------
+    def _open(self) -> sqlite3.Connection:
+        memory = self.path == ":memory:"
+        if not memory and os.path.isdir(self.path):
+            raise StorageError(f"{self.path!r} is a directory; give a file path for the store")
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+                cached_statements=512,
+            )
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path, busy_timeout=self.busy_timeout) from exc
+        conn.row_factory = sqlite3.Row
+        try:
+            # The first read of the header is where a corrupt or foreign file shows.
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            if not memory:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise StorageError(
+                        f"SQLite store {self.path!r} cannot use WAL mode (got {mode!r}); "
+                        "put it on a local disk"
+                    )
+            conn.execute(f"PRAGMA synchronous = {_SYNC[self.durability]}")
+            conn.execute("PRAGMA temp_store = MEMORY")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                create_or_migrate(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except SchemaError as exc:
+            conn.close()
+            raise StorageError(
+                f"SQLite store {self.path!r} cannot be opened by pmsq: {exc}; "
+                "the file was left untouched"
+            ) from exc
+        except sqlite3.Error as exc:
+            conn.close()
+            raise translate(exc, self.path, busy_timeout=self.busy_timeout) from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError(f"the broker for {self.path!r} is closed")
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._check_open()
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                raise translate(exc, self.path, busy_timeout=self.busy_timeout) from exc
+
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction; roll back on any error."""
+        with self._lock:
+            self._check_open()
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise translate(exc, self.path, busy_timeout=self.busy_timeout) from exc
+            try:
+                result = fn(conn)
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise translate(exc, self.path, busy_timeout=self.busy_timeout) from exc
+            except BaseException:
+                self._rollback()
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise translate(
+                    exc, self.path, busy_timeout=self.busy_timeout, committing=True
+                ) from exc
+            return result
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+
+    # -- configuration -------------------------------------------------------
+    def declare_queue(self, config: QueueConfig) -> None:
+        text = dump_config(config)
+        self._write(
+            lambda c: c.execute(
+                "INSERT INTO pmsq_queues (name, config) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET config = excluded.config",
+                (config.name, text),
+            )
+        )
+
+    def queue_config(self, name: str) -> QueueConfig | None:
+        with self._reading() as conn:
+            row = conn.execute("SELECT config FROM pmsq_queues WHERE name = ?", (name,)).fetchone()
+        return None if row is None else QueueConfig.from_dict(json.loads(row[0]))
+
+    def list_queues(self) -> list[QueueConfig]:
+        with self._reading() as conn:
+            rows = conn.execute("SELECT config FROM pmsq_queues ORDER BY name").fetchall()
+        return [QueueConfig.from_dict(json.loads(r[0])) for r in rows]
+
+    def bind(self, pattern: str, queue: str) -> None:
+        def go(c: sqlite3.Connection) -> None:
+            self._configs.get(c, queue)
+            c.execute(
+                "INSERT OR IGNORE INTO pmsq_bindings (pattern, queue) VALUES (?, ?)",
+                (pattern, queue),
+            )
+
+        self._write(go)
+
+    def unbind(self, pattern: str, queue: str) -> bool:
+        return self._write(
+            lambda c: (
+                c.execute(
+                    "DELETE FROM pmsq_bindings WHERE pattern = ? AND queue = ?", (pattern, queue)
+                ).rowcount
+                > 0
+            )
+        )
+
+    def bindings(self) -> list[tuple[str, str]]:
+        with self._reading() as conn:
+            rows = conn.execute("SELECT pattern, queue FROM pmsq_bindings ORDER BY 1, 2")
+            return [(r[0], r[1]) for r in rows]
+
+    # -- puts ------------------------------------------------------------------
+    def put_many(
+        self, envelopes: Sequence[Envelope], *, now: float, connection: Any = None
+    ) -> list[str]:
+        if connection is not None:
+            return self._put_external(connection, envelopes, now)
+        request = _PutRequest(envelopes, now)
+        with self._pending_lock:
+            self._pending.append(request)
+        with self._lock:
+            if request.result is None and request.error is None:
+                with self._pending_lock:
+                    batch, self._pending = self._pending, []
+                self._commit_puts(batch)
+        if request.error is not None:
+            raise request.error
+        assert request.result is not None
+        return request.result
+
+    def _commit_puts(self, batch: list[_PutRequest]) -> None:
+        def go(conn: sqlite3.Connection) -> None:
+            single = len(batch) == 1
+            for req in batch:
+                # A savepoint per request: one caller's QueueFull must not undo another's put.
+                if not single:
+                    conn.execute("SAVEPOINT pmsq_put")
+                try:
+                    req.result = [put_one(conn, self._configs, e, req.now) for e in req.envelopes]
+                except PmsqError as exc:
+                    req.result = None
+                    req.error = exc
+                    if single:
+                        raise
+                    conn.execute("ROLLBACK TO pmsq_put")
+                if not single:
+                    conn.execute("RELEASE pmsq_put")
+            self._housekeeping(conn, batch[0].now)
+
+        try:
+            self._write(go)
+        except BaseException as exc:
+            # The transaction rolled back: nothing of this batch is stored.
+            for req in batch:
+                req.result = None
+                if req.error is None:
+                    req.error = exc
+
+    def _put_external(
+        self, connection: Any, envelopes: Sequence[Envelope], now: float
+    ) -> list[str]:
+        if not isinstance(connection, sqlite3.Connection):
+            raise ConfigurationError(
+                f"connection= must be a sqlite3.Connection for the SQLite backend, "
+                f"got {type(connection).__name__}"
+            )
+        self._check_same_file(connection)
+        plain = _PlainRows(connection)
+        try:
+            plain.execute("SAVEPOINT pmsq_outbox")
+            try:
+                ids = [put_one(plain, self._configs, e, now) for e in envelopes]  # type: ignore[arg-type]
+            except BaseException:
+                plain.execute("ROLLBACK TO pmsq_outbox")
+                plain.execute("RELEASE pmsq_outbox")
+                raise
+            plain.execute("RELEASE pmsq_outbox")
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path, busy_timeout=self.busy_timeout) from exc
+        return ids
+
+    def _check_same_file(self, connection: sqlite3.Connection) -> None:
+        try:
+            rows = connection.execute("PRAGMA database_list").fetchall()
+        except sqlite3.Error as exc:
+            raise ConfigurationError(f"connection= is not usable: {exc}") from exc
+        main = next((r for r in rows if r[1] == "main"), None)
+        theirs = main[2] if main else ""
+        if (
+            self.path == ":memory:"
+            or not theirs
+            or (os.path.realpath(theirs) != os.path.realpath(self.path))
+        ):
+            raise ConfigurationError(
+                f"connection= is open on {theirs or 'an in-memory database'!r}, but this "
+                f"broker's store is {self.path!r}; the outbox needs a connection to the same file"
+            )
+
+    def _housekeeping(self, conn: sqlite3.Connection, now: float) -> None:
+        # Time-gated pruning keeps the dedup and metrics tables bounded without
+        # adding work to every put.
+        mono = time.monotonic()
+        if mono - self._last_housekeeping < _HOUSEKEEPING_EVERY:
+            return
+        self._last_housekeeping = mono
+        conn.execute(
+            "DELETE FROM pmsq_dedup WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
+        )
+        oldest_slot = int((now - 3600) // settle.SLOT_SECONDS)
+        conn.execute("DELETE FROM pmsq_metrics WHERE slot != 0 AND slot < ?", (oldest_slot,))
+
+    # -- claims and settlement ---------------------------------------------------
+    def claim(self, queue: str, n: int, *, now: float, tenant: str | None = None) -> list[Claimed]:
+        if n <= 0:
+            return []
+        # A lock-free probe first: idle consumers never take the write lock.
+        with self._reading() as conn:
+            if not claims.has_ready(conn, queue, now, tenant):
+                return []
+        return self._write(
+            lambda c: claims.claim(c, self._configs, queue, n, now=now, tenant=tenant)
+        )
+
+    def ack(
+        self, receipts: Sequence[Receipt], *, now: float, durations_ms: Sequence[float | None]
+    ) -> list[bool]:
+        def go(conn: sqlite3.Connection) -> list[bool]:
+            metrics = settle.Metrics()
+            out = []
+            for r, ms in zip(receipts, durations_ms, strict=True):
+                done = settle.settle_ack(conn, r.handle, r.token)
+                out.append(done is not None)
+                if done is not None:
+                    metrics.add(done[0], done[1], processed=1, duration_ms=ms)
+            metrics.flush(conn, now)
+            return out
+
+        return self._write(go)
+
+    def retry(
+        self,
+        receipt: Receipt,
+        *,
+        now: float,
+        available_at: float,
+        error_type: str | None,
+        error: str | None,
+        duration_ms: float | None,
+    ) -> bool:
+        def go(conn: sqlite3.Connection) -> bool:
+            done = settle.settle_retry(
+                conn,
+                receipt.handle,
+                receipt.token,
+                now=now,
+                available_at=available_at,
+                error_type=error_type,
+                error=error,
+            )
+            if done is None:
+                return False
+            metrics = settle.Metrics()
+            metrics.add(
+                done[0],
+                done[1],
+                retried=1,
+                failed=int(error_type is not None),
+                duration_ms=duration_ms,
+            )
+            metrics.flush(conn, now)
+            return True
+
+        return self._write(go)
+
+    def dead_letter(
+        self,
+        receipt: Receipt,
+        *,
+        now: float,
+        reason: str,
+        error_type: str | None,
+        traceback: str | None,
+        duration_ms: float | None,
+    ) -> bool:
+        def go(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT queue, tenant FROM pmsq_messages WHERE seq = ? AND lease_token = ? "
+                "AND state = 1",
+                (receipt.handle, receipt.token),
+            ).fetchone()
+            if row is None:
+                return False
+            settle.bury(
+                conn,
+                self._configs,
+                receipt.handle,
+                now=now,
+                reason=reason,
+                error_type=error_type,
+                traceback=traceback,
+            )
+            metrics = settle.Metrics()
+            metrics.add(
+                row[0],
+                row[1],
+                dead=1,
+                failed=int(error_type is not None),
+                duration_ms=duration_ms,
+            )
+            metrics.flush(conn, now)
+            return True
+
+        return self._write(go)
+
+    def release(self, receipts: Sequence[Receipt], *, now: float) -> None:
+        if not receipts:
+            return
+
+        def go(conn: sqlite3.Connection) -> None:
+            for r in receipts:
+                settle.settle_release(conn, r.handle, r.token, now)
+
+        self._write(go)
+
+    def extend(self, receipt: Receipt, seconds: float, *, now: float) -> float | None:
+        expires = now + seconds
+        ok = self._write(lambda c: settle.settle_extend(c, receipt.handle, receipt.token, expires))
+        return expires if ok else None
+
+    # -- operators ----------------------------------------------------------------
+    def dead_letters(
+        self,
+        queue: str,
+        *,
+        tenant: str | None = None,
+        ids: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> list[StoredDeadLetter]:
+        with self._reading() as conn:
+            return admin.dead_letters(conn, queue, tenant, ids, limit)
+
+    def redrive(
+        self, queue: str, ids: Sequence[str] | None, *, now: float, tenant: str | None = None
+    ) -> int:
+        return self._write(lambda c: admin.redrive(c, queue, ids, now, tenant))
+
+    def purge(self, queue: str, ids: Sequence[str] | None, *, tenant: str | None = None) -> int:
+        return self._write(lambda c: admin.purge(c, queue, ids, tenant))
+
+    def stats(self, queue: str | None = None, *, now: float, tenant: str | None = None) -> Stats:
+        with self._reading() as conn:
+            return admin.stats(conn, queue, now, tenant)
+
+    def peek(
+        self, queue: str, n: int, *, tenant: str | None = None
+    ) -> list[tuple[Envelope, int, str]]:
+        with self._reading() as conn:
+            return admin.peek(conn, queue, n, tenant)
+
+    def next_due(self, queue: str, *, now: float) -> float | None:
+        with self._reading() as conn:
+            return claims.next_due(conn, queue, now)
+
+    def has_ready(self, queue: str, *, now: float, tenant: str | None = None) -> bool:
+        with self._reading() as conn:
+            return claims.has_ready(conn, queue, now, tenant)
+
+    def change_token(self) -> object:
+        with self._reading() as conn:
+            return conn.execute("PRAGMA data_version").fetchone()[0]
+
+    def check(self) -> list[str]:
+        with self._reading() as conn:
+            rows = conn.execute("PRAGMA quick_check").fetchall()
+        problems = [str(r[0]) for r in rows if str(r[0]) != "ok"]
+        return problems
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()

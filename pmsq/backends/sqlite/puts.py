@@ -1,0 +1,186 @@
+"""Storing messages: dedup, coalescing, quotas and key lines, inside a caller's transaction."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import zlib
+
+from pmsq.backends.base import Envelope
+from pmsq.backends.sqlite.rows import tenant_in
+from pmsq.backends.sqlite.schema import READY, SCHEDULED
+from pmsq.config import QueueConfig
+from pmsq.errors import QueueFull
+
+__all__ = ["ConfigReader", "insert_envelope", "put_one"]
+
+
+class ConfigReader:
+    """Reads queue configs inside the current transaction, creating undeclared queues.
+
+    Decoded configs are cached by their stored text, so a re-declaration by
+    another process is seen at once while unchanged configs cost one lookup.
+    """
+
+    def __init__(self) -> None:
+        self._decoded: dict[str, QueueConfig] = {}
+
+    def get(self, conn: sqlite3.Connection, name: str) -> QueueConfig:
+        row = conn.execute("SELECT config FROM pmsq_queues WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            cfg = QueueConfig(name=name)
+            conn.execute(
+                "INSERT OR IGNORE INTO pmsq_queues (name, config) VALUES (?, ?)",
+                (name, _dump(cfg)),
+            )
+            return cfg
+        text = row[0]
+        cached = self._decoded.get(text)
+        if cached is None:
+            cached = QueueConfig.from_dict(json.loads(text))
+            if len(self._decoded) > 1000:
+                self._decoded.clear()
+            self._decoded[text] = cached
+        return cached
+
+
+def _dump(cfg: QueueConfig) -> str:
+    return json.dumps(cfg.to_dict(), sort_keys=True)
+
+
+def dump_config(cfg: QueueConfig) -> str:
+    """Stored text of a queue config."""
+    return _dump(cfg)
+
+
+def _count_waiting(conn: sqlite3.Connection, queue: str, tenant: str | None, cap: int) -> int:
+    # Bounded counts: a quota of N never reads more than N index entries.
+    if tenant is None:
+        waiting = conn.execute(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM pmsq_messages "
+            "WHERE queue = ? AND state IN (0, 3) LIMIT ?)",
+            (queue, cap),
+        ).fetchone()[0]
+        flying = conn.execute(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM pmsq_messages "
+            "WHERE queue = ? AND state = 1 LIMIT ?)",
+            (queue, cap),
+        ).fetchone()[0]
+    else:
+        waiting = conn.execute(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM pmsq_messages "
+            "WHERE queue = ? AND tenant = ? AND state IN (0, 3) LIMIT ?)",
+            (queue, tenant, cap),
+        ).fetchone()[0]
+        flying = conn.execute(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM pmsq_messages "
+            "WHERE queue = ? AND state = 1 AND tenant = ? LIMIT ?)",
+            (queue, tenant, cap),
+        ).fetchone()[0]
+    return int(waiting) + int(flying)
+
+
+def insert_envelope(
+    conn: sqlite3.Connection, env: Envelope, now: float, *, attempt: int = 0
+) -> None:
+    """Insert ``env`` at the tail of its key's line (head if the line is empty)."""
+    tenant = tenant_in(env.tenant)
+    head = 1
+    if env.key is not None:
+        busy = conn.execute(
+            "SELECT 1 FROM pmsq_messages WHERE queue = ? AND tenant = ? AND key = ? "
+            "AND line = 1 AND key IS NOT NULL LIMIT 1",
+            (env.queue, tenant, env.key),
+        ).fetchone()
+        head = 0 if busy else 1
+    state = SCHEDULED if env.available_at > now else READY
+    conn.execute(
+        "INSERT INTO pmsq_messages (id, queue, tenant, key, priority, state, head, line, "
+        "available_at, attempt, enqueued_at, format, payload, crc, headers, dedup_id, topic, "
+        "correlation_id, causation_id) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, "
+        "?, ?, ?)",
+        (
+            env.id,
+            env.queue,
+            tenant,
+            env.key,
+            env.priority,
+            state,
+            head,
+            env.available_at,
+            attempt,
+            env.enqueued_at,
+            env.format,
+            env.data,
+            zlib.crc32(env.data),
+            env.headers,
+            env.dedup_id,
+            env.topic,
+            env.correlation_id,
+            env.causation_id,
+        ),
+    )
+
+
+def put_one(conn: sqlite3.Connection, configs: ConfigReader, env: Envelope, now: float) -> str:
+    """Store one envelope in the open transaction; return the id the caller sees.
+
+    Raises:
+        QueueFull: ``max_depth`` or ``tenant_quota`` reached (nothing written).
+    """
+    cfg = configs.get(conn, env.queue)
+    tenant = tenant_in(env.tenant)
+    if env.dedup_id is not None:
+        row = conn.execute(
+            "SELECT message_id, expires_at FROM pmsq_dedup "
+            "WHERE queue = ? AND tenant = ? AND dedup_id = ?",
+            (env.queue, tenant, env.dedup_id),
+        ).fetchone()
+        if row is not None and (row[1] is None or row[1] > now):
+            return str(row[0])
+    if env.coalesce and env.key is not None:
+        row = conn.execute(
+            "SELECT seq, id, state, attempt FROM pmsq_messages WHERE queue = ? AND tenant = ? "
+            "AND key = ? AND line = 1 AND key IS NOT NULL ORDER BY seq DESC LIMIT 1",
+            (env.queue, tenant, env.key),
+        ).fetchone()
+        if row is not None and row[2] in (READY, SCHEDULED) and row[3] == 0:
+            conn.execute(
+                "UPDATE pmsq_messages SET payload = ?, format = ?, crc = ?, headers = ? "
+                "WHERE seq = ?",
+                (env.data, env.format, zlib.crc32(env.data), env.headers, row[0]),
+            )
+            _remember_dedup(conn, cfg, env, tenant, str(row[1]))
+            return str(row[1])
+    if cfg.max_depth is not None and _count_waiting(conn, env.queue, None, cfg.max_depth) >= (
+        cfg.max_depth
+    ):
+        raise QueueFull(
+            f"queue {env.queue!r} is full (max_depth={cfg.max_depth}); "
+            "wait for consumers or raise max_depth"
+        )
+    if (
+        cfg.tenant_quota is not None
+        and env.tenant is not None
+        and _count_waiting(conn, env.queue, tenant, cfg.tenant_quota) >= cfg.tenant_quota
+    ):
+        raise QueueFull(
+            f"tenant {env.tenant!r} has {cfg.tenant_quota} messages waiting in queue "
+            f"{env.queue!r} (tenant_quota={cfg.tenant_quota})"
+        )
+    insert_envelope(conn, env, now)
+    _remember_dedup(conn, cfg, env, tenant, env.id)
+    return env.id
+
+
+def _remember_dedup(
+    conn: sqlite3.Connection, cfg: QueueConfig, env: Envelope, tenant: str, message_id: str
+) -> None:
+    if env.dedup_id is None:
+        return
+    expires = None if cfg.dedup_window is None else env.enqueued_at + cfg.dedup_window
+    conn.execute(
+        "INSERT OR REPLACE INTO pmsq_dedup (queue, tenant, dedup_id, message_id, expires_at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (env.queue, tenant, env.dedup_id, message_id, expires),
+    )

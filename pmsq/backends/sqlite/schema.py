@@ -1,0 +1,175 @@
+"""The SQLite schema, its version, and opening checks.
+
+Invariants the indexes encode (every claim, ack and put relies on them):
+
+- ``state``: 0 ready, 1 in flight, 2 dead, 3 scheduled (waiting for
+  ``available_at``: a delay or a retry backoff).
+- ``line`` = 1 while a keyed message occupies its key's line (not yet acked,
+  and not dead unless its queue blocks keys on failure). ``head`` = 1 for the
+  line's first message, and always for unkeyed messages. Only heads are ever
+  claimed, so claiming never looks at messages queued behind a hot key.
+- ``ix_ready`` holds exactly the claimable messages, per tenant in delivery
+  order (priority desc, put order), so a claim is an index seek whatever the
+  backlog.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "create_or_migrate"]
+
+# "pmsq" in ASCII, written to the header so foreign tools can tell the file's owner.
+APPLICATION_ID = 0x706D7371
+SCHEMA_VERSION = 1
+
+READY, IN_FLIGHT, DEAD, SCHEDULED = 0, 1, 2, 3
+
+_V1 = """
+CREATE TABLE IF NOT EXISTS pmsq_meta (
+    k TEXT PRIMARY KEY,
+    v TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS pmsq_queues (
+    name TEXT PRIMARY KEY,
+    config TEXT NOT NULL,
+    rr_tenant TEXT
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS pmsq_bindings (
+    pattern TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    PRIMARY KEY (pattern, queue)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS pmsq_messages (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    queue TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    key TEXT,
+    priority INTEGER NOT NULL,
+    state INTEGER NOT NULL,
+    head INTEGER NOT NULL,
+    line INTEGER NOT NULL,
+    available_at REAL NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    lease_token TEXT,
+    lease_expires REAL,
+    enqueued_at REAL NOT NULL,
+    format TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    crc INTEGER NOT NULL,
+    headers TEXT,
+    dedup_id TEXT,
+    topic TEXT,
+    correlation_id TEXT,
+    causation_id TEXT,
+    error_type TEXT,
+    error TEXT,
+    dead_reason TEXT,
+    dead_at REAL
+);
+
+CREATE INDEX IF NOT EXISTS pmsq_ix_ready
+    ON pmsq_messages (queue, tenant, priority DESC, seq) WHERE state = 0 AND head = 1;
+CREATE INDEX IF NOT EXISTS pmsq_ix_scheduled
+    ON pmsq_messages (queue, available_at) WHERE state = 3;
+CREATE INDEX IF NOT EXISTS pmsq_ix_leases
+    ON pmsq_messages (queue, lease_expires) WHERE state = 1;
+CREATE INDEX IF NOT EXISTS pmsq_ix_keys
+    ON pmsq_messages (queue, tenant, key, seq) WHERE line = 1 AND key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS pmsq_ix_dead
+    ON pmsq_messages (queue, tenant, dead_at) WHERE state = 2;
+CREATE INDEX IF NOT EXISTS pmsq_ix_waiting
+    ON pmsq_messages (queue, tenant, enqueued_at) WHERE state IN (0, 3);
+
+CREATE TABLE IF NOT EXISTS pmsq_dedup (
+    queue TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    dedup_id TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    expires_at REAL,
+    PRIMARY KEY (queue, tenant, dedup_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS pmsq_ix_dedup_expiry
+    ON pmsq_dedup (expires_at) WHERE expires_at IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS pmsq_metrics (
+    queue TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    slot INTEGER NOT NULL,
+    processed INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    retried INTEGER NOT NULL DEFAULT 0,
+    dead_lettered INTEGER NOT NULL DEFAULT 0,
+    hist TEXT,
+    PRIMARY KEY (queue, tenant, slot)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS pmsq_rate (
+    queue TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    ts REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pmsq_ix_rate ON pmsq_rate (queue, scope, ts);
+"""
+
+# Forward migrations: MIGRATIONS[n] upgrades a store from version n to n + 1.
+MIGRATIONS: dict[int, str] = {}
+
+
+class SchemaError(Exception):
+    """The file is not a usable pmsq store; the message says why."""
+
+
+def create_or_migrate(conn: sqlite3.Connection) -> int:
+    """Create the schema in an empty or app-owned file, or migrate it forward.
+
+    Must run inside a write transaction. Returns the version found before.
+
+    Raises:
+        SchemaError: the file belongs to another application or a newer pmsq.
+    """
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    has_meta = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'pmsq_meta'"
+    ).fetchone()
+    if not has_meta:
+        if app_id not in (0, APPLICATION_ID):
+            raise SchemaError(
+                f"the file belongs to another application (SQLite application_id {app_id:#x})"
+            )
+        for statement in _split(_V1):
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO pmsq_meta (k, v) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+        )
+        if app_id == 0:
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        return 0
+    row = conn.execute("SELECT v FROM pmsq_meta WHERE k = 'schema_version'").fetchone()
+    if row is None or not str(row[0]).isdigit():
+        raise SchemaError("its pmsq_meta table has no valid schema_version")
+    found = int(row[0])
+    if found > SCHEMA_VERSION:
+        raise SchemaError(
+            f"it was written by a newer pmsq (schema version {found}, this pmsq reads "
+            f"up to {SCHEMA_VERSION}); upgrade pmsq to open it"
+        )
+    version = found
+    while version < SCHEMA_VERSION:
+        for statement in _split(MIGRATIONS[version]):
+            conn.execute(statement)
+        version += 1
+    if found != version:
+        conn.execute(
+            "UPDATE pmsq_meta SET v = ? WHERE k = 'schema_version'", (str(SCHEMA_VERSION),)
+        )
+    return found
+
+
+def _split(script: str) -> list[str]:
+    # executescript() would COMMIT the caller's transaction; run statements one by one.
+    return [s.strip() for s in script.split(";") if s.strip()]

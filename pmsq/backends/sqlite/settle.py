@@ -1,0 +1,214 @@
+"""Settling leased messages: ack, retry, dead-letter, release, extend, and key-line moves.
+
+Every function runs inside the caller's write transaction and checks the
+lease token in the same statement that changes the row, so a stale token
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from pmsq.backends.base import Envelope
+from pmsq.backends.sqlite.puts import ConfigReader, insert_envelope
+from pmsq.backends.sqlite.rows import tenant_out
+from pmsq.backends.sqlite.schema import IN_FLIGHT, READY, SCHEDULED
+from pmsq.ids import new_message_id
+from pmsq.stats import HISTOGRAM_BOUNDS_MS
+
+__all__ = ["Metrics", "bury", "promote_next"]
+
+SLOT_SECONDS = 10
+TOTAL_SLOT = 0
+
+
+def promote_next(conn: sqlite3.Connection, queue: str, tenant: str, key: str | None) -> None:
+    """Make the first message still in ``key``'s line its head (no-op for unkeyed)."""
+    if key is None:
+        return
+    conn.execute(
+        "UPDATE pmsq_messages SET head = 1 WHERE seq = (SELECT seq FROM pmsq_messages "
+        "WHERE queue = ? AND tenant = ? AND key = ? AND line = 1 AND key IS NOT NULL "
+        "ORDER BY seq LIMIT 1) AND head = 0",
+        (queue, tenant, key),
+    )
+
+
+def bury(
+    conn: sqlite3.Connection,
+    configs: ConfigReader,
+    seq: int,
+    *,
+    now: float,
+    reason: str,
+    error_type: str | None,
+    traceback: str | None,
+) -> bool:
+    """Dead-letter row ``seq`` (already checked to be leased or expired) and fan it to fallback.
+
+    With ``on_key_failure="block"`` the dead letter keeps its key's line (the
+    key waits for an operator); otherwise the next message of the key moves up.
+    """
+    row = conn.execute(
+        "SELECT queue, tenant, key, id, payload, format, headers, priority, correlation_id, "
+        "topic, error_type, error FROM pmsq_messages WHERE seq = ?",
+        (seq,),
+    ).fetchone()
+    if row is None:
+        return False
+    queue, tenant, key = row[0], row[1], row[2]
+    cfg = configs.get(conn, queue)
+    blocks = cfg.on_key_failure == "block" and key is not None
+    conn.execute(
+        "UPDATE pmsq_messages SET state = 2, line = ?, head = ?, lease_token = NULL, "
+        "lease_expires = NULL, dead_reason = ?, dead_at = ?, "
+        "error_type = COALESCE(?, error_type), error = COALESCE(?, error) WHERE seq = ?",
+        (int(blocks), int(blocks), reason, now, error_type, traceback, seq),
+    )
+    if not blocks:
+        promote_next(conn, queue, tenant, key)
+    if cfg.fallback is not None:
+        headers: dict[str, Any] = json.loads(row[6]) if row[6] else {}
+        headers["pmsq.dead_letter"] = {"queue": queue, "message_id": row[3], "reason": reason}
+        insert_envelope(
+            conn,
+            Envelope(
+                id=new_message_id(now),
+                queue=cfg.fallback,
+                data=bytes(row[4]),
+                format=row[5],
+                key=key,
+                tenant=tenant_out(tenant),
+                priority=row[7],
+                available_at=now,
+                enqueued_at=now,
+                headers=json.dumps(headers, separators=(",", ":")),
+                dedup_id=None,
+                topic=row[9],
+                correlation_id=row[8],
+                causation_id=row[3],
+            ),
+            now,
+        )
+        configs.get(conn, cfg.fallback)  # declare the fallback queue if it is new
+    return True
+
+
+def settle_ack(
+    conn: sqlite3.Connection, seq: int, token: str
+) -> tuple[str, str, str | None] | None:
+    """Delete an acked message; return ``(queue, tenant, key)`` or ``None`` if the lease is lost."""
+    row = conn.execute(
+        "DELETE FROM pmsq_messages WHERE seq = ? AND lease_token = ? AND state = 1 "
+        "RETURNING queue, tenant, key",
+        (seq, token),
+    ).fetchone()
+    if row is None:
+        return None
+    promote_next(conn, row[0], row[1], row[2])
+    return row[0], row[1], row[2]
+
+
+def settle_retry(
+    conn: sqlite3.Connection,
+    seq: int,
+    token: str,
+    *,
+    now: float,
+    available_at: float,
+    error_type: str | None,
+    error: str | None,
+) -> tuple[str, str] | None:
+    """Put a leased message back at ``available_at``; it stays its key's head."""
+    state = SCHEDULED if available_at > now else READY
+    row = conn.execute(
+        "UPDATE pmsq_messages SET state = ?, available_at = ?, lease_token = NULL, "
+        "lease_expires = NULL, error_type = COALESCE(?, error_type), error = COALESCE(?, error) "
+        "WHERE seq = ? AND lease_token = ? AND state = 1 RETURNING queue, tenant",
+        (state, available_at, error_type, error, seq, token),
+    ).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def settle_release(conn: sqlite3.Connection, seq: int, token: str, now: float) -> None:
+    """Hand back an unstarted message: undo the attempt its claim counted."""
+    conn.execute(
+        "UPDATE pmsq_messages SET state = CASE WHEN available_at > ? THEN 3 ELSE 0 END, "
+        "attempt = MAX(attempt - 1, 0), lease_token = NULL, lease_expires = NULL "
+        "WHERE seq = ? AND lease_token = ? AND state = 1",
+        (now, seq, token),
+    )
+
+
+def settle_extend(conn: sqlite3.Connection, seq: int, token: str, expires: float) -> bool:
+    """Move a held lease's expiry; False if the lease is lost."""
+    cur = conn.execute(
+        "UPDATE pmsq_messages SET lease_expires = ? WHERE seq = ? AND lease_token = ? "
+        "AND state = ?",
+        (expires, seq, token, IN_FLIGHT),
+    )
+    return cur.rowcount == 1
+
+
+def _bucket(ms: float) -> int:
+    for i, bound in enumerate(HISTOGRAM_BOUNDS_MS):
+        if ms <= bound:
+            return i
+    return len(HISTOGRAM_BOUNDS_MS)
+
+
+class Metrics:
+    """Counts outcomes within one transaction and writes them once at its end."""
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, str], list[int]] = {}
+        self._hist: dict[tuple[str, str], list[int]] = {}
+
+    def add(
+        self,
+        queue: str,
+        tenant: str,
+        *,
+        processed: int = 0,
+        failed: int = 0,
+        retried: int = 0,
+        dead: int = 0,
+        duration_ms: float | None = None,
+    ) -> None:
+        c = self._counts.setdefault((queue, tenant), [0, 0, 0, 0])
+        c[0] += processed
+        c[1] += failed
+        c[2] += retried
+        c[3] += dead
+        if duration_ms is not None:
+            h = self._hist.setdefault((queue, tenant), [0] * (len(HISTOGRAM_BOUNDS_MS) + 1))
+            h[_bucket(duration_ms)] += 1
+
+    def flush(self, conn: sqlite3.Connection, now: float) -> None:
+        slot = int(now // SLOT_SECONDS)
+        for (queue, tenant), c in self._counts.items():
+            for s in (TOTAL_SLOT, slot):
+                conn.execute(
+                    "INSERT INTO pmsq_metrics (queue, tenant, slot, processed, failed, retried, "
+                    "dead_lettered) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
+                    "processed = processed + excluded.processed, failed = failed + "
+                    "excluded.failed, retried = retried + excluded.retried, dead_lettered = "
+                    "dead_lettered + excluded.dead_lettered",
+                    (queue, tenant, s, *c),
+                )
+            hist = self._hist.get((queue, tenant))
+            if hist:
+                row = conn.execute(
+                    "SELECT hist FROM pmsq_metrics WHERE queue = ? AND tenant = ? AND slot = ?",
+                    (queue, tenant, slot),
+                ).fetchone()
+                old = json.loads(row[0]) if row and row[0] else []
+                merged = [a + (old[i] if i < len(old) else 0) for i, a in enumerate(hist)]
+                conn.execute(
+                    "UPDATE pmsq_metrics SET hist = ? WHERE queue = ? AND tenant = ? AND slot = ?",
+                    (json.dumps(merged), queue, tenant, slot),
+                )
+        self._counts.clear()
+        self._hist.clear()

@@ -1,0 +1,88 @@
+"""Payload codecs. JSON by default; bytes pass through untouched.
+
+A codec turns a payload into bytes plus a short format tag stored beside it,
+so a store can hold payloads written by different codecs. pmsq never
+unpickles anything unless the user installs a pickle codec themselves.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol, runtime_checkable
+
+from pmsq.errors import SerializationError
+
+__all__ = ["BYTES_FORMAT", "Codec", "JsonCodec", "decode_headers", "encode_headers"]
+
+BYTES_FORMAT = "bytes"
+
+
+@runtime_checkable
+class Codec(Protocol):
+    """Encodes payloads to bytes and back. ``format`` names what it writes."""
+
+    format: str
+
+    def encode(self, payload: Any) -> bytes:
+        """Encode ``payload``; raise ``SerializationError`` when it cannot."""
+        ...
+
+    def decode(self, data: bytes) -> Any:
+        """Decode bytes written by :meth:`encode`."""
+        ...
+
+
+class JsonCodec:
+    """Strict JSON: no NaN or infinities, string keys only, UTF-8."""
+
+    format = "json"
+
+    def encode(self, payload: Any) -> bytes:
+        """Encode ``payload`` as compact JSON.
+
+        Raises:
+            SerializationError: for values JSON cannot represent exactly
+                (NaN, non-string keys, objects, nesting too deep).
+        """
+        try:
+            text = json.dumps(payload, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+        except (TypeError, ValueError) as exc:
+            raise SerializationError(f"payload is not JSON-serialisable: {exc}") from exc
+        except RecursionError as exc:
+            raise SerializationError("payload is nested too deeply to serialise") from exc
+        return text.encode("utf-8")
+
+    def decode(self, data: bytes) -> Any:
+        """Decode JSON bytes.
+
+        Raises:
+            SerializationError: if the bytes are not valid JSON.
+        """
+        try:
+            return json.loads(data)
+        except (ValueError, RecursionError) as exc:
+            raise SerializationError(f"stored payload is not valid JSON: {exc}") from exc
+
+
+def encode_headers(headers: dict[str, Any] | None) -> str | None:
+    """Encode headers as JSON text (``None`` for no headers).
+
+    Raises:
+        SerializationError: if headers are not a str-keyed JSON object.
+    """
+    if not headers:
+        return None
+    if not isinstance(headers, dict) or not all(isinstance(k, str) for k in headers):
+        raise SerializationError(f"headers must be a dict with str keys, got {headers!r}")
+    try:
+        return json.dumps(headers, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise SerializationError(f"headers are not JSON-serialisable: {exc}") from exc
+
+
+def decode_headers(text: str | None) -> dict[str, Any]:
+    """Decode headers written by :func:`encode_headers`."""
+    if not text:
+        return {}
+    value = json.loads(text)
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,223 @@
+"""``Delivery``: a leased message and the verbs that settle it."""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from pmsq.backends.base import Claimed
+from pmsq.config import QueueConfig
+from pmsq.context import current_message
+from pmsq.errors import ConfigurationError, LeaseLost
+from pmsq.message import Message
+from pmsq.policy import Ack, DeadLetterOutcome, Outcome, RetryAt, decide
+
+if TYPE_CHECKING:
+    from pmsq.broker import Broker
+
+__all__ = ["Delivery"]
+
+
+class Delivery:
+    """A message leased to this consumer until it is settled or the lease runs out.
+
+    Settle it exactly once with :meth:`ack`, :meth:`retry` or
+    :meth:`dead_letter`; :meth:`extend` keeps the lease. Used as a context
+    manager, a normal exit acks and an exception settles by the queue's policy
+    (``Retry`` and ``Reject`` are honoured) and propagates.
+
+    A settle verb whose lease was lost (it expired and another consumer holds
+    the message now) raises ``LeaseLost`` and changes nothing.
+    """
+
+    def __init__(
+        self, broker: Broker, claimed: Claimed, message: Message, config: QueueConfig
+    ) -> None:
+        self._broker = broker
+        self._claimed = claimed
+        self.message = message
+        self._config = config
+        self._lock = threading.Lock()
+        self._settled: str | None = None
+        self._started = time.monotonic()
+        self._lease_expires = claimed.lease_expires
+        self._context_token: contextvars.Token[Message | None] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<Delivery {self.message.id} queue={self.message.queue!r} "
+            f"attempt={self.message.attempt} settled={self._settled}>"
+        )
+
+    @property
+    def lease_expires(self) -> float:
+        """Epoch seconds at which the lease runs out unless extended."""
+        return self._lease_expires
+
+    @property
+    def settled(self) -> str | None:
+        """``"acked"``, ``"retried"``, ``"dead"``, ``"released"`` or ``None`` while held."""
+        return self._settled
+
+    @property
+    def receipt(self) -> object:
+        """The backend's lease receipt (for drivers)."""
+        return self._claimed.receipt
+
+    def _elapsed_ms(self) -> float:
+        return (time.monotonic() - self._started) * 1000.0
+
+    def _check_held(self) -> None:
+        if self._settled is not None:
+            raise LeaseLost(
+                f"message {self.message.id} was already {self._settled} by this delivery"
+            )
+
+    def ack(self) -> None:
+        """Acknowledge: the message is processed and will never be delivered again.
+
+        Raises:
+            LeaseLost: the lease expired and another consumer claimed the message.
+        """
+        self.settle(Ack())
+
+    def retry(self, delay: float | None = None) -> None:
+        """Deliver again later: ``delay=None`` uses the queue's backoff, ``0`` at once.
+
+        On the last attempt (``max_attempts``) the message is dead-lettered instead.
+
+        Raises:
+            LeaseLost: the lease was lost.
+            ConfigurationError: ``delay`` is negative or not finite.
+        """
+        if delay is not None and not (isinstance(delay, (int, float)) and 0 <= delay < 1e12):
+            raise ConfigurationError(f"retry delay must be seconds >= 0, got {delay!r}")
+        self.settle(
+            decide(
+                attempt=self.message.attempt,
+                config=self._config,
+                now=self._broker.clock.time(),
+                retry_requested=True,
+                retry_delay=delay,
+                rng=self._broker.rng,
+            )
+        )
+
+    def dead_letter(self, reason: str = "dead-lettered by the consumer") -> None:
+        """Dead-letter the message now, whatever attempts remain.
+
+        Raises:
+            LeaseLost: the lease was lost.
+        """
+        self.settle(DeadLetterOutcome(reason=str(reason)))
+
+    def extend(self, seconds: float) -> None:
+        """Keep the lease for ``seconds`` from now.
+
+        Raises:
+            LeaseLost: the lease was lost.
+            ConfigurationError: ``seconds`` is not a positive number.
+        """
+        if not (isinstance(seconds, (int, float)) and 0 < seconds < 1e9):
+            raise ConfigurationError(f"extend takes seconds > 0, got {seconds!r}")
+        with self._lock:
+            self._check_held()
+            expires = self._broker.backend.extend(
+                self._claimed.receipt, float(seconds), now=self._broker.clock.time()
+            )
+            if expires is None:
+                self._lost()
+            else:
+                self._lease_expires = expires
+
+    def settle(self, outcome: Outcome, *, duration_ms: float | None = None) -> None:
+        """Apply a policy outcome (drivers call this; users call the verbs).
+
+        Raises:
+            LeaseLost: the lease was lost or the delivery was already settled.
+        """
+        with self._lock:
+            self._check_held()
+            backend, now = self._broker.backend, self._broker.clock.time()
+            ms = self._elapsed_ms() if duration_ms is None else duration_ms
+            receipt = self._claimed.receipt
+            if isinstance(outcome, Ack):
+                ok = backend.ack([receipt], now=now, durations_ms=[ms])[0]
+                state = "acked"
+            elif isinstance(outcome, RetryAt):
+                ok = backend.retry(
+                    receipt,
+                    now=now,
+                    available_at=outcome.at,
+                    error_type=outcome.error_type,
+                    error=outcome.error,
+                    duration_ms=ms,
+                )
+                state = "retried"
+            else:
+                ok = backend.dead_letter(
+                    receipt,
+                    now=now,
+                    reason=outcome.reason,
+                    error_type=outcome.error_type,
+                    traceback=outcome.traceback,
+                    duration_ms=ms,
+                )
+                state = "dead"
+            if not ok:
+                self._lost()
+            self._settled = state
+        if state != "acked":
+            self._broker._notify(self.message.queue)
+
+    def release(self) -> None:
+        """Hand the message back unstarted, without spending an attempt (graceful shutdown)."""
+        with self._lock:
+            if self._settled is not None:
+                return
+            self._broker.backend.release([self._claimed.receipt], now=self._broker.clock.time())
+            self._settled = "released"
+        self._broker._notify(self.message.queue)
+
+    def _lost(self) -> None:
+        self._settled = "lost"
+        raise LeaseLost(
+            f"lease on message {self.message.id} in queue {self.message.queue!r} was lost: "
+            "it expired and the message was claimed again; nothing was changed"
+        )
+
+    def outcome_for(self, error: BaseException | None) -> Outcome:
+        """The policy's outcome for a handler that ended with ``error`` (None = returned)."""
+        return decide(
+            attempt=self.message.attempt,
+            config=self._config,
+            now=self._broker.clock.time(),
+            error=error,
+            rng=self._broker.rng,
+        )
+
+    def __enter__(self) -> Delivery:
+        self._context_token = current_message.set(self.message)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._context_token is not None:
+            current_message.reset(self._context_token)
+            self._context_token = None
+        if self._settled is not None:
+            return
+        if exc is None:
+            self.ack()
+            return
+        try:
+            self.settle(self.outcome_for(exc))
+        except LeaseLost:
+            pass  # the original exception is what the caller needs to see

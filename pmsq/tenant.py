@@ -1,0 +1,59 @@
+"""``TenantHandle``: one tenant's view of a broker."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pmsq.config import check_queue_name
+from pmsq.deadletters import DeadLetters
+from pmsq.errors import ConfigurationError
+from pmsq.queue import Queue
+from pmsq.stats import QueueStats, Stats
+
+if TYPE_CHECKING:
+    from pmsq.broker import Broker
+
+__all__ = ["TenantHandle"]
+
+
+class TenantHandle:
+    """Sees and touches only one tenant's messages: queues, publish, stats, dead letters.
+
+    Passing another ``tenant=`` through it raises ``ConfigurationError``; ids
+    of other tenants' messages simply match nothing.
+    """
+
+    def __init__(self, broker: Broker, tenant: str) -> None:
+        self._broker = broker
+        self.tenant = tenant
+
+    def __repr__(self) -> str:
+        return f"<TenantHandle {self.tenant!r}>"
+
+    def queue(self, name: str) -> Queue:
+        """This tenant's view of queue ``name``."""
+        self._broker.queue(name)
+        return Queue(self._broker, name, tenant=self.tenant)
+
+    def publish(
+        self, topic: str, payload: Any, *, tenant: str | None = None, **options: Any
+    ) -> list[str]:
+        """Publish as this tenant (see ``Broker.publish``)."""
+        if tenant is not None and tenant != self.tenant:
+            raise ConfigurationError(
+                f"this handle is scoped to tenant {self.tenant!r}; it cannot publish as {tenant!r}"
+            )
+        return self._broker.publish(topic, payload, tenant=self.tenant, **options)
+
+    def stats(self, queue: str | None = None) -> Stats | QueueStats:
+        """This tenant's figures: ``Stats`` of every queue, or one ``QueueStats``."""
+        if queue is not None:
+            return self._broker._queue_stats(check_queue_name(queue), self.tenant)
+        snap: Stats = self._broker.backend.stats(
+            None, now=self._broker.clock.time(), tenant=self.tenant
+        )
+        return snap
+
+    def dead_letters(self, queue: str) -> DeadLetters:
+        """This tenant's dead letters of ``queue``."""
+        return DeadLetters(self._broker, check_queue_name(queue), tenant=self.tenant)
