@@ -1,0 +1,7 @@
+"""``python -m pmsq``."""
+
+import sys
+
+from pmsq.cli import main
+
+sys.exit(main())
