@@ -39,3 +39,10 @@ def torture(session: nox.Session) -> None:
     """Long fault and soak runs (not run by default)."""
     session.install("-e", ".[test]")
     session.run("pytest", "-m", "slow", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """pmsq against persist-queue, huey and litequeue (not run by default)."""
+    session.install("-e", ".", "persist-queue", "huey", "litequeue")
+    session.run("python", "bench/run.py", *session.posargs)

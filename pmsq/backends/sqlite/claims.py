@@ -165,10 +165,21 @@ def _select(
         order = [tenant_in(tenant)]
         cursor_row = None
     else:
-        cursor_row = conn.execute(
-            "SELECT rr_tenant FROM pmsq_queues WHERE name = ?", (queue,)
+        lo, hi = conn.execute(
+            "SELECT (SELECT MIN(tenant) FROM pmsq_messages WHERE queue = ?1 AND state = 0 "
+            "AND head = 1), (SELECT MAX(tenant) FROM pmsq_messages WHERE queue = ?1 "
+            "AND state = 0 AND head = 1)",
+            (queue,),
         ).fetchone()
-        order = _tenants(conn, queue, cursor_row[0] if cursor_row else None)
+        if lo is None:
+            return []
+        if lo == hi:  # one tenant: nothing to rotate over
+            order = [lo]
+        else:
+            cursor_row = conn.execute(
+                "SELECT rr_tenant FROM pmsq_queues WHERE name = ?", (queue,)
+            ).fetchone()
+            order = _tenants(conn, queue, cursor_row[0] if cursor_row else None)
     fronts: list[list[Any]] = [_heads(conn, queue, t, fetch) for t in order]
     picked: list[Any] = []
     pos = 0
@@ -204,10 +215,13 @@ def claim(
     *,
     now: float,
     tenant: str | None,
+    metrics: Metrics,
 ) -> list[Claimed]:
-    """Lease up to ``n`` messages of ``queue`` (inside the caller's write transaction)."""
+    """Lease up to ``n`` messages of ``queue`` (inside the caller's write transaction).
+
+    Outcomes of expired leases are counted into ``metrics``.
+    """
     cfg = configs.get(conn, queue)
-    metrics = Metrics()
     _promote_due(conn, queue, now)
     _expire_leases(conn, configs, cfg, queue, now, metrics)
     out: list[Claimed] = []
@@ -246,7 +260,6 @@ def claim(
                 lease_expires=expires,
             )
         )
-    metrics.flush(conn, now)
     return out
 
 

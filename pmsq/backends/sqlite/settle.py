@@ -166,6 +166,9 @@ class Metrics:
         self._counts: dict[tuple[str, str], list[int]] = {}
         self._hist: dict[tuple[str, str], list[int]] = {}
 
+    def __bool__(self) -> bool:
+        return bool(self._counts)
+
     def add(
         self,
         queue: str,
