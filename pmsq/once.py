@@ -37,7 +37,9 @@ def once_sqlite(message: Message, connection: Any, consumer: str | None = None) 
         )
     name = consumer or message.queue
     if not connection.in_transaction:
-        connection.execute("BEGIN")
+        # IMMEDIATE: a deferred transaction that reads first and then writes fails at
+        # once with SQLITE_BUSY when another connection wrote in between (WAL snapshot).
+        connection.execute("BEGIN IMMEDIATE")
     cur = connection.cursor()
     cur.execute(_DDL)
     cur.execute(

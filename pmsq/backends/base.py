@@ -281,3 +281,19 @@ class Backend(abc.ABC):
     def check(self) -> list[str]:
         """Run integrity checks; return problems found (empty = healthy)."""
         return []
+
+    def get_meta(self, key: str) -> str | None:
+        """Return a stored setting (alert rules, schema version), or ``None`` if unset.
+
+        Raises:
+            ConfigurationError: the backend cannot store settings.
+        """
+        raise ConfigurationError(f"the {self.name} backend cannot store settings (get_meta)")
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        """Store a setting every process sees; ``None`` removes it.
+
+        Raises:
+            ConfigurationError: the backend cannot store settings, or ``key`` is reserved.
+        """
+        raise ConfigurationError(f"the {self.name} backend cannot store settings (set_meta)")

@@ -29,7 +29,12 @@ from pmsq.backends.base import (
 from pmsq.backends.sqlite import admin, claims, settle
 from pmsq.backends.sqlite.errors import translate
 from pmsq.backends.sqlite.puts import ConfigReader, dump_config, put_one
-from pmsq.backends.sqlite.schema import SchemaError, create_or_migrate
+from pmsq.backends.sqlite.schema import (
+    SchemaError,
+    check_file_size,
+    create_or_migrate,
+    inspect_file,
+)
 from pmsq.config import QueueConfig
 from pmsq.errors import ConfigurationError, PmsqError, StorageError
 from pmsq.stats import Stats
@@ -157,8 +162,12 @@ class SQLiteBackend(Backend):
             raise translate(exc, self.path, busy_timeout=self.busy_timeout) from exc
         conn.row_factory = sqlite3.Row
         try:
+            if not memory:
+                check_file_size(self.path)  # before the first read creates a -wal file
             # The first read of the header is where a corrupt or foreign file shows.
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            # Refuse a foreign or newer file before the WAL switch below rewrites its header.
+            inspect_file(conn)
             if not memory:
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 if str(mode).lower() != "wal":
@@ -368,6 +377,12 @@ class SQLiteBackend(Backend):
         self._check_same_file(connection)
         plain = _PlainRows(connection)
         try:
+            if not connection.in_transaction:
+                # Outside a transaction the savepoint below would be the outermost
+                # one, and releasing it would commit the message on its own. Open
+                # the app's transaction instead (IMMEDIATE: it is about to write),
+                # so the message commits or rolls back with the app's next commit.
+                plain.execute("BEGIN IMMEDIATE")
             plain.execute("SAVEPOINT pmsq_outbox")
             try:
                 ids = [put_one(plain, self._configs, e, now) for e in envelopes]  # type: ignore[arg-type]
@@ -493,7 +508,7 @@ class SQLiteBackend(Backend):
         def go(conn: sqlite3.Connection) -> bool:
             row = conn.execute(
                 "SELECT queue, tenant FROM pmsq_messages WHERE seq = ? AND lease_token = ? "
-                "AND state = 1",
+                "AND state IN (0, 1)",
                 (receipt.handle, receipt.token),
             ).fetchone()
             if row is None:
@@ -585,6 +600,25 @@ class SQLiteBackend(Backend):
             rows = conn.execute("PRAGMA quick_check").fetchall()
         problems = [str(r[0]) for r in rows if str(r[0]) != "ok"]
         return problems
+
+    def get_meta(self, key: str) -> str | None:
+        with self._reading() as conn:
+            row = conn.execute("SELECT v FROM pmsq_meta WHERE k = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        if key == "schema_version":
+            raise ConfigurationError("pmsq_meta key 'schema_version' is reserved for migrations")
+        if value is None:
+            self._write(lambda c: c.execute("DELETE FROM pmsq_meta WHERE k = ?", (key,)))
+            return
+        self._write(
+            lambda c: c.execute(
+                "INSERT INTO pmsq_meta (k, v) VALUES (?, ?) "
+                "ON CONFLICT (k) DO UPDATE SET v = excluded.v",
+                (key, value),
+            )
+        )
 
     def close(self) -> None:
         with self._lock:

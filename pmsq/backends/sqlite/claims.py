@@ -63,8 +63,10 @@ def _expire_leases(
             )
             metrics.add(queue, tenant, dead=1)
         else:
+            # The token stays: until someone else claims the message, its late
+            # holder may still settle it (a lease is lost only to another holder).
             conn.execute(
-                "UPDATE pmsq_messages SET state = 0, lease_token = NULL, lease_expires = NULL, "
+                "UPDATE pmsq_messages SET state = 0, lease_expires = NULL, "
                 "error_type = 'pmsq.LeaseExpired', error = ? WHERE seq = ?",
                 (f"lease expired on attempt {attempt}", seq),
             )
@@ -226,9 +228,12 @@ def claim(
     _expire_leases(conn, configs, cfg, queue, now, metrics)
     out: list[Claimed] = []
     expires = now + cfg.lease
-    for row in _select(conn, cfg, queue, n, tenant, now):
+    rows = _select(conn, cfg, queue, n, tenant, now)
+    while rows:
+        row = rows.pop(0)
         if zlib.crc32(row["payload"]) != row["crc"]:
-            # A damaged body must not block the queue: dead-letter it, keep going.
+            # A damaged body must not block the queue: dead-letter it, keep going,
+            # and look again: burying it may have made the next of its key the head.
             bury(
                 conn,
                 configs,
@@ -239,6 +244,8 @@ def claim(
                 traceback=None,
             )
             metrics.add(queue, row["tenant"], dead=1)
+            if not rows:
+                rows = _select(conn, cfg, queue, n - len(out), tenant, now)
             continue
         token = secrets.token_hex(8)
         conn.execute(

@@ -15,9 +15,16 @@ Invariants the indexes encode (every claim, ack and put relies on them):
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
-__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "create_or_migrate"]
+__all__ = [
+    "APPLICATION_ID",
+    "SCHEMA_VERSION",
+    "check_file_size",
+    "create_or_migrate",
+    "inspect_file",
+]
 
 # "pmsq" in ASCII, written to the header so foreign tools can tell the file's owner.
 APPLICATION_ID = 0x706D7371
@@ -124,10 +131,43 @@ class SchemaError(Exception):
     """The file is not a usable pmsq store; the message says why."""
 
 
-def create_or_migrate(conn: sqlite3.Connection) -> int:
-    """Create the schema in an empty or app-owned file, or migrate it forward.
+def check_file_size(path: str) -> None:
+    """Refuse a file cut short in the middle of a page (read-only check).
 
-    Must run inside a write transaction. Returns the version found before.
+    SQLite rounds a partial last page up and reads the missing bytes as
+    zeros, so such a file opens and fails only later, on whatever lived in
+    that page. A database file is always a whole number of pages. With a
+    WAL file present another process may be checkpointing (growing the file)
+    right now, so the check is left to SQLite then.
+
+    Raises:
+        SchemaError: the file's size is not a multiple of its page size.
+    """
+    if os.path.exists(f"{path}-wal"):
+        return
+    try:
+        with open(path, "rb") as f:
+            header = f.read(100)
+            size = os.fstat(f.fileno()).st_size
+    except OSError:
+        return  # missing or unreadable: SQLite reports that in its own words
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+        return  # empty (a new store) or not SQLite: SQLite reports that
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    if page_size >= 512 and size % page_size:
+        raise SchemaError(
+            f"it is truncated or damaged: {size:,} bytes is not a whole number of its "
+            f"{page_size:,}-byte pages; restore it from a backup"
+        )
+
+
+def inspect_file(conn: sqlite3.Connection) -> int | None:
+    """Check, without writing, that pmsq may use this file; return its schema version.
+
+    ``None`` means no pmsq schema yet (an empty file, or an app's own file).
+    Run it before anything that writes, the switch to WAL mode included, so
+    a file pmsq refuses is left byte-for-byte untouched.
 
     Raises:
         SchemaError: the file belongs to another application or a newer pmsq.
@@ -139,8 +179,36 @@ def create_or_migrate(conn: sqlite3.Connection) -> int:
     if not has_meta:
         if app_id not in (0, APPLICATION_ID):
             raise SchemaError(
-                f"the file belongs to another application (SQLite application_id {app_id:#x})"
+                f"the file belongs to another application (SQLite application_id "
+                f"{app_id:#x}); give pmsq a file of its own or your app's own database"
             )
+        return None
+    row = conn.execute("SELECT v FROM pmsq_meta WHERE k = 'schema_version'").fetchone()
+    if row is None or not str(row[0]).isdigit():
+        raise SchemaError(
+            "its pmsq_meta table has no valid schema_version; restore it from a backup "
+            "or give pmsq another file"
+        )
+    found = int(row[0])
+    if found > SCHEMA_VERSION:
+        raise SchemaError(
+            f"it was written by a newer pmsq (schema version {found}, this pmsq reads "
+            f"up to {SCHEMA_VERSION}); upgrade pmsq to open it"
+        )
+    return found
+
+
+def create_or_migrate(conn: sqlite3.Connection) -> int:
+    """Create the schema in an empty or app-owned file, or migrate it forward.
+
+    Must run inside a write transaction. Returns the version found before.
+
+    Raises:
+        SchemaError: the file belongs to another application or a newer pmsq.
+    """
+    found = inspect_file(conn)
+    if found is None:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
         for statement in _split(_V1):
             conn.execute(statement)
         conn.execute(
@@ -149,15 +217,6 @@ def create_or_migrate(conn: sqlite3.Connection) -> int:
         if app_id == 0:
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         return 0
-    row = conn.execute("SELECT v FROM pmsq_meta WHERE k = 'schema_version'").fetchone()
-    if row is None or not str(row[0]).isdigit():
-        raise SchemaError("its pmsq_meta table has no valid schema_version")
-    found = int(row[0])
-    if found > SCHEMA_VERSION:
-        raise SchemaError(
-            f"it was written by a newer pmsq (schema version {found}, this pmsq reads "
-            f"up to {SCHEMA_VERSION}); upgrade pmsq to open it"
-        )
     version = found
     while version < SCHEMA_VERSION:
         for statement in _split(MIGRATIONS[version]):

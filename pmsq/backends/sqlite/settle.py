@@ -2,7 +2,8 @@
 
 Every function runs inside the caller's write transaction and checks the
 lease token in the same statement that changes the row, so a stale token
-changes nothing.
+changes nothing. A ready row (state 0) still carries the token of a lease that
+expired without anyone claiming the message since: that holder may settle it.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def settle_ack(
 ) -> tuple[str, str, str | None] | None:
     """Delete an acked message; return ``(queue, tenant, key)`` or ``None`` if the lease is lost."""
     row = conn.execute(
-        "DELETE FROM pmsq_messages WHERE seq = ? AND lease_token = ? AND state = 1 "
+        "DELETE FROM pmsq_messages WHERE seq = ? AND lease_token = ? AND state IN (0, 1) "
         "RETURNING queue, tenant, key",
         (seq, token),
     ).fetchone()
@@ -126,7 +127,7 @@ def settle_retry(
     row = conn.execute(
         "UPDATE pmsq_messages SET state = ?, available_at = ?, lease_token = NULL, "
         "lease_expires = NULL, error_type = COALESCE(?, error_type), error = COALESCE(?, error) "
-        "WHERE seq = ? AND lease_token = ? AND state = 1 RETURNING queue, tenant",
+        "WHERE seq = ? AND lease_token = ? AND state IN (0, 1) RETURNING queue, tenant",
         (state, available_at, error_type, error, seq, token),
     ).fetchone()
     return None if row is None else (row[0], row[1])
@@ -143,11 +144,14 @@ def settle_release(conn: sqlite3.Connection, seq: int, token: str, now: float) -
 
 
 def settle_extend(conn: sqlite3.Connection, seq: int, token: str, expires: float) -> bool:
-    """Move a held lease's expiry; False if the lease is lost."""
+    """Move a held lease's expiry; False if the lease is lost.
+
+    A lease that expired while nobody else claimed the message is taken again.
+    """
     cur = conn.execute(
-        "UPDATE pmsq_messages SET lease_expires = ? WHERE seq = ? AND lease_token = ? "
-        "AND state = ?",
-        (expires, seq, token, IN_FLIGHT),
+        "UPDATE pmsq_messages SET state = ?, lease_expires = ? WHERE seq = ? "
+        "AND lease_token = ? AND state IN (0, 1)",
+        (IN_FLIGHT, expires, seq, token),
     )
     return cur.rowcount == 1
 

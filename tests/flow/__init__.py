@@ -1,0 +1,1 @@
+"""Event-flow capabilities: fan-out, outbox, once, tenants, fairness, coalescing, rate limits."""
