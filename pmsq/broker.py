@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from pmsq.alerts import Alert, AlertBook, AlertRule, evaluate, load_rules, save_rule
 from pmsq.backends.base import Backend, Claimed, Envelope
 from pmsq.backends.registry import open_backend
 from pmsq.clock import Clock, SystemClock
@@ -31,6 +32,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 _CONFIG_TTL = 1.0
 
 
+def _check_broker_options(max_payload_bytes: object, poll_interval: object) -> None:
+    if (
+        isinstance(max_payload_bytes, bool)
+        or not isinstance(max_payload_bytes, int)
+        or (max_payload_bytes < 1)
+    ):
+        raise ConfigurationError(
+            f"max_payload_bytes must be an int >= 1, got {max_payload_bytes!r}"
+        )
+    if not (isinstance(poll_interval, (int, float)) and 0 < poll_interval <= 60):
+        raise ConfigurationError(f"poll_interval must be in (0, 60] seconds, got {poll_interval!r}")
+
+
 class Broker:
     """A connection to one store: declares queues, routes topics, hands out queues.
 
@@ -47,18 +61,7 @@ class Broker:
         poll_interval: float = 0.05,
         rng: random.Random | None = None,
     ) -> None:
-        if (
-            isinstance(max_payload_bytes, bool)
-            or not isinstance(max_payload_bytes, int)
-            or (max_payload_bytes < 1)
-        ):
-            raise ConfigurationError(
-                f"max_payload_bytes must be an int >= 1, got {max_payload_bytes!r}"
-            )
-        if not (isinstance(poll_interval, (int, float)) and 0 < poll_interval <= 60):
-            raise ConfigurationError(
-                f"poll_interval must be in (0, 60] seconds, got {poll_interval!r}"
-            )
+        _check_broker_options(max_payload_bytes, poll_interval)
         self.backend = backend
         self.clock: Clock = clock or SystemClock()
         self.codec: Codec = codec or JsonCodec()
@@ -71,6 +74,7 @@ class Broker:
         self._wake = threading.Condition()
         self._generation: dict[str, int] = {}
         self._known_queues: set[str] = set()
+        self._alert_book = AlertBook()
 
     def __repr__(self) -> str:
         return f"<Broker {getattr(self.backend, 'url', self.backend.name)!r}>"
@@ -151,7 +155,8 @@ class Broker:
         check_queue_name(name)
         if name not in self._known_queues:
             if self.backend.queue_config(name) is None:
-                self.backend.declare_queue(QueueConfig(name=name))
+                # Insert-if-absent: another process may have declared it since the read.
+                self.backend.ensure_queue(QueueConfig(name=name))
             self._known_queues.add(name)
         return Queue(self, name)
 
@@ -322,6 +327,59 @@ class Broker:
         snap: Stats = self.backend.stats(queue, now=self.clock.time(), tenant=tenant)
         return snap.queues.get(queue) or QueueStats(name=queue)
 
+    def alert(
+        self,
+        queue: str,
+        *,
+        max_depth: int | None = None,
+        max_age: float | None = None,
+        max_failure_rate: float | None = None,
+        dead_letters: int | None = None,
+        callback: Callable[[Alert], object] | None = None,
+    ) -> AlertRule:
+        """Set the alert rule of ``queue``; stored, so monitors in other processes see it.
+
+        Thresholds left ``None`` fall back to ``pmsq.alerts.DEFAULT_RULE``
+        (any dead letter; a message waiting over five minutes); a call with no
+        threshold removes the stored rule. ``callback(alert)`` runs in this
+        process when :meth:`check_alerts` finds a new alert on the queue.
+
+        Args:
+            queue: Queue name.
+            max_depth: Warn above this many waiting and in-flight messages.
+            max_age: Warn when the oldest waiting message is older (seconds).
+            max_failure_rate: Critical above this failed share (0..1) over the last minute.
+            dead_letters: Critical above this many dead letters (0: any).
+            callback: Called with each new ``pmsq.Alert`` of this queue.
+
+        Returns:
+            The stored rule.
+
+        Raises:
+            ConfigurationError: invalid name or threshold, or the backend cannot store rules.
+        """
+        rule = AlertRule(
+            queue=check_queue_name(queue),
+            max_depth=max_depth,
+            max_age=max_age,
+            max_failure_rate=max_failure_rate,
+            dead_letters=dead_letters,
+        )
+        save_rule(self.backend, rule)
+        self._alert_book.set_callback(queue, callback)
+        return rule
+
+    def check_alerts(self) -> list[Alert]:
+        """Evaluate every queue against its rule; call callbacks of alerts that just started.
+
+        Returns:
+            The alerts raised now (also those already raised at the last check).
+        """
+        snap: Stats = self.stats()
+        alerts = evaluate(snap, load_rules(self.backend, snap.queues))
+        self._alert_book.fire(alerts)
+        return alerts
+
     def dead_letters(self, queue: str) -> DeadLetters:
         """The dead letters of ``queue``: ``.list()``, ``.redrive(ids)``, ``.purge(ids)``."""
         return DeadLetters(self, check_queue_name(queue))
@@ -346,8 +404,23 @@ class Broker:
                 self._notify(q)
         return ids
 
-    def _message(self, env: Envelope, attempt: int) -> Message:
-        payload = env.data if env.format == BYTES_FORMAT else self._decode(env)
+    def _message(self, env: Envelope, attempt: int, *, lenient: bool = False) -> Message:
+        """Rebuild a ``Message``; ``lenient`` (operator reads) shows undecodable bodies as bytes.
+
+        Peeking and listing dead letters must work exactly when a body is
+        damaged or written by another codec: that is when an operator looks.
+        """
+        if env.format == BYTES_FORMAT:
+            payload: Any = env.data
+        elif lenient:
+            from pmsq.errors import SerializationError
+
+            try:
+                payload = self._decode(env)
+            except SerializationError:
+                payload = env.data
+        else:
+            payload = self._decode(env)
         return Message(
             id=env.id,
             queue=env.queue,
@@ -409,6 +482,47 @@ class Broker:
             start = self._generation.get(queue, 0)
             self._wake.wait_for(lambda: self._generation.get(queue, 0) != start, timeout=wait)
 
+    def _changes(self, queues: Sequence[str]) -> int:
+        """A counter that grows with every local put or settle touching one of ``queues``.
+
+        Take it before a claim finds nothing and pass it to :meth:`_wait_any`,
+        so a put landing between the two is not slept through.
+        """
+        with self._wake:
+            return sum(self._generation.get(q, 0) for q in queues)
+
+    def _wait_any(
+        self,
+        queues: Sequence[str],
+        since: int,
+        timeout: float,
+        wake: Callable[[], bool] | None = None,
+    ) -> None:
+        """One idle wait for a consumer of several queues (the workers).
+
+        Returns when :meth:`_changes` of ``queues`` moves past ``since`` (a
+        local put), when ``wake()`` turns true (re-checked on :meth:`_kick`),
+        or after ``timeout``, capped at ``poll_interval`` when ``queues`` is
+        not empty: writes by other processes are seen by polling, so that is
+        the cross-process wake-up bound.
+        """
+        if queues:
+            timeout = min(timeout, self.poll_interval)
+
+        def ready() -> bool:
+            if wake is not None and wake():
+                return True
+            return sum(self._generation.get(q, 0) for q in queues) != since
+
+        with self._wake:
+            self._wake.wait_for(ready, timeout=max(0.0, timeout))
+
+    def _kick(self) -> None:
+        """Make every local waiter re-check its condition (safe in a signal handler:
+        the condition's lock is reentrant)."""
+        with self._wake:
+            self._wake.notify_all()
+
 
 def connect(
     url: str,
@@ -451,6 +565,9 @@ def connect(
         or not (0 <= busy_timeout < 1e6)
     ):
         raise ConfigurationError(f"busy_timeout must be seconds >= 0, got {busy_timeout!r}")
+    # Checked before the store is opened: a typo must neither create the file
+    # nor leave a connection to it open.
+    _check_broker_options(max_payload_bytes, poll_interval)
     backend = open_backend(url, durability=durability, busy_timeout=busy_timeout, **backend_options)
     return Broker(
         backend,

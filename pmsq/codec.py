@@ -46,11 +46,12 @@ class JsonCodec:
         """
         try:
             text = json.dumps(payload, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+            # Inside the try: a lone surrogate ("\ud800") dumps fine but has no UTF-8 form.
+            return text.encode("utf-8")
         except (TypeError, ValueError) as exc:
             raise SerializationError(f"payload is not JSON-serialisable: {exc}") from exc
         except RecursionError as exc:
             raise SerializationError("payload is nested too deeply to serialise") from exc
-        return text.encode("utf-8")
 
     def decode(self, data: bytes) -> Any:
         """Decode JSON bytes.
@@ -75,7 +76,11 @@ def encode_headers(headers: dict[str, Any] | None) -> str | None:
     if not isinstance(headers, dict) or not all(isinstance(k, str) for k in headers):
         raise SerializationError(f"headers must be a dict with str keys, got {headers!r}")
     try:
-        return json.dumps(headers, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+        text = json.dumps(headers, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+        # A lone surrogate would fail only when SQLite binds the text, inside a
+        # group commit shared with other callers' puts: refuse it here.
+        text.encode("utf-8")
+        return text
     except (TypeError, ValueError, RecursionError) as exc:
         raise SerializationError(f"headers are not JSON-serialisable: {exc}") from exc
 

@@ -51,7 +51,7 @@ class DeadLetters:
         )
         return [
             DeadLetter(
-                message=self._broker._message(r.envelope, r.attempts),
+                message=self._broker._message(r.envelope, r.attempts, lenient=True),
                 reason=r.reason,
                 error_type=r.error_type,
                 traceback=r.traceback,

@@ -304,7 +304,11 @@ class Queue:
         while True:
             claimed = self._claim(n)
             if claimed:
-                return self._broker._deliveries(claimed)
+                deliveries = self._broker._deliveries(claimed)
+                if deliveries:
+                    return deliveries
+                # All were undecodable and are dead letters now: look again at once.
+                continue
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return []
@@ -318,7 +322,10 @@ class Queue:
             ``waiting_for_key`` or ``in_flight``.
         """
         rows = self._broker.backend.peek(self.name, n, tenant=self.tenant)
-        return [(self._broker._message(env, attempt), state) for env, attempt, state in rows]
+        return [
+            (self._broker._message(env, attempt, lenient=True), state)
+            for env, attempt, state in rows
+        ]
 
     def stats(self) -> Any:
         """This queue's ``QueueStats`` (this tenant's, on a tenant handle)."""

@@ -144,6 +144,17 @@ class Backend(abc.ABC):
     def declare_queue(self, config: QueueConfig) -> None:
         """Create or update a queue's stored configuration."""
 
+    def ensure_queue(self, config: QueueConfig) -> None:
+        """Store ``config`` only if the queue is undeclared (a queue's first use).
+
+        Unlike :meth:`declare_queue` it never replaces a declaration, so a
+        process that merely uses a queue cannot reset the options another
+        process declared a moment before. The default reads, then declares;
+        backends with an atomic insert-if-absent should override it.
+        """
+        if self.queue_config(config.name) is None:
+            self.declare_queue(config)
+
     @abc.abstractmethod
     def queue_config(self, name: str) -> QueueConfig | None:
         """Return a queue's stored configuration, or ``None`` if undeclared."""

@@ -270,6 +270,15 @@ class SQLiteBackend(Backend):
             )
         )
 
+    def ensure_queue(self, config: QueueConfig) -> None:
+        text = dump_config(config)
+        self._write(
+            lambda c: c.execute(
+                "INSERT OR IGNORE INTO pmsq_queues (name, config) VALUES (?, ?)",
+                (config.name, text),
+            )
+        )
+
     def queue_config(self, name: str) -> QueueConfig | None:
         with self._reading() as conn:
             row = conn.execute("SELECT config FROM pmsq_queues WHERE name = ?", (name,)).fetchone()

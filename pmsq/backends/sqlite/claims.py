@@ -127,7 +127,8 @@ class _RateBudget:
         if self.rate.scope == "tenant":
             return str(row["tenant"])
         if self.rate.scope == "key":
-            return str(row["key"] or "")
+            # Keys are scoped per tenant: property:1 of two tenants are two keys.
+            return f"{row['tenant']}\x1f{row['key'] or ''}"
         return ""
 
     def take(self, scope: str) -> bool:

@@ -1,0 +1,1 @@
+"""Process-level and fault-injection tests of the core engine."""
