@@ -407,3 +407,10 @@ def test_outbox_connection_to_another_file(
     finally:
         other.close()
         memory.close()
+
+
+def test_misspelt_connect_option_is_refused_and_creates_no_file(tmp_path: Path) -> None:
+    path = tmp_path / "typo.db"
+    with pytest.raises(pmsq.ConfigurationError, match="durabilty"):
+        pmsq.connect(str(path), durabilty="full")
+    assert not path.exists()

@@ -121,8 +121,13 @@ class SQLiteBackend(Backend):
         *,
         durability: Durability = "full",
         busy_timeout: float = 30.0,
-        **_ignored: Any,
+        **unknown: Any,
     ) -> None:
+        if unknown:
+            raise ConfigurationError(
+                f"unknown option(s) for the SQLite backend: {', '.join(sorted(unknown))}; "
+                "it takes durability and busy_timeout"
+            )
         if durability not in _SYNC:
             raise ConfigurationError(
                 f"durability must be 'full', 'normal' or 'memory', got {durability!r}"
@@ -177,6 +182,9 @@ class SQLiteBackend(Backend):
                     )
             conn.execute(f"PRAGMA synchronous = {_SYNC[self.durability]}")
             conn.execute("PRAGMA temp_store = MEMORY")
+            # After a burst (or a full disk) the WAL is cut back to this size once
+            # checkpointed, instead of keeping its peak size forever.
+            conn.execute("PRAGMA journal_size_limit = 8388608")
             conn.execute("BEGIN IMMEDIATE")
             try:
                 create_or_migrate(conn)
