@@ -3,6 +3,7 @@
 ``pmsq.connect("sqlite:///pms.db")`` returns a ``Broker``; see DESIGN in the docs.
 """
 
+from pmsq.alerts import Alert, AlertRule
 from pmsq.backends.base import Backend, Capabilities
 from pmsq.broker import Broker, connect
 from pmsq.clock import Clock, ManualClock, SystemClock
@@ -31,10 +32,14 @@ from pmsq.message import DeadLetter, Message, NewMessage
 from pmsq.queue import Queue
 from pmsq.stats import QueueStats, Stats
 from pmsq.tenant import TenantHandle
+from pmsq.worker import AsyncWorker, Middleware, Worker
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Alert",
+    "AlertRule",
+    "AsyncWorker",
     "Backend",
     "BackendUnavailable",
     "Backoff",
@@ -53,6 +58,7 @@ __all__ = [
     "LeaseLost",
     "ManualClock",
     "Message",
+    "Middleware",
     "NewMessage",
     "OutcomeUnknown",
     "PayloadTooLarge",
@@ -70,6 +76,7 @@ __all__ = [
     "SystemClock",
     "TenantHandle",
     "Unroutable",
+    "Worker",
     "__version__",
     "connect",
 ]

@@ -1,0 +1,401 @@
+"""The one claim → invoke → settle lifecycle that both worker drivers run.
+
+``Lifecycle`` holds everything a worker decides, free of threads and event
+loops: how many messages to claim from which queue (bounded prefetch,
+per-handler ``concurrency``, ``tenant_concurrency``, rotation over queues),
+what to do with each claimed message, and when it is done. Its two
+generators, :meth:`Lifecycle.claim_round` and :meth:`Lifecycle.process`,
+yield *effects* instead of doing I/O themselves:
+
+* ``Call(fn)``: a blocking call into the store (claim, settle, release);
+  the thread Worker calls it, the AsyncWorker sends it to a thread;
+* ``Invoke(invocation)``: run the handler; the thread Worker runs sync
+  handlers in its threads and async ones on its own event loop, the
+  AsyncWorker awaits async handlers and sends sync ones to threads.
+
+The driver sends each effect's result back (or throws its exception in), so
+the decisions (``pmsq.policy.decide`` through ``Delivery.outcome_for``),
+settlement, hooks and bookkeeping exist once. Drivers add only scheduling:
+where handlers run, how to wait, how to stop.
+
+Thread safety: the counters are guarded by one lock, because the thread
+Worker calls in from its dispatcher, handler and heartbeat threads.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Generator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from pmsq.delivery import Delivery
+from pmsq.errors import LeaseLost, PmsqError
+from pmsq.handlers import HandlerSpec
+from pmsq.worker.heartbeat import Heartbeats, beat_interval
+from pmsq.worker.invoke import Invocation
+from pmsq.worker.middleware import Hooks
+
+if TYPE_CHECKING:
+    from pmsq.broker import Broker
+
+__all__ = ["Call", "Effect", "Invoke", "Job", "Lifecycle", "drive"]
+
+log = logging.getLogger("pmsq.worker")
+
+# A queue whose every claimed message belonged to tenants at their
+# tenant_concurrency is left alone for a while (doubling up to this) or until
+# one of its handlers finishes: claiming it again at once would only hand the
+# same messages back.
+_MAX_TENANT_BACKOFF = 1.0
+
+
+@attrs.frozen
+class Call:
+    """Effect: call ``fn()`` (blocking store I/O) and send back its result."""
+
+    fn: Callable[[], Any]
+
+
+@attrs.frozen
+class Invoke:
+    """Effect: run ``invocation`` (sync or async handler, bounded by its timeout)."""
+
+    invocation: Invocation
+
+
+Effect = Call | Invoke
+
+
+@attrs.define(eq=False)
+class Job:
+    """One claimed message on its way through the lifecycle (hashable by identity)."""
+
+    delivery: Delivery
+    spec: HandlerSpec
+    invocation: Invocation
+    lease: float
+
+
+def drive(gen: Generator[Effect, Any, Any], perform: Callable[[Effect], Any]) -> Any:
+    """Run a lifecycle generator to its end, performing each effect synchronously."""
+    value: Any = None
+    error: Exception | None = None
+    try:
+        while True:
+            try:
+                effect = gen.throw(error) if error is not None else gen.send(value)
+            except StopIteration as stop:
+                return stop.value
+            value, error = None, None
+            try:
+                value = perform(effect)
+            except Exception as exc:
+                error = exc
+    finally:
+        gen.close()
+
+
+class Lifecycle:
+    """Claim, invoke and settle for one worker run.
+
+    Args:
+        broker: The broker.
+        specs: Handler per queue this worker serves.
+        concurrency: Handlers running at once, at most; also the most
+            messages held (claimed) at once.
+        hooks: The middleware runner.
+        kick: Wakes the driver's waits (thread-safe); called when a finished
+            handler frees something a wait may be waiting for.
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        specs: Mapping[str, HandlerSpec],
+        concurrency: int,
+        hooks: Hooks,
+        *,
+        kick: Callable[[], None],
+    ) -> None:
+        self.broker = broker
+        self.specs = dict(specs)
+        self.queues: tuple[str, ...] = tuple(sorted(specs))
+        self.concurrency = concurrency
+        self.hooks = hooks
+        self.heartbeats: Heartbeats[Job] = Heartbeats()
+        self._kick = kick
+        self._lock = threading.Lock()
+        self._running = 0
+        self._per_queue: Counter[str] = Counter()
+        self._per_tenant: Counter[tuple[str, str | None]] = Counter()
+        self._blocked: dict[str, float] = {}
+        self._block_backoff: dict[str, float] = {}
+        self._rotation = 0
+        self._claim_errors = 0
+        # Plain attributes, written without the lock: ``request_stop`` runs in
+        # signal handlers, which must never wait for a lock.
+        self._news = False
+        self.stopping = False
+        self.deadline = math.inf
+        self.abandoned = False
+
+    # -- state the drivers read ------------------------------------------------
+    @property
+    def running(self) -> int:
+        """Messages held: claimed and not yet finished."""
+        return self._running
+
+    def idle(self) -> bool:
+        """Nothing is held."""
+        return self._running == 0
+
+    def free_slots(self) -> int:
+        """How many more messages may be claimed now."""
+        return 0 if self.stopping else max(0, self.concurrency - self._running)
+
+    def has_news(self) -> bool:
+        """Something a waiting driver cares about happened since :meth:`clear_news`."""
+        return self._news or self.stopping
+
+    def clear_news(self) -> None:
+        """Forget news already acted upon (call before deciding to wait)."""
+        self._news = False
+
+    def drained_or_late(self) -> bool:
+        """The drain is over: nothing held, or the grace period ran out."""
+        return self._running == 0 or time.monotonic() >= self.deadline
+
+    def request_stop(self, timeout: float) -> None:
+        """Stop claiming; in-flight handlers get ``timeout`` more seconds at most.
+
+        Safe in signal handlers and from any thread; calling again can only
+        shorten the grace period.
+        """
+        self.deadline = min(self.deadline, time.monotonic() + max(0.0, timeout))
+        self.stopping = True
+        self._kick()
+
+    def abandon(self) -> None:
+        """The drain is over: from now on nothing is settled or released (leases expire)."""
+        self.abandoned = True
+        self.stopping = True
+
+    def idle_timeout(self) -> float:
+        """How long a driver with nothing to do may wait before claiming again."""
+        timeout = self.broker.poll_interval
+        if self._blocked:
+            now = time.monotonic()
+            with self._lock:
+                soonest = min(self._blocked.values(), default=math.inf)
+            timeout = min(timeout, max(0.0, soonest - now))
+        return timeout
+
+    def _error_backoff(self) -> float:
+        return float(min(5.0, self.broker.poll_interval * 2 ** min(self._claim_errors, 20)))
+
+    def wait_args(self) -> tuple[tuple[str, ...], float]:
+        """What a driver that claimed nothing waits for: ``(queues, timeout)``.
+
+        A local put to one of ``queues`` or news (a freed slot, a stop) ends
+        the wait early; with queues to watch the broker caps the wait at its
+        ``poll_interval``, the bound on noticing another process's puts.
+        """
+        if self._claim_errors:
+            return (), self._error_backoff()
+        if self.free_slots() == 0:
+            # Only a finished handler can help, and it brings news; the timeout
+            # is a safety net.
+            return (), 1.0
+        return self.queues, self.idle_timeout()
+
+    # -- claiming ----------------------------------------------------------------
+    def _order(self) -> list[str]:
+        # Rotating the first queue each round keeps a busy queue from taking
+        # every free slot round after round while another one waits.
+        with self._lock:
+            start = self._rotation % len(self.queues)
+            self._rotation += 1
+        return list(self.queues[start:] + self.queues[:start])
+
+    def _claimable(self, queue: str) -> int:
+        with self._lock:
+            if self.stopping:
+                return 0
+            until = self._blocked.get(queue)
+            if until is not None:
+                if time.monotonic() < until:
+                    return 0
+                del self._blocked[queue]
+            free = self.concurrency - self._running
+            limit = self.specs[queue].concurrency
+            if limit is not None:
+                free = min(free, limit - self._per_queue[queue])
+            return max(0, free)
+
+    def _admit(
+        self, queue: str, deliveries: Sequence[Delivery]
+    ) -> tuple[list[Delivery], list[Delivery]]:
+        """Reserve slots for what may start; return ``(start, hand back)``."""
+        limit = self.specs[queue].tenant_concurrency
+        keep: list[Delivery] = []
+        over: list[Delivery] = []
+        with self._lock:
+            for d in deliveries:
+                slot = (queue, d.message.tenant)
+                if limit is not None and self._per_tenant[slot] >= limit:
+                    over.append(d)
+                    continue
+                self._running += 1
+                self._per_queue[queue] += 1
+                self._per_tenant[slot] += 1
+                keep.append(d)
+            if over and not keep:
+                back = min(
+                    _MAX_TENANT_BACKOFF,
+                    2 * self._block_backoff.get(queue, self.broker.poll_interval / 2),
+                )
+                self._block_backoff[queue] = back
+                self._blocked[queue] = time.monotonic() + back
+            elif keep:
+                self._block_backoff.pop(queue, None)
+        return keep, over
+
+    def _finished(self, job: Job) -> None:
+        queue, tenant = job.spec.queue, job.delivery.message.tenant
+        limit = job.spec.concurrency
+        with self._lock:
+            was_full = self._running >= self.concurrency
+            queue_full = limit is not None and self._per_queue[queue] >= limit
+            self._running -= 1
+            self._per_queue[queue] -= 1
+            if not self._per_queue[queue]:
+                del self._per_queue[queue]
+            self._per_tenant[(queue, tenant)] -= 1
+            if not self._per_tenant[(queue, tenant)]:
+                del self._per_tenant[(queue, tenant)]  # stays small with many tenants
+            unblocked = self._blocked.pop(queue, None) is not None
+            last = self.stopping and self._running == 0
+        # Kick only when a wait may be waiting for exactly this: at full load
+        # a freed slot means "claim again"; otherwise the dispatcher is busy
+        # or polling anyway and a kick would only cost a wake-up.
+        if was_full or queue_full or unblocked or last:
+            self._news = True
+            self._kick()
+
+    def _claim(self, queue: str, n: int) -> list[Delivery]:
+        return self.broker.queue(queue).get_many(n, timeout=0)
+
+    def claim_round(self) -> Generator[Effect, Any, list[Job]]:
+        """Claim up to the free slots, queue by queue; return the jobs to start now.
+
+        Only as many messages are claimed as can start at once, so other
+        workers and processes share the load and memory stays flat whatever
+        the backlog. Messages of tenants at their ``tenant_concurrency`` are
+        handed back at once (no attempt spent).
+        """
+        jobs: list[Job] = []
+        for queue in self._order():
+            n = self._claimable(queue)
+            if n <= 0:
+                continue
+            try:
+                deliveries = yield Call(functools.partial(self._claim, queue, n))
+            except PmsqError as exc:
+                # A busy or failing store: keep what this round already holds
+                # and let the driver back off (see wait_args).
+                self._claim_errors += 1
+                log.error(
+                    "claiming from queue %r failed (%s); retrying in %.1fs",
+                    queue,
+                    exc,
+                    self._error_backoff(),
+                    extra={"pmsq": {"event": "claim_failed", "queue": queue}},
+                )
+                break
+            self._claim_errors = 0
+            keep, over = self._admit(queue, deliveries)
+            for d in over:
+                try:
+                    yield Call(d.release)
+                except PmsqError as exc:
+                    log.warning("could not hand back message %s: %s", d.message.id, exc)
+            spec = self.specs[queue]
+            lease = self.broker.queue_config(queue).lease
+            for d in keep:
+                self.hooks("on_claim", d.message)
+                invocation = Invocation(
+                    spec,
+                    d.message,
+                    gate=lambda: not self.stopping,
+                    before=functools.partial(self.hooks, "before_process"),
+                )
+                jobs.append(Job(delivery=d, spec=spec, invocation=invocation, lease=lease))
+        return jobs
+
+    # -- one message ---------------------------------------------------------------
+    def process(self, job: Job) -> Generator[Effect, Any, None]:
+        """Invoke the handler and settle by the policy, or hand the message back unstarted."""
+        d, message = job.delivery, job.delivery.message
+        try:
+            self.heartbeats.add(job, beat_interval(job.lease), time.monotonic())
+            yield Invoke(job.invocation)
+            # The handler is over (or given up on): no more heartbeats, so a
+            # hung handler's lease runs out even if its thread never returns.
+            self.heartbeats.remove(job)
+            inv = job.invocation
+            if self.abandoned:
+                if inv.started:
+                    log.warning(
+                        "handler of message %s in queue %r ended after the worker stopped; "
+                        "not settled, the message comes back when its lease expires",
+                        message.id,
+                        message.queue,
+                    )
+                return
+            if not inv.started:
+                try:
+                    yield Call(d.release)
+                except PmsqError as exc:
+                    log.warning("could not hand back message %s: %s", message.id, exc)
+                else:
+                    self.hooks("on_release", message)
+                return
+            outcome = d.outcome_for(inv.error)
+            self.hooks("after_process", message, outcome, inv.error, inv.duration_ms)
+            settle_error: PmsqError | None = None
+            try:
+                yield Call(functools.partial(d.settle, outcome, duration_ms=inv.duration_ms))
+            except PmsqError as exc:
+                settle_error = exc
+            self.hooks("on_settle", message, outcome, settle_error)
+        finally:
+            self.heartbeats.remove(job)
+            self._finished(job)
+
+    def beat(self, job: Job) -> None:
+        """Extend ``job``'s lease by its queue's lease (blocking; the drivers' heartbeat)."""
+        try:
+            job.delivery.extend(job.lease)
+        except LeaseLost:
+            self.heartbeats.remove(job)
+            if job.delivery.settled in (None, "lost"):
+                message = job.delivery.message
+                log.warning(
+                    "lease lost while the handler runs: message %s in queue %r may be "
+                    "handled twice (is the process starved, or the clock jumping?)",
+                    message.id,
+                    message.queue,
+                    extra={"pmsq": {"event": "lease_lost", "message_id": message.id}},
+                )
+        except PmsqError as exc:
+            # Transient (a busy store): the next beat tries again well before expiry.
+            log.warning(
+                "could not extend the lease of message %s: %s", job.delivery.message.id, exc
+            )

@@ -1,0 +1,91 @@
+"""What both worker drivers check and assemble before they run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from pmsq.errors import ConfigurationError
+from pmsq.handlers import HandlerSpec
+from pmsq.worker.logs import OutcomeLog
+from pmsq.worker.middleware import Hooks, Middleware
+
+if TYPE_CHECKING:
+    from pmsq.broker import Broker
+
+__all__ = ["check_concurrency", "check_middleware", "check_queues", "make_hooks", "select_handlers"]
+
+
+def check_concurrency(concurrency: object) -> int:
+    """Return ``concurrency`` if it is an int >= 1.
+
+    Raises:
+        ConfigurationError: otherwise.
+    """
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ConfigurationError(f"concurrency must be an int >= 1, got {concurrency!r}")
+    return concurrency
+
+
+def check_queues(queues: Iterable[str] | None) -> list[str] | None:
+    """Return the queue names as a list (``None`` = every queue with a handler).
+
+    Raises:
+        ConfigurationError: a single string (a common slip for ``[name]``) or a non-string.
+    """
+    if queues is None:
+        return None
+    if isinstance(queues, str):
+        raise ConfigurationError(f"queues takes a list of names, got the string {queues!r}")
+    names = list(queues)
+    for name in names:
+        if not isinstance(name, str):
+            raise ConfigurationError(f"queue names must be strings, got {name!r}")
+    return names
+
+
+def check_middleware(middleware: Iterable[object] | None) -> list[Middleware]:
+    """Return the middleware as a list.
+
+    Raises:
+        ConfigurationError: an item is not a ``pmsq.Middleware``.
+    """
+    out: list[Middleware] = []
+    for m in middleware or ():
+        if not isinstance(m, Middleware):
+            raise ConfigurationError(
+                f"middleware must subclass pmsq.Middleware, got {type(m).__name__}"
+            )
+        out.append(m)
+    return out
+
+
+def select_handlers(broker: Broker, queues: Sequence[str] | None) -> dict[str, HandlerSpec]:
+    """The handlers a worker serves: those of ``queues``, or every registered one.
+
+    Raises:
+        ConfigurationError: no handler at all, or a named queue without one.
+    """
+    handlers = broker.handlers
+    names = sorted(handlers) if queues is None else list(dict.fromkeys(queues))
+    missing = [q for q in names if q not in handlers]
+    if missing:
+        known = ", ".join(sorted(handlers)) or "none"
+        raise ConfigurationError(
+            f"no handler for queue(s) {', '.join(missing)}; handlers are registered with "
+            f"@broker.handler(queue) (registered: {known})"
+        )
+    if not names:
+        raise ConfigurationError(
+            "no handlers to run: register one with @broker.handler(queue) before starting a worker"
+        )
+    return {q: handlers[q] for q in names}
+
+
+def make_hooks(broker: Broker, middleware: Sequence[Middleware]) -> Hooks:
+    """The worker's log lines first, then the broker's middleware, then the worker's own.
+
+    Raises:
+        ConfigurationError: an item of ``broker.middleware`` is not a ``pmsq.Middleware``.
+    """
+    return Hooks([OutcomeLog(broker.clock), *check_middleware(broker.middleware), *middleware])
