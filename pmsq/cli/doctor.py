@@ -1,0 +1,177 @@
+"""``pmsq doctor URL``: check a store and say what to do about each problem."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+
+import attrs
+
+from pmsq.cli._common import CommandError, add_url, probe_sqlite, sqlite_path
+from pmsq.errors import PmsqError
+
+EXAMPLES = """\
+Checks: the file opens as a pmsq store, PRAGMA quick_check, the schema
+version, each queue's dead letters and alerts, the WAL size and the free
+disk space. Exit 0 when healthy (warnings allowed), 1 when a problem needs
+action. Read-only apart from opening the store.
+
+examples:
+  pmsq doctor /var/lib/pms/pms.db
+  pmsq doctor sqlite:///pms.db && echo healthy
+"""
+
+_WAL_WARN_BYTES = 256 * 1024 * 1024
+_FREE_WARN_BYTES = 512 * 1024 * 1024
+
+
+@attrs.frozen
+class Finding:
+    """One line of the report: ``ok``, ``warning`` or ``problem``, and what to do."""
+
+    level: str
+    text: str
+    advice: str = ""
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``doctor`` subcommand."""
+    p = sub.add_parser(
+        "doctor",
+        help="check a store (integrity, schema, dead letters, WAL) and say what to do",
+        description="Check a store's health and print what to do about each finding.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_url(p)
+    p.set_defaults(func=run)
+
+
+def _file_findings(path: str) -> list[Finding]:
+    out = []
+    size = os.path.getsize(path)
+    wal = os.path.getsize(path + "-wal") if os.path.exists(path + "-wal") else 0
+    out.append(Finding("ok", f"store file {size:,} bytes, WAL {wal:,} bytes"))
+    if wal > _WAL_WARN_BYTES:
+        out.append(
+            Finding(
+                "warning",
+                f"the WAL is large ({wal:,} bytes)",
+                "a long-lived reader (a stuck process, an open sqlite3 shell) keeps SQLite "
+                "from checkpointing; find and close it, the WAL then shrinks on its own",
+            )
+        )
+    free = shutil.disk_usage(os.path.dirname(os.path.abspath(path)) or ".").free
+    if free < _FREE_WARN_BYTES:
+        out.append(
+            Finding(
+                "warning",
+                f"only {free:,} bytes free on the store's disk",
+                "free space: when the disk fills, puts fail with a StorageError",
+            )
+        )
+    return out
+
+
+def examine(url: str) -> list[Finding]:
+    """Every finding about the store at ``url``, in report order (never raises PmsqError)."""
+    import pmsq
+    from pmsq.alerts import evaluate, load_rules
+    from pmsq.backends.sqlite.schema import SCHEMA_VERSION
+
+    findings: list[Finding] = []
+    path = sqlite_path(url)
+    if path is not None:
+        try:
+            probe_sqlite(path)
+        except CommandError as exc:
+            return [Finding("problem", str(exc), "check the path your app passes to connect()")]
+        findings += _file_findings(path)
+    try:
+        broker = pmsq.connect(url)
+    except PmsqError as exc:
+        # The StorageError already names the file and the way out (restore a backup...).
+        return [*findings, Finding("problem", "the store cannot be opened", str(exc))]
+    with broker:
+        try:
+            problems = broker.backend.check()
+        except PmsqError as exc:
+            problems = [str(exc)]
+        if problems:
+            findings.append(
+                Finding(
+                    "problem",
+                    "integrity check failed: " + "; ".join(problems[:5]),
+                    "stop the workers, restore the latest backup (pmsq backup makes one; "
+                    "see docs/operations.md), and check the disk",
+                )
+            )
+        else:
+            findings.append(Finding("ok", "integrity check (quick_check) passed"))
+        try:
+            version = broker.backend.get_meta("schema_version")
+        except PmsqError:
+            version = None
+        if version is not None:
+            findings.append(
+                Finding("ok", f"schema version {version} (this pmsq reads up to {SCHEMA_VERSION})")
+            )
+        try:
+            snap = broker.stats()
+            rules = load_rules(broker.backend, snap.queues)
+        except PmsqError as exc:
+            findings.append(Finding("problem", "cannot read the queues", str(exc)))
+            return findings
+        total = sum(q.depth for q in snap.queues.values())
+        findings.append(
+            Finding("ok", f"{len(snap.queues)} queues, {total:,} messages waiting or in flight")
+        )
+        for name, qs in sorted(snap.queues.items()):
+            if qs.dead:
+                findings.append(
+                    Finding(
+                        "warning",
+                        f"{name}: {qs.dead} dead letter{'s' if qs.dead != 1 else ''}",
+                        f"inspect with pmsq dlq list {url} {name}, fix the cause, then "
+                        f"pmsq dlq redrive (or purge) {url} {name}",
+                    )
+                )
+        for alert in evaluate(snap, rules):
+            if alert.metric == "dead":
+                continue  # reported above, with what to do
+            findings.append(
+                Finding(
+                    "warning",
+                    alert.message,
+                    "are workers running for this queue? watch it with pmsq monitor " + url,
+                )
+            )
+    return findings
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the findings; exit 1 if any is a problem."""
+    from rich.console import Console
+    from rich.text import Text
+
+    console = Console(highlight=False, soft_wrap=True)
+    findings = examine(args.url)
+    marks = {"ok": ("✓", "green"), "warning": ("!", "yellow"), "problem": ("✗", "bold red")}
+    for f in findings:
+        mark, style = marks[f.level]
+        console.print(Text(f"{mark} {f.text}", style=style))
+        if f.advice:
+            console.print(f"    → {f.advice}")
+    bad = sum(f.level == "problem" for f in findings)
+    warn = sum(f.level == "warning" for f in findings)
+    if bad:
+        console.print(Text(f"unhealthy: {bad} problem{'s' if bad != 1 else ''}", style="bold red"))
+        return 1
+    console.print(
+        Text(
+            "healthy" + (f", {warn} warning{'s' if warn != 1 else ''}" if warn else ""),
+            style="green",
+        )
+    )
+    return 0
