@@ -1,0 +1,189 @@
+"""Settling leased messages: ack, retry, dead-letter, release and extend.
+
+Every function runs inside an open transaction and checks the lease token in
+the same statement that changes the row, so a stale token changes nothing.
+A ready row (state 0) still carries the token of a lease that expired without
+anyone claiming the message since: that late holder may still settle it (a
+lease is lost only to another holder). A claimer and a late holder meet on the
+row lock; whoever comes second sees the other's change.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from pmsq.backends.base import Envelope, Receipt
+from pmsq.ids import new_message_id
+from pmsq_postgres.lines import DECREMENT_FROM, leave_lines, promote_heads
+from pmsq_postgres.puts import ConfigReader, insert_envelopes
+from pmsq_postgres.rows import tenant_out
+from pmsq_postgres.schema import READY, SCHEDULED
+from pmsq_postgres.tx import Tx
+
+__all__ = ["ack", "bury", "extend", "release", "retry"]
+
+
+def ack(tx: Tx, receipts: Sequence[Receipt], durations_ms: Sequence[float | None]) -> list[bool]:
+    """Delete acknowledged messages; ``False`` for each receipt whose lease was lost.
+
+    One statement deletes the messages and locks and decrements their keys'
+    rows; a second (for keyed messages only) moves the heads up.
+    """
+    ms = {r.handle: d for r, d in zip(receipts, durations_ms, strict=True)}
+    rows = tx.all(
+        "WITH gone AS (DELETE FROM {s}.messages AS m "
+        "USING unnest(%s::bigint[], %s::text[]) AS r(seq, token) "
+        "WHERE m.seq = r.seq AND m.lease_token = r.token AND m.state IN (0, 1) "
+        "RETURNING m.seq, m.queue, m.tenant, m.key), "
+        "lines AS ("
+        + DECREMENT_FROM.replace(
+            "{lines}",
+            "(SELECT queue, tenant, key, count(*) AS n FROM gone WHERE key IS NOT NULL "
+            "GROUP BY 1, 2, 3)",
+        )
+        + ") SELECT seq, queue, tenant, key, NULL::integer FROM gone "
+        "UNION ALL SELECT NULL, queue, tenant, key, live FROM lines",
+        ([r.handle for r in receipts], [r.token for r in receipts]),
+    )
+    done: set[int] = set()
+    lines: list[tuple[str, str, str, int]] = []
+    for seq, queue, tenant, key, live in rows:
+        if seq is None:
+            lines.append((queue, tenant, key, live))
+        else:
+            done.add(seq)
+            tx.count(queue, tenant, processed=1, duration_ms=ms.get(seq))
+    promote_heads(tx, lines)
+    return [r.handle in done for r in receipts]
+
+
+def retry(
+    tx: Tx,
+    receipt: Receipt,
+    *,
+    now: float,
+    available_at: float,
+    error_type: str | None,
+    error: str | None,
+    duration_ms: float | None,
+) -> bool:
+    """Put a leased message back at ``available_at``; it stays its key's head."""
+    row = tx.one(
+        "UPDATE {s}.messages SET state = %s, available_at = %s, "
+        "lease_token = NULL, lease_expires = NULL, error_type = COALESCE(%s, error_type), "
+        "error = COALESCE(%s, error) WHERE seq = %s AND lease_token = %s AND state IN (0, 1) "
+        "RETURNING queue, tenant",
+        (
+            SCHEDULED if available_at > now else READY,
+            available_at,
+            error_type,
+            error,
+            receipt.handle,
+            receipt.token,
+        ),
+    )
+    if row is None:
+        return False
+    tx.count(
+        row[0],
+        row[1],
+        retried=1,
+        failed=int(error_type is not None),
+        duration_ms=duration_ms,
+    )
+    tx.notify.add(row[0])
+    return True
+
+
+def release(tx: Tx, receipts: Sequence[Receipt], now: float) -> None:
+    """Hand back unstarted messages: undo the attempt their claim counted."""
+    rows = tx.all(
+        "UPDATE {s}.messages AS m SET state = CASE WHEN m.available_at > %s THEN 3 ELSE 0 END, "
+        "attempt = GREATEST(m.attempt - 1, 0), lease_token = NULL, lease_expires = NULL "
+        "FROM unnest(%s::bigint[], %s::text[]) AS r(seq, token) "
+        "WHERE m.seq = r.seq AND m.lease_token = r.token AND m.state = 1 RETURNING m.queue",
+        (now, [r.handle for r in receipts], [r.token for r in receipts]),
+    )
+    tx.notify.update(r[0] for r in rows)
+
+
+def extend(tx: Tx, receipt: Receipt, expires: float) -> bool:
+    """Move a held lease's expiry; ``False`` if the lease is lost.
+
+    A lease that expired while nobody else claimed the message is taken again.
+    """
+    row = tx.one(
+        "UPDATE {s}.messages SET state = 1, lease_expires = %s WHERE seq = %s "
+        "AND lease_token = %s AND state IN (0, 1) RETURNING 1",
+        (expires, receipt.handle, receipt.token),
+    )
+    return row is not None
+
+
+def bury(
+    tx: Tx,
+    configs: ConfigReader,
+    queue: str,
+    seq: int,
+    *,
+    token: str | None,
+    now: float,
+    reason: str,
+    error_type: str | None,
+    traceback: str | None,
+) -> tuple[str, str] | None:
+    """Dead-letter row ``seq`` leased with ``token`` (None: any current lease); fan to fallback.
+
+    With ``on_key_failure="block"`` the dead letter keeps its key's line (the
+    key waits for an operator); otherwise the next message of the key moves up.
+
+    Returns:
+        ``(queue, tenant)`` of the dead letter, or ``None`` if the lease was lost.
+    """
+    cfg = configs.get(tx, queue)
+    block = cfg.on_key_failure == "block"
+    row = tx.one(
+        "UPDATE {s}.messages SET state = 2, line = (%s AND key IS NOT NULL), "
+        "head = (%s AND key IS NOT NULL), lease_token = NULL, lease_expires = NULL, "
+        "dead_reason = %s, dead_at = %s, error_type = COALESCE(%s, error_type), "
+        "error = COALESCE(%s, error) "
+        "WHERE seq = %s AND CASE WHEN %s::text IS NULL THEN state = 1 "
+        "ELSE state IN (0, 1) AND lease_token = %s END "
+        "RETURNING queue, tenant, key, id, payload, format, headers, priority, "
+        "correlation_id, topic",
+        (block, block, reason, now, error_type, traceback, seq, token, token),
+    )
+    if row is None:
+        return None
+    queue, tenant, key, mid, payload, fmt, headers_text, priority, correlation, topic = row
+    if not block:
+        leave_lines(tx, [(queue, tenant, key)])
+    if cfg.fallback is not None:
+        configs.get(tx, cfg.fallback)  # declare the fallback queue if it is new
+        headers: dict[str, Any] = json.loads(headers_text) if headers_text else {}
+        headers["pmsq.dead_letter"] = {"queue": queue, "message_id": mid, "reason": reason}
+        insert_envelopes(
+            tx,
+            [
+                Envelope(
+                    id=new_message_id(now),
+                    queue=cfg.fallback,
+                    data=bytes(payload),
+                    format=fmt,
+                    key=key,
+                    tenant=tenant_out(tenant),
+                    priority=priority,
+                    available_at=now,
+                    enqueued_at=now,
+                    headers=json.dumps(headers, separators=(",", ":")),
+                    dedup_id=None,
+                    topic=topic,
+                    correlation_id=correlation,
+                    causation_id=mid,
+                )
+            ],
+            now,
+        )
+    return queue, tenant
