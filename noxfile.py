@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 import nox
 
-nox.options.sessions = ["lint", "mypy", "tests"]
+nox.options.sessions = ["lint", "mypy", "tests", "postgres", "rabbitmq"]
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
@@ -46,3 +50,20 @@ def bench(session: nox.Session) -> None:
     """pmsq against persist-queue, huey and litequeue (not run by default)."""
     session.install("-e", ".", "persist-queue", "huey", "litequeue")
     session.run("python", "bench/run.py", *session.posargs)
+
+
+def _plugin_sessions(path: str) -> ModuleType:
+    """Each backend plugin keeps its nox session beside its code; load it from there."""
+    spec = importlib.util.spec_from_file_location(Path(path).parent.name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+postgres = nox.session(python=PYTHON, name="postgres")(
+    _plugin_sessions("plugins/pmsq-postgres/nox_session.py").postgres
+)
+rabbitmq = nox.session(python=PYTHON, name="rabbitmq")(
+    _plugin_sessions("plugins/pmsq-rabbitmq/nox_session.py").rabbitmq
+)
