@@ -81,6 +81,8 @@ class Job:
     spec: HandlerSpec
     invocation: Invocation
     lease: float
+    # The handler slot was given back (the handler ended; its settlement may still be committing).
+    freed: bool = False
 
 
 def drive(gen: Generator[Effect, Any, Any], perform: Callable[[Effect], Any]) -> Any:
@@ -133,6 +135,7 @@ class Lifecycle:
         self._kick = kick
         self._lock = threading.Lock()
         self._running = 0
+        self._settling = 0
         self._per_queue: Counter[str] = Counter()
         self._per_tenant: Counter[tuple[str, str | None]] = Counter()
         self._blocked: dict[str, float] = {}
@@ -149,12 +152,12 @@ class Lifecycle:
     # -- state the drivers read ------------------------------------------------
     @property
     def running(self) -> int:
-        """Messages held: claimed and not yet finished."""
-        return self._running
+        """Messages held: claimed and not yet settled."""
+        return self._running + self._settling
 
     def idle(self) -> bool:
         """Nothing is held."""
-        return self._running == 0
+        return self._running + self._settling == 0
 
     def free_slots(self) -> int:
         """How many more messages may be claimed now."""
@@ -170,7 +173,7 @@ class Lifecycle:
 
     def drained_or_late(self) -> bool:
         """The drain is over: nothing held, or the grace period ran out."""
-        return self._running == 0 or time.monotonic() >= self.deadline
+        return self._running + self._settling == 0 or time.monotonic() >= self.deadline
 
     def request_stop(self, timeout: float) -> None:
         """Stop claiming; in-flight handlers get ``timeout`` more seconds at most.
@@ -267,13 +270,18 @@ class Lifecycle:
                 self._block_backoff.pop(queue, None)
         return keep, over
 
-    def _finished(self, job: Job) -> None:
+    def _free_slot(self, job: Job, *, settling: bool) -> None:
+        """Give back ``job``'s handler slot; ``settling``: its settlement is still to commit."""
         queue, tenant = job.spec.queue, job.delivery.message.tenant
         limit = job.spec.concurrency
         with self._lock:
+            if job.freed:
+                return
+            job.freed = True
             was_full = self._running >= self.concurrency
             queue_full = limit is not None and self._per_queue[queue] >= limit
             self._running -= 1
+            self._settling += int(settling)
             self._per_queue[queue] -= 1
             if not self._per_queue[queue]:
                 del self._per_queue[queue]
@@ -281,11 +289,22 @@ class Lifecycle:
             if not self._per_tenant[(queue, tenant)]:
                 del self._per_tenant[(queue, tenant)]  # stays small with many tenants
             unblocked = self._blocked.pop(queue, None) is not None
-            last = self.stopping and self._running == 0
+            last = self.stopping and self._running + self._settling == 0
         # Kick only when a wait may be waiting for exactly this: at full load
         # a freed slot means "claim again"; otherwise the dispatcher is busy
         # or polling anyway and a kick would only cost a wake-up.
         if was_full or queue_full or unblocked or last:
+            self._news = True
+            self._kick()
+
+    def _finished(self, job: Job) -> None:
+        if not job.freed:
+            self._free_slot(job, settling=False)
+            return
+        with self._lock:
+            self._settling -= 1
+            last = self.stopping and self._running + self._settling == 0
+        if last:
             self._news = True
             self._kick()
 
@@ -369,6 +388,12 @@ class Lifecycle:
                 return
             outcome = d.outcome_for(inv.error)
             self.hooks("after_process", message, outcome, inv.error, inv.duration_ms)
+            # The handler is done, so its slot is free while the settlement commits:
+            # the next claim overlaps this commit, and concurrent settlements share
+            # one transaction (group commit). Until it commits the message is
+            # still leased in the store, so its key stays blocked and a crash
+            # now only brings it back (at-least-once).
+            self._free_slot(job, settling=True)
             settle_error: PmsqError | None = None
             try:
                 yield Call(functools.partial(d.settle, outcome, duration_ms=inv.duration_ms))

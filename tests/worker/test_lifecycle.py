@@ -69,6 +69,38 @@ def test_claims_only_free_slots_and_settles_through_the_policy(broker: pmsq.Brok
     assert (s.processed, s.retried, s.ready, s.delayed) == (3, 1, 2, 1)
 
 
+def test_the_slot_frees_when_the_handler_ends_and_the_drain_waits_for_the_settlement(
+    broker: pmsq.Broker,
+) -> None:
+    @broker.handler("q")
+    def handle(message: pmsq.Message) -> None:
+        pass
+
+    q = broker.queue("q")
+    q.put_many(["a", "b"])
+    core, _ = _core(broker, concurrency=1)
+    [job] = drive(core.claim_round(), _perform)
+    gen = core.process(job)
+    effect = gen.send(None)
+    assert isinstance(effect, Invoke)
+    _perform(effect)
+    effect = gen.send(None)
+    # The handler ran; its ack is about to commit. Its slot is free for the
+    # next claim, but the message still counts as held: a stop waits for it.
+    assert isinstance(effect, Call)
+    assert core.free_slots() == 1
+    assert not core.idle()
+    core.request_stop(timeout=60)
+    assert not core.drained_or_late()
+    # The message is still leased in the store until the ack commits.
+    assert broker.stats("q").in_flight == 1
+    with pytest.raises(StopIteration):
+        gen.send(_perform(effect))
+    assert core.idle()
+    assert core.drained_or_late()
+    assert broker.stats("q").processed == 1
+
+
 def test_tenant_over_its_limit_is_handed_back_and_its_queue_rests(broker: pmsq.Broker) -> None:
     @broker.handler("t", tenant_concurrency=1)
     def handle(message: pmsq.Message) -> None:

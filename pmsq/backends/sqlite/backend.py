@@ -1,10 +1,11 @@
 """The SQLite backend: one file, WAL, every write in a ``BEGIN IMMEDIATE`` transaction.
 
 Concurrency model: one connection per backend, guarded by a lock; SQLite's
-file lock serialises writers across processes. Puts use group commit: a
-thread that finds the lock taken queues its request, and whoever takes the
-lock next commits every queued request in one transaction and one fsync.
-Each caller returns only after the commit that holds its own messages.
+file lock serialises writers across processes. Puts and settlements (ack,
+retry, dead letter) use group commit: a thread that finds a commit under way
+queues its request, and whoever leads next commits every queued request in
+one transaction and one fsync. Each caller returns only after the commit
+that holds its own work.
 """
 
 from __future__ import annotations
@@ -67,23 +68,22 @@ def parse_sqlite_url(url: str) -> str:
     return path
 
 
-class _PutRequest:
-    """One caller's put waiting for group commit."""
+class _Request:
+    """One caller's write (a put, an ack, a retry, a dead letter) waiting for group commit."""
 
-    __slots__ = ("done", "envelopes", "error", "event", "now", "result")
+    __slots__ = ("done", "error", "event", "fn", "now", "result")
 
-    def __init__(self, envelopes: Sequence[Envelope], now: float) -> None:
-        self.envelopes = envelopes
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any], now: float) -> None:
+        self.fn = fn
         self.now = now
-        self.result: list[str] | None = None
+        self.result: Any = None
         self.error: BaseException | None = None
         self.done = False
         self.event = threading.Event()
 
-    def outcome(self) -> list[str]:
+    def outcome(self) -> Any:
         if self.error is not None:
             raise self.error
-        assert self.result is not None
         return self.result
 
 
@@ -139,7 +139,7 @@ class SQLiteBackend(Backend):
         self._lock = threading.RLock()
         self._group = threading.Lock()
         self._leading = False
-        self._pending: list[_PutRequest] = []
+        self._pending: list[_Request] = []
         self._configs = ConfigReader()
         # Outcome counts are buffered and written at most once a second inside
         # some write transaction: one upsert per second instead of four per ack.
@@ -328,7 +328,22 @@ class SQLiteBackend(Backend):
     ) -> list[str]:
         if connection is not None:
             return self._put_external(connection, envelopes, now)
-        request = _PutRequest(envelopes, now)
+        return list(
+            self._grouped(
+                lambda conn: [put_one(conn, self._configs, e, now) for e in envelopes], now
+            )
+        )
+
+    def _grouped(self, fn: Callable[[sqlite3.Connection], T], now: float) -> T:
+        """Run ``fn`` in a transaction shared with other threads' concurrent writes.
+
+        Group commit: a thread that finds a commit under way queues its work;
+        the next leader runs everything queued in one transaction (a savepoint
+        each, so one caller's error undoes only its own work) and one fsync.
+        Each caller returns only after the commit that holds its own work, so
+        a put is durable and an ack final when the call returns.
+        """
+        request = _Request(fn, now)
         with self._group:
             self._pending.append(request)
             lead = not self._leading
@@ -338,11 +353,11 @@ class SQLiteBackend(Backend):
             # its transaction or hand leadership to it.
             request.event.wait()
             if request.done:
-                return request.outcome()
+                return request.outcome()  # type: ignore[no-any-return]
         with self._group:
             batch, self._pending = self._pending, []
         try:
-            self._commit_puts(batch)
+            self._commit_group(batch)
         finally:
             for req in batch:
                 req.done = True
@@ -353,25 +368,25 @@ class SQLiteBackend(Backend):
                     self._pending[0].event.set()  # the next leader
                 else:
                     self._leading = False
-        return request.outcome()
+        return request.outcome()  # type: ignore[no-any-return]
 
-    def _commit_puts(self, batch: list[_PutRequest]) -> None:
+    def _commit_group(self, batch: list[_Request]) -> None:
         def go(conn: sqlite3.Connection) -> None:
             single = len(batch) == 1
             for req in batch:
-                # A savepoint per request: one caller's QueueFull must not undo another's put.
                 if not single:
-                    conn.execute("SAVEPOINT pmsq_put")
+                    conn.execute("SAVEPOINT pmsq_req")
                 try:
-                    req.result = [put_one(conn, self._configs, e, req.now) for e in req.envelopes]
+                    req.result = req.fn(conn)
                 except PmsqError as exc:
                     req.result = None
                     req.error = exc
                     if single:
                         raise
-                    conn.execute("ROLLBACK TO pmsq_put")
+                    conn.execute("ROLLBACK TO pmsq_req")
                 if not single:
-                    conn.execute("RELEASE pmsq_put")
+                    conn.execute("RELEASE pmsq_req")
+            self._flush_metrics(conn, batch[0].now)
             self._housekeeping(conn, batch[0].now)
 
         try:
@@ -473,10 +488,9 @@ class SQLiteBackend(Backend):
                 out.append(done is not None)
                 if done is not None:
                     self._metrics.add(done[0], done[1], processed=1, duration_ms=ms)
-            self._flush_metrics(conn, now)
             return out
 
-        return self._write(go)
+        return self._grouped(go, now)
 
     def retry(
         self,
@@ -507,10 +521,9 @@ class SQLiteBackend(Backend):
                 failed=int(error_type is not None),
                 duration_ms=duration_ms,
             )
-            self._flush_metrics(conn, now)
             return True
 
-        return self._write(go)
+        return self._grouped(go, now)
 
     def dead_letter(
         self,
@@ -546,10 +559,9 @@ class SQLiteBackend(Backend):
                 failed=int(error_type is not None),
                 duration_ms=duration_ms,
             )
-            self._flush_metrics(conn, now)
             return True
 
-        return self._write(go)
+        return self._grouped(go, now)
 
     def release(self, receipts: Sequence[Receipt], *, now: float) -> None:
         if not receipts:
