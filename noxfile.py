@@ -47,9 +47,20 @@ def torture(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """pmsq against persist-queue, huey and litequeue (not run by default)."""
-    session.install("-e", ".", "persist-queue", "huey", "litequeue")
+    """pmsq against persist-queue, huey and litequeue, and the plugins (not run by default)."""
+    session.install(
+        "-e",
+        ".",
+        "persist-queue",
+        "huey",
+        "litequeue",
+        "-e",
+        "plugins/pmsq-postgres",
+        "-e",
+        "plugins/pmsq-rabbitmq",
+    )
     session.run("python", "bench/run.py", *session.posargs)
+    session.run("python", "bench/plugins.py", *session.posargs)
 
 
 def _plugin_sessions(path: str) -> ModuleType:

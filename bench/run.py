@@ -343,6 +343,12 @@ def write_report(
     command = "python bench/run.py " + " ".join(
         a for a in sys.argv[1:] if not a.startswith("--output")
     )
+    # The plugins' section (bench/plugins.py) is kept when the peers' table is rewritten.
+    kept = ""
+    with contextlib.suppress(OSError):
+        old = Path(args.output).read_text()
+        if "<!-- plugins:begin -->" in old:
+            kept = "\n" + old[old.index("<!-- plugins:begin -->") :].rstrip("\n") + "\n"
     Path(args.output).write_text(
         "# Benchmark results\n\n"
         f"Medians of {args.repeat} runs, each in a fresh process on a fresh file, all durable "
@@ -352,7 +358,7 @@ def write_report(
         f"- versions: {versions}\n"
         f"- command: `{command.strip()}`{' (quick sizes)' if args.quick else ''}\n"
         f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n\n"
-        f"{table}\n"
+        f"{table}\n{kept}"
     )
 
 
