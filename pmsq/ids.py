@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import base64
 import os
 import time
 
 __all__ = ["new_message_id"]
 
-# Map RFC 4648 base32 onto Crockford's alphabet, which sorts like the bits it encodes.
-_TABLE = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", b"0123456789ABCDEFGHJKMNPQRSTVWXYZ")
+# Crockford's base32 alphabet sorts like the bits it encodes. Ten bits (two
+# characters) per lookup: base64.b32encode is pure Python and was a fifth of
+# the cost of a put_many.
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
+_SHIFTS = range(120, -1, -10)
 
 
 def new_message_id(now: float | None = None) -> str:
@@ -19,5 +22,6 @@ def new_message_id(now: float | None = None) -> str:
     time to the millisecond, which keeps them readable in logs and the CLI.
     """
     ms = int((time.time() if now is None else now) * 1000) & ((1 << 48) - 1)
-    raw = ms.to_bytes(6, "big") + os.urandom(10)
-    return base64.b32encode(raw).translate(_TABLE)[:26].decode("ascii")
+    # 128 bits, padded to 130 with two zero bits at the end: 26 characters.
+    n = ((ms << 80) | int.from_bytes(os.urandom(10), "big")) << 2
+    return "".join([_PAIRS[(n >> s) & 1023] for s in _SHIFTS])

@@ -245,6 +245,7 @@ class SQLiteBackend(Backend):
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise translate(exc, self.path, busy_timeout=self.busy_timeout) from exc
+        self._configs.begin()
         try:
             result = fn(conn)
         except sqlite3.Error as exc:
@@ -253,6 +254,8 @@ class SQLiteBackend(Backend):
         except BaseException:
             self._rollback()
             raise
+        finally:
+            self._configs.end()
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
