@@ -35,6 +35,33 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _wait_group_gone(pgid: int, timeout: float = 30.0) -> None:
+    """Wait until every process of group ``pgid`` is gone (the VM outlives its launcher)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
+def _wait_port_free(port: int, timeout: float = 30.0) -> None:
+    """Wait until ``port`` can be bound: a crashed node's listener may take a moment to go."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket() as s:
+            # Like the node's own listener: leftover TIME_WAIT connections do not count.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+                return
+            except OSError:
+                if time.monotonic() >= deadline:
+                    raise
+        time.sleep(0.1)
+
+
 class RabbitNode:
     """One node: :meth:`start`, :meth:`stop`, :meth:`restart`; :attr:`url` to connect."""
 
@@ -101,6 +128,7 @@ class RabbitNode:
                 timeout=120,
                 check=True,
             )
+        _wait_port_free(self.port)
         self._server = subprocess.Popen(
             [str(self.scripts / "rabbitmq-server")],
             env=self.env,
@@ -141,6 +169,7 @@ class RabbitNode:
         # Helpers the VM started in its session (erl_child_setup, inet_gethost).
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.pid, signal.SIGKILL)
+        _wait_group_gone(server.pid)
 
     def crash(self) -> None:
         """Kill the node with SIGKILL (its whole process group), like a power cut of the VM."""
@@ -150,6 +179,7 @@ class RabbitNode:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.pid, signal.SIGKILL)
         server.wait(timeout=30)
+        _wait_group_gone(server.pid)
 
     def restart(self) -> None:
         """Stop and start the node on the same data directory."""
