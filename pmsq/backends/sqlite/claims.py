@@ -228,6 +228,7 @@ def claim(
     _promote_due(conn, queue, now)
     _expire_leases(conn, configs, cfg, queue, now, metrics)
     out: list[Claimed] = []
+    leases: list[tuple[str, float, int]] = []
     expires = now + cfg.lease
     rows = _select(conn, cfg, queue, n, tenant, now)
     while rows:
@@ -246,14 +247,12 @@ def claim(
             )
             metrics.add(queue, row["tenant"], dead=1)
             if not rows:
+                _lease(conn, leases)  # so the new selection skips what is taken
+                leases = []
                 rows = _select(conn, cfg, queue, n - len(out), tenant, now)
             continue
         token = secrets.token_hex(8)
-        conn.execute(
-            "UPDATE pmsq_messages SET state = 1, attempt = attempt + 1, lease_token = ?, "
-            "lease_expires = ? WHERE seq = ?",
-            (token, expires, row["seq"]),
-        )
+        leases.append((token, expires, row["seq"]))
         out.append(
             Claimed(
                 receipt=Receipt(
@@ -268,7 +267,19 @@ def claim(
                 lease_expires=expires,
             )
         )
+    _lease(conn, leases)
     return out
+
+
+def _lease(conn: sqlite3.Connection, leases: list[tuple[str, float, int]]) -> None:
+    # One statement for a batch: the rows were selected together as ready key
+    # heads, so marking them leased can wait until the batch is picked.
+    if leases:
+        conn.executemany(
+            "UPDATE pmsq_messages SET state = 1, attempt = attempt + 1, lease_token = ?, "
+            "lease_expires = ? WHERE seq = ?",
+            leases,
+        )
 
 
 def has_ready(conn: sqlite3.Connection, queue: str, now: float, tenant: str | None) -> bool:
