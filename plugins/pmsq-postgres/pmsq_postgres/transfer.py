@@ -4,9 +4,10 @@ Export order: ``seq`` is put order across the queue, but two producers of
 one key can commit their ``seq`` values out of order; a key's delivery order
 is ``kpos``. So each key's line is exported in ``kpos`` order, its messages
 taking the key's ``seq`` values in ascending order as their sort position:
-the positions of a key stay the same set, handed out in line order. That
-costs one pass over the queue's line rows per page (a migration, not a hot
-path).
+the positions of a key stay the same set, handed out in line order. Keys
+whose two orders differ are rare (concurrent producers of one key); the
+first page finds them in one pass over the queue's line rows and the cursor
+carries their few remapped positions, so every page is an index range scan.
 
 Import keeps ids (one already stored is skipped) and appends each keyed
 message to its key's line through the key row, as a put does, so ``kpos``
@@ -15,6 +16,7 @@ follows the order given.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,18 +31,13 @@ __all__ = ["export_dedup", "export_messages", "import_dedup", "import_messages"]
 
 _STATES = {READY: "pending", SCHEDULED: "pending", IN_FLIGHT: "in_flight", DEAD: "dead"}
 
-_EXPORT = (
-    "WITH l AS (SELECT seq, tenant, key, "
-    "row_number() OVER (PARTITION BY tenant, key ORDER BY kpos) AS by_pos, "
-    "row_number() OVER (PARTITION BY tenant, key ORDER BY seq) AS by_seq "
-    "FROM {s}.messages WHERE queue = %(queue)s AND line AND key IS NOT NULL), "
-    "remap AS (SELECT a.seq, b.seq AS pos FROM l a JOIN l b "
-    "ON a.tenant = b.tenant AND a.key = b.key AND a.by_pos = b.by_seq), "
-    "page AS (SELECT m.seq, COALESCE(r.pos, m.seq) AS pos FROM {s}.messages m "
-    "LEFT JOIN remap r ON r.seq = m.seq WHERE m.queue = %(queue)s "
-    "AND COALESCE(r.pos, m.seq) > %(after)s ORDER BY 2 LIMIT %(limit)s) "
-    f"SELECT page.pos, {', '.join('m.' + c.strip() for c in MESSAGE_COLUMNS.split(','))} "
-    "FROM page JOIN {s}.messages m ON m.seq = page.seq ORDER BY page.pos"
+_SELECT = f"SELECT {MESSAGE_COLUMNS} FROM {{s}}.messages "
+
+# Keys whose line (kpos) order differs from their seq order: one window pass.
+_INVERTED_KEYS = (
+    "SELECT DISTINCT tenant, key FROM (SELECT tenant, key, seq, "
+    "lag(seq) OVER (PARTITION BY tenant, key ORDER BY kpos) AS prev FROM {s}.messages "
+    "WHERE queue = %s AND line AND key IS NOT NULL) AS w WHERE prev > seq"
 )
 
 _COLUMNS = (
@@ -69,11 +66,54 @@ _INSERT_LINE = (
 )
 
 
+def _remap(tx: Tx, queue: str) -> dict[int, int]:
+    """Sort positions of the rows of keys whose seq order differs from their line order.
+
+    Each such key's rows take the key's seq values in ascending order, in
+    line (kpos) order; rows whose position equals their seq are left out.
+    """
+    out: dict[int, int] = {}
+    for tenant, key in tx.all(_INVERTED_KEYS, (queue,)):
+        in_line = [
+            r[0]
+            for r in tx.all(
+                "SELECT seq FROM {s}.messages WHERE queue = %s AND tenant = %s AND key = %s "
+                "AND line ORDER BY kpos",
+                (queue, tenant, key),
+            )
+        ]
+        for seq, pos in zip(in_line, sorted(in_line), strict=True):
+            if seq != pos:
+                out[seq] = pos
+    return out
+
+
 def export_messages(
     tx: Tx, queue: str, after: str | None, limit: int
 ) -> tuple[list[StoredMessage], str | None]:
-    """One page of ``queue``'s messages in put order (keys in line order), and the next cursor."""
-    rows = tx.dicts(_EXPORT, {"queue": queue, "after": int(after) if after else 0, "limit": limit})
+    """One page of ``queue``'s messages in put order (keys in line order), and the next cursor.
+
+    The cursor carries the last position and the remapped rows found by the
+    first page (usually none), so later pages are plain index range scans.
+    """
+    if after:
+        state = json.loads(after)
+        start, remap = int(state["after"]), {int(k): int(v) for k, v in state["remap"]}
+    else:
+        start, remap = 0, _remap(tx, queue)
+    moved = list(remap)
+    rows = [
+        (r["seq"], r)
+        for r in tx.dicts(
+            _SELECT + "WHERE queue = %s AND seq > %s AND NOT (seq = ANY(%s)) ORDER BY seq LIMIT %s",
+            (queue, start, moved, limit),
+        )
+    ]
+    due = [seq for seq, pos in remap.items() if pos > start]
+    if due:
+        rows.extend((remap[r["seq"]], r) for r in tx.dicts(_SELECT + "WHERE seq = ANY(%s)", (due,)))
+        rows.sort(key=lambda pr: pr[0])
+        rows = rows[:limit]
     out = [
         StoredMessage(
             envelope=envelope_from_row(r),
@@ -85,10 +125,11 @@ def export_messages(
             dead_at=r["dead_at"],
             holds_key=bool(r["state"] == DEAD and r["line"] and r["key"] is not None),
         )
-        for r in rows
+        for _, r in rows
     ]
-    cursor = str(rows[-1]["pos"]) if len(rows) == limit else None
-    return out, cursor
+    if len(rows) < limit:
+        return out, None
+    return out, json.dumps({"after": rows[-1][0], "remap": sorted(remap.items())})
 
 
 def _params(rec: StoredMessage, now: float) -> dict[str, Any]:
