@@ -144,6 +144,15 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("SRC_URL and DST_URL are the same store")
     source, authoritative = _open_source(args)
     try:
+        # Checked before the destination is opened (and, if new, created).
+        flying = source.in_flight()
+        if flying and not args.force:
+            listed = ", ".join(f"{q}: {n}" for q, n in sorted(flying.items()))
+            raise CommandError(
+                f"the source has messages in flight ({listed}); stop its workers first "
+                "(a leased message would be copied as pending and delivered again), "
+                "or pass --force"
+            )
         dest = _open_dest(args)
         try:
             backend = dest.backend
@@ -152,14 +161,6 @@ def run(args: argparse.Namespace) -> int:
             ) == _identity(args.dst, backend):
                 raise CommandError("SRC_URL and DST_URL are the same store")
             require_import(backend)
-            flying = source.in_flight()
-            if flying and not args.force:
-                listed = ", ".join(f"{q}: {n}" for q, n in sorted(flying.items()))
-                raise CommandError(
-                    f"the source has messages in flight ({listed}); stop its workers first "
-                    "(a leased message would be copied as pending and delivered again), "
-                    "or pass --force"
-                )
             err = Console(stderr=True, highlight=False)
             if flying:
                 err.print(
