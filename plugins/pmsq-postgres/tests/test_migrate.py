@@ -3,6 +3,11 @@ interrupted migration resumes without duplicates, and a key's line order survive
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -184,3 +189,45 @@ def test_export_follows_a_keys_line_not_its_sequence(
     dst = tmp_path / "dst.db"
     assert _cli(capsys, "migrate", pg_url, str(dst))[0] == 0
     assert _lines(str(dst), "q")[(None, "k")] == [ids[1], ids[0], ids[2]]
+
+
+def test_sigkilled_migration_into_postgresql_rerun_has_no_duplicates(
+    pg_url: str, schema: str, tmp_path: Path
+) -> None:
+    src = tmp_path / "big.db"
+    with pmsq.connect(str(src), durability="memory") as b:
+        q = b.queue("bulk")
+        for chunk in range(5):
+            q.put_many(
+                [
+                    pmsq.NewMessage({"n": chunk * 1000 + i}, key=f"k{i % 50}", tenant="t")
+                    for i in range(1000)
+                ]
+            )
+    conninfo = pg_url.split("?", 1)[0]
+
+    def count() -> int:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            found = conn.execute("SELECT to_regclass(%s)", (f'"{schema}".messages',)).fetchone()
+            if not found or found[0] is None:
+                return 0
+            row = conn.execute(f'SELECT count(*) FROM "{schema}".messages').fetchone()
+            return int(row[0]) if row else 0
+
+    cmd = [sys.executable, "-m", "pmsq", "migrate", str(src), pg_url, "--batch", "10"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # Kill it once some pages are in (polling, not timing: any point will do).
+        while proc.poll() is None and count() < 100:
+            time.sleep(0.01)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "verified" in done.stdout
+    assert count() == 5000
+    with pmsq.connect(pg_url) as b:
+        assert b.backend.check() == []
+    assert _snap(pg_url) == _snap(str(src))
