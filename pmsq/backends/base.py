@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
@@ -24,9 +24,11 @@ __all__ = [
     "Backend",
     "Capabilities",
     "Claimed",
+    "DedupRecord",
     "Envelope",
     "Receipt",
     "StoredDeadLetter",
+    "StoredMessage",
 ]
 
 
@@ -125,6 +127,44 @@ class StoredDeadLetter:
     error_type: str | None
     traceback: str | None
     dead_at: float
+
+
+@attrs.frozen
+class StoredMessage:
+    """A message exactly as stored, for moving it between stores (``pmsq migrate``).
+
+    Attributes:
+        envelope: The message (its id, payload bytes and options).
+        state: ``"pending"`` (ready, delayed or waiting for a retry),
+            ``"in_flight"`` (leased right now) or ``"dead"``.
+        attempts: Deliveries so far (the next delivery is ``attempts + 1``).
+        error_type: The last failure's type (pending) or the dead letter's.
+        error: The last error text, or the dead letter's traceback.
+        dead_reason: Why it was dead-lettered (dead only).
+        dead_at: When it was dead-lettered, epoch seconds (dead only).
+        holds_key: A dead letter that still blocks its key
+            (``on_key_failure="block"``).
+    """
+
+    envelope: Envelope
+    state: Literal["pending", "in_flight", "dead"]
+    attempts: int = 0
+    error_type: str | None = None
+    error: str | None = None
+    dead_reason: str | None = None
+    dead_at: float | None = None
+    holds_key: bool = False
+
+
+@attrs.frozen
+class DedupRecord:
+    """A remembered ``dedup_id``: puts with it return ``message_id`` until ``expires_at``."""
+
+    queue: str
+    tenant: str | None
+    dedup_id: str
+    message_id: str
+    expires_at: float | None
 
 
 class Backend(abc.ABC):
@@ -308,3 +348,61 @@ class Backend(abc.ABC):
             ConfigurationError: the backend cannot store settings, or ``key`` is reserved.
         """
         raise ConfigurationError(f"the {self.name} backend cannot store settings (set_meta)")
+
+    # -- moving stores (pmsq migrate) -----------------------------------------
+    def export_messages(
+        self, queue: str, *, after: str | None = None, limit: int = 500
+    ) -> tuple[list[StoredMessage], str | None]:
+        """Read up to ``limit`` stored messages of ``queue`` (pending, in flight, dead).
+
+        Messages come in put order, each key's messages in their delivery
+        order. Reading changes nothing.
+
+        Args:
+            queue: The queue to read.
+            after: The cursor returned by the previous page (``None``: start).
+            limit: Largest page size.
+
+        Returns:
+            The page and the cursor of the next page (``None`` after the last page).
+
+        Raises:
+            ConfigurationError: the backend cannot export messages.
+        """
+        raise ConfigurationError(
+            f"the {self.name} backend cannot export messages (export_messages); "
+            "it cannot be the source of pmsq migrate"
+        )
+
+    def import_messages(self, records: Sequence[StoredMessage], *, now: float) -> int:
+        """Store exported messages as they were, atomically; return how many were new.
+
+        Ids are kept, so importing a record whose id is already stored skips
+        it: importing the same pages again is harmless. Each key's records
+        join the tail of its line in the order given. In-flight records
+        become pending (their lease belonged to the old store). No dedup,
+        quota or fallback logic runs.
+
+        Raises:
+            ConfigurationError: the backend cannot import messages.
+        """
+        raise ConfigurationError(
+            f"the {self.name} backend cannot import messages (import_messages); "
+            "it cannot be the destination of pmsq migrate"
+        )
+
+    def export_dedup(self, queue: str, *, now: float) -> list[DedupRecord]:
+        """Return the dedup ids of ``queue`` still remembered at ``now``.
+
+        Raises:
+            ConfigurationError: the backend cannot export dedup records.
+        """
+        raise ConfigurationError(f"the {self.name} backend cannot export dedup records")
+
+    def import_dedup(self, records: Sequence[DedupRecord]) -> int:
+        """Remember dedup ids (one already remembered is kept); return how many were new.
+
+        Raises:
+            ConfigurationError: the backend cannot import dedup records.
+        """
+        raise ConfigurationError(f"the {self.name} backend cannot import dedup records")

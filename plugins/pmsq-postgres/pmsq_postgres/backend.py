@@ -27,12 +27,21 @@ import psycopg
 from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from pmsq.backends.base import Backend, Capabilities, Claimed, Envelope, Receipt, StoredDeadLetter
+from pmsq.backends.base import (
+    Backend,
+    Capabilities,
+    Claimed,
+    DedupRecord,
+    Envelope,
+    Receipt,
+    StoredDeadLetter,
+    StoredMessage,
+)
 from pmsq.config import QueueConfig
 from pmsq.errors import ConfigurationError, PmsqError, StorageError
 from pmsq.message import Message
 from pmsq.stats import Stats
-from pmsq_postgres import admin, claims, metrics, puts, settle
+from pmsq_postgres import admin, claims, metrics, puts, settle, transfer
 from pmsq_postgres.errors import RETRYABLE, translate
 from pmsq_postgres.notify import Listener, channel_name
 from pmsq_postgres.once import begin_if_idle, once_postgres
@@ -533,6 +542,21 @@ class PostgresBackend(Backend):
                 (key, value),
             )
         )
+
+    # -- moving stores -------------------------------------------------------------------
+    def export_messages(
+        self, queue: str, *, after: str | None = None, limit: int = 500
+    ) -> tuple[list[StoredMessage], str | None]:
+        return self._read(lambda tx: transfer.export_messages(tx, queue, after, limit))
+
+    def import_messages(self, records: Sequence[StoredMessage], *, now: float) -> int:
+        return self._run(lambda tx: transfer.import_messages(tx, self._configs, records, now))
+
+    def export_dedup(self, queue: str, *, now: float) -> list[DedupRecord]:
+        return self._read(lambda tx: transfer.export_dedup(tx, queue, now))
+
+    def import_dedup(self, records: Sequence[DedupRecord]) -> int:
+        return self._run(lambda tx: transfer.import_dedup(tx, records))
 
     # -- exactly-once and wake-ups --------------------------------------------------------
     def once(

@@ -23,11 +23,13 @@ from pmsq.backends.base import (
     Backend,
     Capabilities,
     Claimed,
+    DedupRecord,
     Envelope,
     Receipt,
     StoredDeadLetter,
+    StoredMessage,
 )
-from pmsq.backends.sqlite import admin, claims, settle
+from pmsq.backends.sqlite import admin, claims, settle, transfer
 from pmsq.backends.sqlite.errors import translate
 from pmsq.backends.sqlite.puts import ConfigReader, dump_config, put_one
 from pmsq.backends.sqlite.schema import (
@@ -651,6 +653,23 @@ class SQLiteBackend(Backend):
                 (key, value),
             )
         )
+
+    # -- moving stores -------------------------------------------------------------
+    def export_messages(
+        self, queue: str, *, after: str | None = None, limit: int = 500
+    ) -> tuple[list[StoredMessage], str | None]:
+        with self._reading() as conn:
+            return transfer.export_messages(conn, queue, after, limit)
+
+    def import_messages(self, records: Sequence[StoredMessage], *, now: float) -> int:
+        return self._write(lambda c: transfer.import_messages(c, self._configs, records, now))
+
+    def export_dedup(self, queue: str, *, now: float) -> list[DedupRecord]:
+        with self._reading() as conn:
+            return transfer.export_dedup(conn, queue, now)
+
+    def import_dedup(self, records: Sequence[DedupRecord]) -> int:
+        return self._write(lambda c: transfer.import_dedup(c, records))
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,124 @@
+"""Where ``pmsq migrate`` reads from: a pmsq store (any backend) or a persist-queue file.
+
+A source only reads. Opening a pmsq store goes through its backend, which
+writes nothing to a current store; the persist-queue source opens the file
+with persist-queue itself and never acks, nacks or resumes anything.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Iterator
+
+from pmsq.backends.base import Backend, DedupRecord, StoredMessage
+from pmsq.config import QueueConfig
+from pmsq.errors import ConfigurationError
+
+__all__ = ["BackendSource", "Counts", "Source", "require_export", "require_import"]
+
+#: Per queue: (pending messages including in flight, dead letters).
+Counts = dict[str, tuple[int, int]]
+
+
+class Source(abc.ABC):
+    """What a migration reads: queue declarations, bindings, messages, dedup ids."""
+
+    #: Shown in progress and errors (passwords masked).
+    description: str = "source"
+
+    @abc.abstractmethod
+    def queues(self) -> list[QueueConfig]:
+        """The queue declarations to create in the destination."""
+
+    def bindings(self) -> list[tuple[str, str]]:
+        """Topic subscriptions ``(pattern, queue)``."""
+        return []
+
+    @abc.abstractmethod
+    def counts(self) -> Counts:
+        """Pending (in flight included) and dead counts per queue, for progress and checks."""
+
+    def in_flight(self) -> dict[str, int]:
+        """Messages leased right now, per queue (only queues that have some)."""
+        return {}
+
+    @abc.abstractmethod
+    def pages(self, queue: str, batch: int) -> Iterator[list[StoredMessage]]:
+        """The messages of ``queue`` in pages of at most ``batch``, in put order."""
+
+    def dedup(self, queue: str) -> list[DedupRecord]:
+        """Dedup ids still remembered for ``queue``.
+
+        Raises:
+            ConfigurationError: the source cannot export them.
+        """
+        return []
+
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release the source. Idempotent."""
+
+
+class BackendSource(Source):
+    """A pmsq store read through its backend's export methods."""
+
+    def __init__(self, backend: Backend, description: str) -> None:
+        self.backend = backend
+        self.description = description
+
+    def queues(self) -> list[QueueConfig]:
+        return self.backend.list_queues()
+
+    def bindings(self) -> list[tuple[str, str]]:
+        return self.backend.bindings()
+
+    def counts(self) -> Counts:
+        stats = self.backend.stats(now=time.time())
+        return {
+            name: (q.ready + q.delayed + q.in_flight, q.dead) for name, q in stats.queues.items()
+        }
+
+    def in_flight(self) -> dict[str, int]:
+        stats = self.backend.stats(now=time.time())
+        return {name: q.in_flight for name, q in stats.queues.items() if q.in_flight}
+
+    def pages(self, queue: str, batch: int) -> Iterator[list[StoredMessage]]:
+        cursor: str | None = None
+        while True:
+            page, cursor = self.backend.export_messages(queue, after=cursor, limit=batch)
+            if page:
+                yield page
+            if cursor is None:
+                return
+
+    def dedup(self, queue: str) -> list[DedupRecord]:
+        return self.backend.export_dedup(queue, now=time.time())
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def require_export(backend: Backend) -> None:
+    """Fail early, naming the backend, if it cannot be a migration's source.
+
+    Raises:
+        ConfigurationError: the backend lacks ``export_messages``.
+    """
+    if type(backend).export_messages is Backend.export_messages:
+        raise ConfigurationError(
+            f"the {backend.name} backend cannot export messages; it cannot be the source "
+            "of pmsq migrate"
+        )
+
+
+def require_import(backend: Backend) -> None:
+    """Fail early, naming the backend, if it cannot be a migration's destination.
+
+    Raises:
+        ConfigurationError: the backend lacks ``import_messages``.
+    """
+    if type(backend).import_messages is Backend.import_messages:
+        raise ConfigurationError(
+            f"the {backend.name} backend cannot import messages; it cannot be the destination "
+            "of pmsq migrate"
+        )
