@@ -141,7 +141,7 @@ class Journal:
         self._rows.clear()
 
 
-def prune(conn: sqlite3.Connection, older_than: float, batch: int = PRUNE_BATCH) -> int:
+def prune(conn: sqlite3.Connection, older_than: float, batch: int | None = None) -> int:
     """Delete events recorded before ``older_than`` among the oldest ``batch``; how many.
 
     Looking only at the oldest batch (by insertion order) keeps the pass an
@@ -151,7 +151,7 @@ def prune(conn: sqlite3.Connection, older_than: float, batch: int = PRUNE_BATCH)
     cur = conn.execute(
         "DELETE FROM pmsq_journal WHERE seq IN (SELECT seq FROM pmsq_journal ORDER BY seq "
         "LIMIT ?) AND at < ?",
-        (batch, older_than),
+        (PRUNE_BATCH if batch is None else batch, older_than),
     )
     return int(cur.rowcount)
 
