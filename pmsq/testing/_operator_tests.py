@@ -275,6 +275,17 @@ class OperatorTests(SuiteBase):
             f"{sorted(self.missing_capabilities)}"
         )
 
+    def test_history_is_kept_or_refused_clearly(self, broker: Broker) -> None:
+        q = broker.declare_queue("traced")
+        mid = q.put("x")
+        if self.lacks(broker, "history", lambda: broker.backend.history(message_id=mid)):
+            return
+        with q.get(timeout=0):
+            pass
+        events = broker.backend.history(message_id=mid)
+        assert [e.event for e in events] == ["put", "delivered", "acked"]
+        assert all(e.queue == "traced" for e in events)
+
     def test_transactional_put_commits_and_rolls_back_with_the_app(self, broker: Broker) -> None:
         q = broker.declare_queue("outbox")
         if self.lacks(broker, "transactional_put", lambda: q.put("x", connection=object())):
