@@ -9,6 +9,9 @@ pruned in bounded batches by the backend's housekeeping.
 Event names: ``put``, ``dedup_hit``, ``coalesced``, ``delivered``, ``acked``,
 ``retried``, ``lease_expired``, ``dead_lettered``, ``released``,
 ``redriven``, ``purged``.
+
+The key index leads with the key: ``pmsq trace --key K`` is usually asked
+without a queue or tenant.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ CREATE TABLE IF NOT EXISTS pmsq_journal (
 );
 CREATE INDEX IF NOT EXISTS pmsq_ix_journal_message ON pmsq_journal (message_id);
 CREATE INDEX IF NOT EXISTS pmsq_ix_journal_key
-    ON pmsq_journal (queue, tenant, key, at) WHERE key IS NOT NULL;
+    ON pmsq_journal (key, queue, tenant, at) WHERE key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS pmsq_ix_journal_correlation ON pmsq_journal (correlation_id);
 """
 
