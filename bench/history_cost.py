@@ -40,14 +40,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
     ap.add_argument("--one", nargs=3, metavar=("MODE", "SCENARIO", "PATH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         print(json.dumps(one(*args.one, args.quick)))
         return 0
     results: dict[tuple[str, str], list[float]] = {}
+    scenarios = [s for s in SCENARIOS if s in args.only.split(",")]
     for _ in range(args.repeat):
-        for scenario in SCENARIOS:
+        for scenario in scenarios:
             for mode in ("on", "off"):
                 with tempfile.TemporaryDirectory() as tmp:
                     cmd = [
@@ -65,7 +67,7 @@ def main() -> int:
                     results.setdefault((scenario, mode), []).append(rate)
                     print(f"{scenario} history {mode}: {rate:,.0f} msg/s", flush=True)
     print()
-    for scenario in SCENARIOS:
+    for scenario in scenarios:
         on = statistics.median(results[(scenario, "on")])
         off = statistics.median(results[(scenario, "off")])
         print(

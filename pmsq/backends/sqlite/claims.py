@@ -282,7 +282,6 @@ def claim(
             row["correlation_id"],
             attempt=row["attempt"] + 1,
             worker=consumer,
-            lease_expires=expires,
         )
         out.append(
             Claimed(

@@ -10,8 +10,11 @@ Event names: ``put``, ``dedup_hit``, ``coalesced``, ``delivered``, ``acked``,
 ``retried``, ``lease_expired``, ``dead_lettered``, ``released``,
 ``redriven``, ``purged``.
 
-The key index leads with the key: ``pmsq trace --key K`` is usually asked
-without a queue or tenant.
+Cheap by design: every event updates the table and one index (by message);
+only ``put`` events, one per message, are also indexed by key and by
+correlation id. A key's or a chain's history is found through the puts of
+its messages, then their events by message id. The key index leads with the
+key: ``pmsq trace --key K`` is usually asked without a queue or tenant.
 """
 
 from __future__ import annotations
@@ -44,8 +47,9 @@ CREATE TABLE IF NOT EXISTS pmsq_journal (
 );
 CREATE INDEX IF NOT EXISTS pmsq_ix_journal_message ON pmsq_journal (message_id);
 CREATE INDEX IF NOT EXISTS pmsq_ix_journal_key
-    ON pmsq_journal (key, queue, tenant, at) WHERE key IS NOT NULL;
-CREATE INDEX IF NOT EXISTS pmsq_ix_journal_correlation ON pmsq_journal (correlation_id);
+    ON pmsq_journal (key, queue, tenant, at) WHERE event = 'put' AND key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS pmsq_ix_journal_correlation
+    ON pmsq_journal (correlation_id) WHERE event = 'put';
 """
 
 # One housekeeping pass deletes at most this many events: a bounded write
@@ -214,24 +218,42 @@ def query(
     tenant: str | None = None,
     limit: int = 1000,
 ) -> list[HistoryEvent]:
-    """The newest ``limit`` events (returned oldest first) matching every filter given."""
+    """The newest ``limit`` events (returned oldest first) matching every filter given.
+
+    ``correlation_id`` and ``key`` select messages by their ``put`` event
+    (the only events indexed that way); every event of those messages is
+    returned.
+    """
     where: list[str] = []
     args: list[Any] = []
     if message_id is not None:
         where.append("message_id = ?")
         args.append(message_id)
-    if correlation_id is not None:
-        where.append("correlation_id = ?")
-        args.append(correlation_id)
-    if key is not None:
-        where.append("key = ?")
-        args.append(key)
-    if queue is not None:
-        where.append("queue = ?")
-        args.append(queue)
-    if tenant is not None:
-        where.append("tenant = ?")
-        args.append(tenant)
+    if correlation_id is not None or key is not None:
+        # The literal event = 'put' lets SQLite use the partial indexes.
+        puts = ["event = 'put'"]
+        if correlation_id is not None:
+            puts.append("correlation_id = ?")
+            args.append(correlation_id)
+        if key is not None:
+            puts.append("key = ?")
+            args.append(key)
+        if queue is not None:
+            puts.append("queue = ?")
+            args.append(queue)
+        if tenant is not None:
+            puts.append("tenant = ?")
+            args.append(tenant)
+        where.append(
+            f"message_id IN (SELECT message_id FROM pmsq_journal WHERE {' AND '.join(puts)})"
+        )
+    else:
+        if queue is not None:
+            where.append("queue = ?")
+            args.append(queue)
+        if tenant is not None:
+            where.append("tenant = ?")
+            args.append(tenant)
     sql = f"SELECT {_COLUMNS} FROM pmsq_journal"
     if where:
         sql += " WHERE " + " AND ".join(where)
