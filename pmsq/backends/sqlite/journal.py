@@ -11,9 +11,11 @@ Event names: ``put``, ``dedup_hit``, ``coalesced``, ``delivered``, ``acked``,
 ``redriven``, ``purged``.
 
 Cheap by design: every event updates the table and one index (by message);
-only ``put`` events, one per message, are also indexed by key and by
-correlation id. A key's or a chain's history is found through the puts of
-its messages, then their events by message id. The key index leads with the
+only ``put`` events, one per message, are also indexed by key, and by
+correlation id only when the message is not the first of its chain (a
+message put outside any handler starts its own chain: most puts add no
+correlation entry). A key's or a chain's history is found through the puts
+of its messages, then their events by message id. The key index leads with the
 key: ``pmsq trace --key K`` is usually asked without a queue or tenant.
 """
 
@@ -49,7 +51,7 @@ CREATE INDEX IF NOT EXISTS pmsq_ix_journal_message ON pmsq_journal (message_id);
 CREATE INDEX IF NOT EXISTS pmsq_ix_journal_key
     ON pmsq_journal (key, queue, tenant, at) WHERE event = 'put' AND key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS pmsq_ix_journal_correlation
-    ON pmsq_journal (correlation_id) WHERE event = 'put';
+    ON pmsq_journal (correlation_id) WHERE event = 'put' AND correlation_id != message_id;
 """
 
 # One housekeeping pass deletes at most this many events: a bounded write
@@ -231,22 +233,23 @@ def query(
         args.append(message_id)
     if correlation_id is not None or key is not None:
         # The literal event = 'put' lets SQLite use the partial indexes.
-        puts = ["event = 'put'"]
-        if correlation_id is not None:
-            puts.append("correlation_id = ?")
-            args.append(correlation_id)
-        if key is not None:
-            puts.append("key = ?")
-            args.append(key)
-        if queue is not None:
-            puts.append("queue = ?")
-            args.append(queue)
-        if tenant is not None:
-            puts.append("tenant = ?")
-            args.append(tenant)
-        where.append(
-            f"message_id IN (SELECT message_id FROM pmsq_journal WHERE {' AND '.join(puts)})"
-        )
+        puts, put_args = ["event = 'put'"], []
+        for column, value in (("key", key), ("queue", queue), ("tenant", tenant)):
+            if value is not None:
+                puts.append(f"{column} = ?")
+                put_args.append(value)
+        cond = " AND ".join(puts)
+        if correlation_id is None:
+            where.append(f"message_id IN (SELECT message_id FROM pmsq_journal WHERE {cond})")
+            args.extend(put_args)
+        else:
+            # The chain's first message (its id is the chain's), then the others.
+            where.append(
+                f"message_id IN (SELECT message_id FROM pmsq_journal WHERE message_id = ? "
+                f"AND correlation_id = ? AND {cond} UNION SELECT message_id FROM pmsq_journal "
+                f"WHERE correlation_id = ? AND correlation_id != message_id AND {cond})"
+            )
+            args.extend([correlation_id, correlation_id, *put_args, correlation_id, *put_args])
     else:
         if queue is not None:
             where.append("queue = ?")
