@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import math
 import random
 import threading
@@ -30,6 +31,28 @@ __all__ = ["Broker", "connect"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _CONFIG_TTL = 1.0
+#: ``connect(history=)`` default: keep three days of message history. Compared by
+#: identity, so only a retention the caller chose is refused by backends without one.
+DEFAULT_HISTORY = dt.timedelta(days=3)
+
+#: A put hook: ``hook(queue, message_id, topic, headers)``; it may add to ``headers``.
+PutHook = Callable[[str, str, "str | None", "dict[str, Any]"], None]
+
+
+def _history_seconds(history: object) -> float | None:
+    if history is None:
+        return None
+    if isinstance(history, dt.timedelta):
+        seconds = history.total_seconds()
+    elif isinstance(history, (int, float)) and not isinstance(history, bool):
+        seconds = float(history)
+    else:
+        raise ConfigurationError(
+            f"history must be a timedelta, seconds, or None (no journal); got {history!r}"
+        )
+    if not (0 < seconds < 1e10):
+        raise ConfigurationError(f"history must be a retention > 0, got {history!r}")
+    return seconds
 
 
 def _check_broker_options(max_payload_bytes: object, poll_interval: object) -> None:
@@ -70,6 +93,7 @@ class Broker:
         self.rng = rng or random.Random()
         self.handlers: dict[str, HandlerSpec] = {}
         self.middleware: list[Any] = []
+        self.put_hooks: list[PutHook] = []
         self._configs: dict[str, tuple[float, QueueConfig]] = {}
         self._wake = threading.Condition()
         self._generation: dict[str, int] = {}
@@ -173,6 +197,17 @@ class Broker:
         config = self.backend.queue_config(name) or QueueConfig(name=name)
         self._configs[name] = (now, config)
         return config
+
+    def add_put_hook(self, hook: PutHook) -> None:
+        """Call ``hook(queue, message_id, topic, headers)`` for every message put or published.
+
+        Hooks run in the putting thread (inside a handler: in its context)
+        before the message's headers are encoded; a hook may add entries to ``headers``
+        (the message's own, a fresh dict per message), for example a W3C
+        ``traceparent``. A hook that raises fails the put. Used by
+        ``pmsq.contrib.otel`` for producer spans.
+        """
+        self.put_hooks.append(hook)
 
     # -- topics ------------------------------------------------------------------
     def subscribe(self, pattern: str, *, queue: str) -> None:
@@ -534,6 +569,7 @@ def connect(
     codec: Codec | None = None,
     poll_interval: float = 0.05,
     rng: random.Random | None = None,
+    history: dt.timedelta | float | None = DEFAULT_HISTORY,
     **backend_options: Any,
 ) -> Broker:
     """Open a store and return its ``Broker``.
@@ -550,6 +586,11 @@ def connect(
         poll_interval: Longest an idle consumer waits before looking for work
             written by other processes.
         rng: Random source for backoff jitter.
+        history: How long the message journal (``pmsq trace``) keeps events:
+            a ``timedelta`` or seconds; default three days; ``None`` keeps no
+            journal at all. Pruned automatically. A backend without the
+            ``history`` capability ignores the default and refuses any other
+            retention.
 
     Raises:
         ConfigurationError: bad option or unknown URL scheme.
@@ -568,7 +609,14 @@ def connect(
     # Checked before the store is opened: a typo must neither create the file
     # nor leave a connection to it open.
     _check_broker_options(max_payload_bytes, poll_interval)
+    retention = _history_seconds(history)
     backend = open_backend(url, durability=durability, busy_timeout=busy_timeout, **backend_options)
+    if history is not DEFAULT_HISTORY or backend.capabilities.history:
+        try:
+            backend.set_history(retention)
+        except BaseException:
+            backend.close()
+            raise
     return Broker(
         backend,
         clock=clock,

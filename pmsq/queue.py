@@ -120,6 +120,10 @@ def build_envelope(
             "and put a reference, or raise max_payload_bytes in connect()"
         )
     mid = message_id or new_message_id(now)
+    if broker.put_hooks:
+        headers = dict(headers or {})
+        for hook in broker.put_hooks:
+            hook(queue, mid, topic, headers)
     parent = current_message.get()
     if parent is not None:
         correlation = parent.correlation_id or parent.id
@@ -271,10 +275,14 @@ class Queue:
             return []
         return self._broker._store(envs, connection=self._connection(connection))
 
-    def _claim(self, n: int) -> list[Claimed]:
-        return self._broker.backend.claim(
-            self.name, n, now=self._broker.clock.time(), tenant=self.tenant
-        )
+    def _claim(self, n: int, consumer: str | None = None) -> list[Claimed]:
+        backend = self._broker.backend
+        now = self._broker.clock.time()
+        if consumer is not None and backend.capabilities.history:
+            # Only backends that keep a journal take consumer= (see Backend.claim).
+            claim: Any = backend.claim
+            return list(claim(self.name, n, now=now, tenant=self.tenant, consumer=consumer))
+        return backend.claim(self.name, n, now=now, tenant=self.tenant)
 
     def get(self, timeout: float | None = 5.0) -> Delivery:
         """Lease the next message, waiting up to ``timeout`` seconds (``None``: forever).
@@ -296,13 +304,19 @@ class Queue:
         Returns:
             A possibly empty list of ``Delivery``.
         """
+        return self._get_many(n, timeout)
+
+    def _get_many(
+        self, n: int, timeout: float | None, consumer: str | None = None
+    ) -> list[Delivery]:
+        """:meth:`get_many` on behalf of ``consumer`` (a worker id the journal records)."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ConfigurationError(f"get_many takes n >= 1, got {n!r}")
         if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
             raise ConfigurationError(f"timeout must be seconds >= 0 or None, got {timeout!r}")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            claimed = self._claim(n)
+            claimed = self._claim(n, consumer)
             if claimed:
                 deliveries = self._broker._deliveries(claimed)
                 if deliveries:

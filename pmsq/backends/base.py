@@ -26,6 +26,7 @@ __all__ = [
     "Claimed",
     "DedupRecord",
     "Envelope",
+    "HistoryEvent",
     "Receipt",
     "StoredDeadLetter",
     "StoredMessage",
@@ -46,6 +47,9 @@ class Capabilities:
         tenant_fairness: Claims rotate over tenants.
         transactional_put: ``put(..., connection=)`` writes in the caller's transaction.
         exact_stats: Stats counts are exact.
+        history: The store keeps a message journal (``Backend.history``,
+            ``pmsq trace``). Optional: it defaults to False, and a backend
+            without it needs no code for it.
     """
 
     per_key_fifo: bool = True
@@ -57,6 +61,7 @@ class Capabilities:
     tenant_fairness: bool = True
     transactional_put: bool = True
     exact_stats: bool = True
+    history: bool = False
 
     def require(self, backend: str, capability: str) -> None:
         """Raise ``ConfigurationError`` unless ``capability`` is supported.
@@ -115,6 +120,46 @@ class Claimed:
     attempt: int
     lease_expires: float
     corrupt: bool = False
+
+
+@attrs.frozen
+class HistoryEvent:
+    """One journal event: something that happened to a message, when, and where.
+
+    Attributes:
+        at: Epoch seconds (the clock of the process that recorded it).
+        message_id: The message.
+        queue: Its queue.
+        tenant: Its tenant, or ``None``.
+        key: Its key, or ``None``.
+        correlation_id: The id of the message that started its chain.
+        event: ``put``, ``dedup_hit``, ``coalesced``, ``delivered``, ``acked``,
+            ``retried``, ``lease_expired``, ``dead_lettered``, ``released``,
+            ``redriven`` or ``purged``.
+        attempt: The delivery attempt the event belongs to, if any.
+        worker: The consumer that claimed it (deliveries by a worker), if known.
+        process: ``host:pid`` of the process that recorded the event.
+        detail: Event specifics: ``topic``, ``siblings``, ``causation_id``,
+            ``delay``, ``duration_ms``, ``error_type``, ``error``, ``reason``...
+    """
+
+    at: float
+    message_id: str
+    queue: str
+    tenant: str | None
+    key: str | None
+    correlation_id: str | None
+    event: str
+    attempt: int | None = None
+    worker: str | None = None
+    process: str | None = None
+    detail: dict[str, Any] = attrs.field(factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (``detail`` flattened into it)."""
+        out = attrs.asdict(self)
+        detail = out.pop("detail")
+        return {**out, **detail}
 
 
 @attrs.frozen
@@ -238,6 +283,9 @@ class Backend(abc.ABC):
 
         Expired leases are counted as attempts here (dead-lettering messages
         that ran out of attempts) and due delayed messages become ready.
+        A backend declaring the ``history`` capability also accepts
+        ``consumer=`` (the claiming worker's id, for its journal); pmsq passes
+        it to no other backend.
         """
 
     @abc.abstractmethod
@@ -311,6 +359,37 @@ class Backend(abc.ABC):
         """Release connections. Idempotent."""
 
     # -- optional -----------------------------------------------------------
+    def set_history(self, retention: float | None) -> None:
+        """Keep journal events for ``retention`` seconds; ``None`` keeps no journal.
+
+        Raises:
+            ConfigurationError: a retention was asked of a backend without ``history``.
+        """
+        if retention is not None:
+            self.capabilities.require(self.name, "history")
+
+    def history(
+        self,
+        *,
+        message_id: str | None = None,
+        dedup_id: str | None = None,
+        correlation_id: str | None = None,
+        key: str | None = None,
+        queue: str | None = None,
+        tenant: str | None = None,
+        limit: int = 1000,
+    ) -> list[HistoryEvent]:
+        """Journal events, oldest first: of a message, a dedup id, a chain, or a key.
+
+        Filters combine; ``dedup_id`` matches the messages put with it.
+        Returns at most the newest ``limit`` events.
+
+        Raises:
+            ConfigurationError: the backend keeps no history (capability ``history``).
+        """
+        self.capabilities.require(self.name, "history")
+        return []
+
     def peek(
         self, queue: str, n: int, *, tenant: str | None = None
     ) -> list[tuple[Envelope, int, str]]:

@@ -262,11 +262,29 @@ class OperatorTests(SuiteBase):
     def test_declared_capabilities_match_the_backend(self, broker: Broker) -> None:
         caps = broker.backend.capabilities
         assert isinstance(caps, Capabilities)
-        missing = {f.name for f in attrs.fields(Capabilities) if not getattr(caps, f.name)}
+        # Optional capabilities (default False, like history) need declaring only when missing
+        # capabilities are listed explicitly.
+        missing = {
+            f.name
+            for f in attrs.fields(Capabilities)
+            if not getattr(caps, f.name)
+            and (f.default is True or f.name in self.missing_capabilities)
+        }
         assert missing == set(self.missing_capabilities), (
             f"the backend declares {sorted(missing)} missing, the suite was told "
             f"{sorted(self.missing_capabilities)}"
         )
+
+    def test_history_is_kept_or_refused_clearly(self, broker: Broker) -> None:
+        q = broker.declare_queue("traced")
+        mid = q.put("x")
+        if self.lacks(broker, "history", lambda: broker.backend.history(message_id=mid)):
+            return
+        with q.get(timeout=0):
+            pass
+        events = broker.backend.history(message_id=mid)
+        assert [e.event for e in events] == ["put", "delivered", "acked"]
+        assert all(e.queue == "traced" for e in events)
 
     def test_transactional_put_commits_and_rolls_back_with_the_app(self, broker: Broker) -> None:
         q = broker.declare_queue("outbox")

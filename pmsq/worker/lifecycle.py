@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import secrets
 import threading
 import time
 from collections import Counter
@@ -127,6 +128,8 @@ class Lifecycle:
         kick: Callable[[], None],
     ) -> None:
         self.broker = broker
+        #: This worker's id in the message journal (``pmsq trace`` shows it with the pid).
+        self.consumer = f"worker-{secrets.token_hex(3)}"
         self.specs = dict(specs)
         self.queues: tuple[str, ...] = tuple(sorted(specs))
         self.concurrency = concurrency
@@ -309,7 +312,7 @@ class Lifecycle:
             self._kick()
 
     def _claim(self, queue: str, n: int) -> list[Delivery]:
-        return self.broker.queue(queue).get_many(n, timeout=0)
+        return self.broker.queue(queue)._get_many(n, 0, self.consumer)
 
     def claim_round(self) -> Generator[Effect, Any, list[Job]]:
         """Claim up to the free slots, queue by queue; return the jobs to start now.

@@ -10,6 +10,7 @@ from typing import Any
 import attrs
 
 from pmsq.backends.base import Envelope, StoredDeadLetter
+from pmsq.backends.sqlite.journal import Journal
 from pmsq.backends.sqlite.rows import MESSAGE_COLUMNS, envelope_from_row, tenant_in
 from pmsq.backends.sqlite.settle import SLOT_SECONDS, TOTAL_SLOT, promote_next
 from pmsq.message import utc_from_epoch
@@ -67,6 +68,7 @@ def redrive(
     ids: Sequence[str] | None,
     now: float,
     tenant: str | None,
+    journal: Journal,
 ) -> int:
     """Return dead letters to their queue, starting again at attempt 1.
 
@@ -78,9 +80,12 @@ def redrive(
         return 0
     where, args = _dead_filter(queue, tenant, ids)
     rows = conn.execute(
-        f"SELECT seq, tenant, key, line FROM pmsq_messages WHERE {where} ORDER BY seq", args
+        f"SELECT seq, tenant, key, line, id, correlation_id, attempt FROM pmsq_messages "
+        f"WHERE {where} ORDER BY seq",
+        args,
     ).fetchall()
-    for seq, tenant_s, key, line in rows:
+    for seq, tenant_s, key, line, mid, correlation, attempts in rows:
+        journal.add(now, "redriven", mid, queue, tenant_s, key, correlation, attempts=attempts)
         new_seq, head = seq, 1
         if key is not None and not line:
             busy = conn.execute(
@@ -102,16 +107,24 @@ def redrive(
 
 
 def purge(
-    conn: sqlite3.Connection, queue: str, ids: Sequence[str] | None, tenant: str | None
+    conn: sqlite3.Connection,
+    queue: str,
+    ids: Sequence[str] | None,
+    tenant: str | None,
+    *,
+    now: float,
+    journal: Journal,
 ) -> int:
     """Delete dead letters; a purged key-blocking dead letter releases its key."""
     if ids is not None and not ids:
         return 0
     where, args = _dead_filter(queue, tenant, ids)
     rows = conn.execute(
-        f"DELETE FROM pmsq_messages WHERE {where} RETURNING tenant, key, line", args
+        f"DELETE FROM pmsq_messages WHERE {where} RETURNING tenant, key, line, id, correlation_id",
+        args,
     ).fetchall()
-    for tenant_s, key, line in rows:
+    for tenant_s, key, line, mid, correlation in rows:
+        journal.add(now, "purged", mid, queue, tenant_s, key, correlation)
         if line:
             promote_next(conn, queue, tenant_s, key)
     return len(rows)

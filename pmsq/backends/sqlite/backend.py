@@ -25,12 +25,14 @@ from pmsq.backends.base import (
     Claimed,
     DedupRecord,
     Envelope,
+    HistoryEvent,
     Receipt,
     StoredDeadLetter,
     StoredMessage,
 )
-from pmsq.backends.sqlite import admin, claims, settle, transfer
+from pmsq.backends.sqlite import admin, claims, journal, settle, transfer
 from pmsq.backends.sqlite.errors import translate
+from pmsq.backends.sqlite.journal import Journal
 from pmsq.backends.sqlite.puts import ConfigReader, dump_config, put_one
 from pmsq.backends.sqlite.schema import (
     SchemaError,
@@ -48,6 +50,8 @@ T = TypeVar("T")
 Durability = Literal["full", "normal", "memory"]
 _SYNC = {"full": "FULL", "normal": "NORMAL", "memory": "OFF"}
 _HOUSEKEEPING_EVERY = 30.0
+#: Journal retention when none is given: three days.
+DEFAULT_HISTORY = 3 * 86400.0
 
 
 def parse_sqlite_url(url: str) -> str:
@@ -100,6 +104,11 @@ class _PlainRows:
         cur.row_factory = None
         return cur.execute(sql, args)
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> sqlite3.Cursor:
+        cur = self._conn.cursor()
+        cur.row_factory = None
+        return cur.executemany(sql, rows)
+
 
 class SQLiteBackend(Backend):
     """The reference backend: a SQLite file (or memory) shared by threads and processes.
@@ -109,12 +118,13 @@ class SQLiteBackend(Backend):
         durability: ``"full"`` (fsync every commit: survives power loss),
             ``"normal"`` (survives a process crash) or ``"memory"`` (no fsync; tests).
         busy_timeout: Seconds to wait for another process's write lock.
+        history: Seconds the message journal keeps events (``None``: no journal).
 
     Raises:
         StorageError: the file is corrupt, foreign, from a newer pmsq, or cannot be opened.
     """
 
-    capabilities = Capabilities()
+    capabilities = Capabilities(history=True)
     name = "SQLite"
 
     def __init__(
@@ -123,12 +133,13 @@ class SQLiteBackend(Backend):
         *,
         durability: Durability = "full",
         busy_timeout: float = 30.0,
+        history: float | None = DEFAULT_HISTORY,
         **unknown: Any,
     ) -> None:
         if unknown:
             raise ConfigurationError(
                 f"unknown option(s) for the SQLite backend: {', '.join(sorted(unknown))}; "
-                "it takes durability and busy_timeout"
+                "it takes durability, busy_timeout and history"
             )
         if durability not in _SYNC:
             raise ConfigurationError(
@@ -150,6 +161,10 @@ class SQLiteBackend(Backend):
         self._metrics_flushed = time.monotonic()
         self._closed = False
         self._last_housekeeping = 0.0
+        # Journal events of the transaction in progress (used under self._lock).
+        self._journal = Journal(None)
+        self.set_history(history)
+        self._pruning_behind = False
         self._conn = self._open()
 
     # -- connection and transactions ---------------------------------------
@@ -250,6 +265,8 @@ class SQLiteBackend(Backend):
         self._configs.begin()
         try:
             result = fn(conn)
+            # The events of this transaction, in it: they commit or vanish with it.
+            self._journal.flush(conn)
         except sqlite3.Error as exc:
             self._rollback()
             raise translate(exc, self.path, busy_timeout=self.busy_timeout) from exc
@@ -268,6 +285,7 @@ class SQLiteBackend(Backend):
         return result
 
     def _rollback(self) -> None:
+        self._journal.discard()
         with contextlib.suppress(sqlite3.Error):
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
@@ -334,9 +352,7 @@ class SQLiteBackend(Backend):
         if connection is not None:
             return self._put_external(connection, envelopes, now)
         return list(
-            self._grouped(
-                lambda conn: [put_one(conn, self._configs, e, now) for e in envelopes], now
-            )
+            self._grouped(lambda conn: self._put_request(conn, self._journal, envelopes, now), now)
         )
 
     def _grouped(self, fn: Callable[[sqlite3.Connection], T], now: float) -> T:
@@ -381,11 +397,13 @@ class SQLiteBackend(Backend):
             for req in batch:
                 if not single:
                     conn.execute("SAVEPOINT pmsq_req")
+                mark = self._journal.mark()
                 try:
                     req.result = req.fn(conn)
                 except PmsqError as exc:
                     req.result = None
                     req.error = exc
+                    self._journal.rewind(mark)
                     if single:
                         raise
                     conn.execute("ROLLBACK TO pmsq_req")
@@ -403,6 +421,26 @@ class SQLiteBackend(Backend):
                 if req.error is None:
                     req.error = exc
 
+    def _put_request(
+        self, conn: Any, log: Journal, envelopes: Sequence[Envelope], now: float
+    ) -> list[str]:
+        if not log.enabled:
+            return [put_one(conn, self._configs, e, now) for e in envelopes]
+        topics = {e.topic for e in envelopes}
+        fanout = len(envelopes) > 1 and len(topics) == 1 and None not in topics
+        ids = [e.id for e in envelopes]
+        return [
+            put_one(
+                conn,
+                self._configs,
+                e,
+                now,
+                log,
+                [i for i in ids if i != e.id] if fanout else None,
+            )
+            for e in envelopes
+        ]
+
     def _put_external(
         self, connection: Any, envelopes: Sequence[Envelope], now: float
     ) -> list[str]:
@@ -413,6 +451,8 @@ class SQLiteBackend(Backend):
             )
         self._check_same_file(connection)
         plain = _PlainRows(connection)
+        # Its own journal buffer: the caller's connection is not under our lock.
+        log = Journal(self._journal.retention)
         try:
             if not connection.in_transaction:
                 # Outside a transaction the savepoint below would be the outermost
@@ -422,7 +462,8 @@ class SQLiteBackend(Backend):
                 plain.execute("BEGIN IMMEDIATE")
             plain.execute("SAVEPOINT pmsq_outbox")
             try:
-                ids = [put_one(plain, self._configs, e, now) for e in envelopes]  # type: ignore[arg-type]
+                ids = self._put_request(plain, log, envelopes, now)
+                log.flush(plain)
             except BaseException:
                 plain.execute("ROLLBACK TO pmsq_outbox")
                 plain.execute("RELEASE pmsq_outbox")
@@ -460,16 +501,36 @@ class SQLiteBackend(Backend):
         # adding work to every put.
         mono = time.monotonic()
         if mono - self._last_housekeeping < _HOUSEKEEPING_EVERY:
+            if self._pruning_behind:
+                self._prune_journal(conn, now)
             return
         self._last_housekeeping = mono
+        self._prune_journal(conn, now)
         conn.execute(
             "DELETE FROM pmsq_dedup WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
         )
         oldest_slot = int((now - 3600) // settle.SLOT_SECONDS)
         conn.execute("DELETE FROM pmsq_metrics WHERE slot != 0 AND slot < ?", (oldest_slot,))
 
+    def _prune_journal(self, conn: sqlite3.Connection, now: float) -> None:
+        # A bounded batch per pass; a pass that filled its batch (the journal
+        # grows faster than one batch per pass) asks for another at the next
+        # put commit instead of waiting for the next housekeeping round.
+        if self._journal.retention is None:
+            return
+        deleted = journal.prune(conn, now - self._journal.retention)
+        self._pruning_behind = deleted >= journal.PRUNE_BATCH
+
     # -- claims and settlement ---------------------------------------------------
-    def claim(self, queue: str, n: int, *, now: float, tenant: str | None = None) -> list[Claimed]:
+    def claim(
+        self,
+        queue: str,
+        n: int,
+        *,
+        now: float,
+        tenant: str | None = None,
+        consumer: str | None = None,
+    ) -> list[Claimed]:
         if n <= 0:
             return []
         # A lock-free probe first: idle consumers never take the write lock.
@@ -478,7 +539,15 @@ class SQLiteBackend(Backend):
                 return []
         return self._write(
             lambda c: claims.claim(
-                c, self._configs, queue, n, now=now, tenant=tenant, metrics=self._metrics
+                c,
+                self._configs,
+                queue,
+                n,
+                now=now,
+                tenant=tenant,
+                metrics=self._metrics,
+                journal=self._journal,
+                consumer=consumer,
             ),
             sync=False,
         )
@@ -489,7 +558,9 @@ class SQLiteBackend(Backend):
         def go(conn: sqlite3.Connection) -> list[bool]:
             out = []
             for r, ms in zip(receipts, durations_ms, strict=True):
-                done = settle.settle_ack(conn, r.handle, r.token)
+                done = settle.settle_ack(
+                    conn, r.handle, r.token, now=now, journal=self._journal, duration_ms=ms
+                )
                 out.append(done is not None)
                 if done is not None:
                     self._metrics.add(done[0], done[1], processed=1, duration_ms=ms)
@@ -516,6 +587,8 @@ class SQLiteBackend(Backend):
                 available_at=available_at,
                 error_type=error_type,
                 error=error,
+                journal=self._journal,
+                duration_ms=duration_ms,
             )
             if done is None:
                 return False
@@ -556,6 +629,8 @@ class SQLiteBackend(Backend):
                 reason=reason,
                 error_type=error_type,
                 traceback=traceback,
+                journal=self._journal,
+                duration_ms=duration_ms,
             )
             self._metrics.add(
                 row[0],
@@ -574,7 +649,7 @@ class SQLiteBackend(Backend):
 
         def go(conn: sqlite3.Connection) -> None:
             for r in receipts:
-                settle.settle_release(conn, r.handle, r.token, now)
+                settle.settle_release(conn, r.handle, r.token, now, self._journal)
 
         self._write(go)
 
@@ -598,10 +673,57 @@ class SQLiteBackend(Backend):
     def redrive(
         self, queue: str, ids: Sequence[str] | None, *, now: float, tenant: str | None = None
     ) -> int:
-        return self._write(lambda c: admin.redrive(c, queue, ids, now, tenant))
+        return self._write(lambda c: admin.redrive(c, queue, ids, now, tenant, self._journal))
 
     def purge(self, queue: str, ids: Sequence[str] | None, *, tenant: str | None = None) -> int:
-        return self._write(lambda c: admin.purge(c, queue, ids, tenant))
+        # The interface gives purge no clock: its journal event takes the system time.
+        return self._write(
+            lambda c: admin.purge(c, queue, ids, tenant, now=time.time(), journal=self._journal)
+        )
+
+    # -- history -------------------------------------------------------------------
+    def set_history(self, retention: float | None) -> None:
+        if retention is not None and not (
+            isinstance(retention, (int, float))
+            and not isinstance(retention, bool)
+            and retention > 0
+        ):
+            raise ConfigurationError(
+                f"history must be a retention in seconds > 0 (or a timedelta), or None for no "
+                f"journal; got {retention!r}"
+            )
+        with self._lock:
+            self._journal.retention = None if retention is None else float(retention)
+
+    def history(
+        self,
+        *,
+        message_id: str | None = None,
+        dedup_id: str | None = None,
+        correlation_id: str | None = None,
+        key: str | None = None,
+        queue: str | None = None,
+        tenant: str | None = None,
+        limit: int = 1000,
+    ) -> list[HistoryEvent]:
+        with self._reading() as conn:
+            ids = [message_id] if message_id is not None else [None]
+            if dedup_id is not None:
+                ids = [i for i in journal.resolve_dedup(conn, dedup_id) if message_id in (None, i)]
+            events: list[HistoryEvent] = []
+            for mid in ids:
+                events.extend(
+                    journal.query(
+                        conn,
+                        message_id=mid,
+                        correlation_id=correlation_id,
+                        key=key,
+                        queue=queue,
+                        tenant=None if tenant is None else tenant or "",
+                        limit=limit,
+                    )
+                )
+            return events
 
     def stats(self, queue: str | None = None, *, now: float, tenant: str | None = None) -> Stats:
         with self._lock:

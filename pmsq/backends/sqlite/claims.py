@@ -13,6 +13,7 @@ import zlib
 from typing import Any
 
 from pmsq.backends.base import Claimed, Receipt
+from pmsq.backends.sqlite.journal import Journal
 from pmsq.backends.sqlite.puts import ConfigReader
 from pmsq.backends.sqlite.rows import MESSAGE_COLUMNS, envelope_from_row, tenant_in, tenant_out
 from pmsq.backends.sqlite.settle import Metrics, bury
@@ -40,17 +41,29 @@ def _expire_leases(
     queue: str,
     now: float,
     metrics: Metrics,
+    journal: Journal,
 ) -> None:
     # A lease that ran out counts as a failed attempt: a worker that was killed
     # or hung. Past max_attempts the message is dead even though no handler
     # ever returned (poison messages that crash their worker).
     expired = conn.execute(
-        "SELECT seq, attempt, tenant FROM pmsq_messages "
+        "SELECT seq, attempt, tenant, id, key, correlation_id, lease_expires FROM pmsq_messages "
         "WHERE queue = ? AND state = 1 AND lease_expires <= ?",
         (queue, now),
     ).fetchall()
-    for seq, attempt, tenant in expired:
+    for seq, attempt, tenant, mid, key, correlation, lease_expires in expired:
         metrics.add(queue, tenant, failed=1)
+        journal.add(
+            now,
+            "lease_expired",
+            mid,
+            queue,
+            tenant,
+            key,
+            correlation,
+            attempt=attempt,
+            expired_at=lease_expires,
+        )
         if attempt >= cfg.max_attempts:
             bury(
                 conn,
@@ -60,6 +73,7 @@ def _expire_leases(
                 reason=f"lease expired on attempt {attempt} of {cfg.max_attempts}",
                 error_type="pmsq.LeaseExpired",
                 traceback=None,
+                journal=journal,
             )
             metrics.add(queue, tenant, dead=1)
         else:
@@ -219,14 +233,17 @@ def claim(
     now: float,
     tenant: str | None,
     metrics: Metrics,
+    journal: Journal,
+    consumer: str | None = None,
 ) -> list[Claimed]:
     """Lease up to ``n`` messages of ``queue`` (inside the caller's write transaction).
 
-    Outcomes of expired leases are counted into ``metrics``.
+    Outcomes of expired leases are counted into ``metrics``; deliveries and
+    expiries are recorded in ``journal`` (``consumer``: who claimed).
     """
     cfg = configs.get(conn, queue)
     _promote_due(conn, queue, now)
-    _expire_leases(conn, configs, cfg, queue, now, metrics)
+    _expire_leases(conn, configs, cfg, queue, now, metrics, journal)
     out: list[Claimed] = []
     leases: list[tuple[str, float, int]] = []
     expires = now + cfg.lease
@@ -244,6 +261,7 @@ def claim(
                 reason="payload checksum mismatch: the stored bytes are damaged",
                 error_type="pmsq.CorruptPayload",
                 traceback=None,
+                journal=journal,
             )
             metrics.add(queue, row["tenant"], dead=1)
             if not rows:
@@ -253,6 +271,17 @@ def claim(
             continue
         token = secrets.token_hex(8)
         leases.append((token, expires, row["seq"]))
+        journal.add(
+            now,
+            "delivered",
+            row["id"],
+            queue,
+            row["tenant"],
+            row["key"],
+            row["correlation_id"],
+            attempt=row["attempt"] + 1,
+            worker=consumer,
+        )
         out.append(
             Claimed(
                 receipt=Receipt(

@@ -1,9 +1,22 @@
 """The message journal: what happened to each message, for ``pmsq trace``.
 
-Events are collected while a transaction runs and inserted just before its
-COMMIT, so the journal records exactly the state changes that committed, in
-the same fsync. Rows older than the retention period are pruned in small
-batches by the backend's housekeeping.
+Events are collected in memory while a write transaction runs and inserted
+with one ``executemany`` just before its COMMIT, so the journal holds exactly
+the state changes that committed, in the same fsync (a rolled-back
+transaction leaves no event). Rows older than the retention period are
+pruned in bounded batches by the backend's housekeeping.
+
+Event names: ``put``, ``dedup_hit``, ``coalesced``, ``delivered``, ``acked``,
+``retried``, ``lease_expired``, ``dead_lettered``, ``released``,
+``redriven``, ``purged``.
+
+Cheap by design: every event updates the table and one index (by message);
+only ``put`` events, one per message, are also indexed by key, and by
+correlation id only when the message is not the first of its chain (a
+message put outside any handler starts its own chain: most puts add no
+correlation entry). A key's or a chain's history is found through the puts
+of its messages, then their events by message id. The key index leads with the
+key: ``pmsq trace --key K`` is usually asked without a queue or tenant.
 """
 
 from __future__ import annotations
@@ -12,8 +25,10 @@ import json
 import os
 import socket
 import sqlite3
-import threading
+from collections.abc import Sequence
 from typing import Any
+
+from pmsq.backends.base import HistoryEvent
 
 __all__ = ["JOURNAL_DDL", "Journal", "prune", "query"]
 
@@ -29,27 +44,48 @@ CREATE TABLE IF NOT EXISTS pmsq_journal (
     event TEXT NOT NULL,
     attempt INTEGER,
     worker TEXT,
+    process TEXT,
     detail TEXT
 );
 CREATE INDEX IF NOT EXISTS pmsq_ix_journal_message ON pmsq_journal (message_id);
+CREATE INDEX IF NOT EXISTS pmsq_ix_journal_key
+    ON pmsq_journal (key, queue, tenant, at) WHERE event = 'put' AND key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS pmsq_ix_journal_correlation
-    ON pmsq_journal (correlation_id) WHERE correlation_id IS NOT NULL;
+    ON pmsq_journal (correlation_id) WHERE event = 'put' AND correlation_id != message_id;
 """
 
-_PRUNE_BATCH = 5000
+# One housekeeping pass deletes at most this many events: a bounded write
+# lock. A pass that filled its batch asks for another at the next commit.
+PRUNE_BATCH = 2000
+_MAX_TEXT = 500
+
+
+def _short(text: str | None) -> str | None:
+    """The last line of a traceback (``Type: message``), cut to a sane length."""
+    if not text:
+        return None
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    last = lines[-1].strip() if lines else text
+    return last[:_MAX_TEXT]
 
 
 class Journal:
-    """Collects one transaction's events; ``enabled=False`` makes every call a no-op."""
+    """Collects one transaction's events; ``retention=None`` makes every call a no-op.
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
+    Used only under the backend's lock, one transaction at a time.
+
+    Args:
+        retention: Seconds events are kept, or ``None`` for no journal at all.
+    """
+
+    def __init__(self, retention: float | None) -> None:
+        self.retention = retention
         self._rows: list[tuple[Any, ...]] = []
-        self._process = f"{socket.gethostname()}:{os.getpid()}"
+        self.process = f"{socket.gethostname()}:{os.getpid()}"
 
-    def worker(self) -> str:
-        """Where this event happens: host, process id and thread name."""
-        return f"{self._process}:{threading.current_thread().name}"
+    @property
+    def enabled(self) -> bool:
+        return self.retention is not None
 
     def add(
         self,
@@ -62,11 +98,17 @@ class Journal:
         correlation_id: str | None,
         *,
         attempt: int | None = None,
+        worker: str | None = None,
         **detail: Any,
     ) -> None:
-        """Record one event (nothing is written until :meth:`flush`)."""
-        if not self.enabled:
+        """Record one event (nothing is written until :meth:`flush`).
+
+        ``error`` in ``detail`` is cut to the last line of its traceback.
+        """
+        if self.retention is None:
             return
+        if "error" in detail:
+            detail["error"] = _short(detail["error"])
         clean = {k: v for k, v in detail.items() if v is not None}
         self._rows.append(
             (
@@ -78,34 +120,94 @@ class Journal:
                 correlation_id,
                 event,
                 attempt,
-                self.worker(),
+                worker,
+                self.process,
                 json.dumps(clean, separators=(",", ":")) if clean else None,
             )
         )
 
-    def flush(self, conn: sqlite3.Connection) -> None:
-        """Insert the collected events (inside the transaction about to commit)."""
+    def mark(self) -> int:
+        """A point to :meth:`rewind` to (a savepoint's events)."""
+        return len(self._rows)
+
+    def rewind(self, mark: int) -> None:
+        """Forget events recorded since ``mark`` (their savepoint rolled back)."""
+        del self._rows[mark:]
+
+    def flush(self, conn: Any) -> None:
+        """Insert the collected events inside the transaction about to commit."""
         if self._rows:
+            rows, self._rows = self._rows, []
             conn.executemany(
                 "INSERT INTO pmsq_journal (at, message_id, queue, tenant, key, correlation_id, "
-                "event, attempt, worker, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                self._rows,
+                "event, attempt, worker, process, detail) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
             )
-            self._rows.clear()
 
     def discard(self) -> None:
         """Forget the events of a transaction that rolled back."""
         self._rows.clear()
 
 
-def prune(conn: sqlite3.Connection, older_than: float) -> int:
-    """Delete up to one batch of the oldest events recorded before ``older_than``."""
+def prune(conn: sqlite3.Connection, older_than: float, batch: int | None = None) -> int:
+    """Delete events recorded before ``older_than`` among the oldest ``batch``; how many.
+
+    Looking only at the oldest batch (by insertion order) keeps the pass an
+    index range scan of bounded size whatever the journal holds. The journal
+    is a table of its own: pruning never touches a message.
+    """
     cur = conn.execute(
         "DELETE FROM pmsq_journal WHERE seq IN (SELECT seq FROM pmsq_journal ORDER BY seq "
         "LIMIT ?) AND at < ?",
-        (_PRUNE_BATCH, older_than),
+        (PRUNE_BATCH if batch is None else batch, older_than),
     )
-    return cur.rowcount
+    return int(cur.rowcount)
+
+
+def _event(r: Sequence[Any]) -> HistoryEvent:
+    return HistoryEvent(
+        at=r[1],
+        message_id=r[2],
+        queue=r[3],
+        tenant=r[4] or None,
+        key=r[5],
+        correlation_id=r[6],
+        event=r[7],
+        attempt=r[8],
+        worker=r[9],
+        process=r[10],
+        detail=json.loads(r[11]) if r[11] else {},
+    )
+
+
+_COLUMNS = (
+    "seq, at, message_id, queue, tenant, key, correlation_id, event, attempt, worker, "
+    "process, detail"
+)
+
+
+def resolve_dedup(conn: sqlite3.Connection, dedup_id: str) -> list[str]:
+    """Message ids put with ``dedup_id`` (any queue), newest first."""
+    ids = [
+        str(r[0])
+        for r in conn.execute(
+            "SELECT message_id FROM pmsq_dedup WHERE dedup_id = ? ORDER BY expires_at DESC",
+            (dedup_id,),
+        )
+    ]
+    if ids:
+        return ids
+    # Past the dedup window the journal's put events still know it (a scan:
+    # an operator's lookup, not a hot path).
+    return [
+        str(r[0])
+        for r in conn.execute(
+            "SELECT DISTINCT message_id FROM pmsq_journal WHERE event = 'put' "
+            "AND json_extract(detail, '$.dedup_id') = ? ORDER BY seq DESC",
+            (dedup_id,),
+        )
+    ]
 
 
 def query(
@@ -117,46 +219,46 @@ def query(
     queue: str | None = None,
     tenant: str | None = None,
     limit: int = 1000,
-) -> list[dict[str, Any]]:
-    """Journal events in time order for a message, a correlation chain, or a key."""
+) -> list[HistoryEvent]:
+    """The newest ``limit`` events (returned oldest first) matching every filter given.
+
+    ``correlation_id`` and ``key`` select messages by their ``put`` event
+    (the only events indexed that way); every event of those messages is
+    returned.
+    """
     where: list[str] = []
     args: list[Any] = []
     if message_id is not None:
         where.append("message_id = ?")
         args.append(message_id)
-    if correlation_id is not None:
-        where.append("(correlation_id = ? OR message_id = ?)")
-        args.extend([correlation_id, correlation_id])
-    if key is not None:
-        where.append("key = ?")
-        args.append(key)
-    if queue is not None:
-        where.append("queue = ?")
-        args.append(queue)
-    if tenant is not None:
-        where.append("tenant = ?")
-        args.append(tenant)
-    sql = (
-        "SELECT seq, at, message_id, queue, tenant, key, correlation_id, event, attempt, worker, "
-        "detail FROM pmsq_journal"
-    )
+    if correlation_id is not None or key is not None:
+        # The literal event = 'put' lets SQLite use the partial indexes.
+        puts, put_args = ["event = 'put'"], []
+        for column, value in (("key", key), ("queue", queue), ("tenant", tenant)):
+            if value is not None:
+                puts.append(f"{column} = ?")
+                put_args.append(value)
+        cond = " AND ".join(puts)
+        if correlation_id is None:
+            where.append(f"message_id IN (SELECT message_id FROM pmsq_journal WHERE {cond})")
+            args.extend(put_args)
+        else:
+            # The chain's first message (its id is the chain's), then the others.
+            where.append(
+                f"message_id IN (SELECT message_id FROM pmsq_journal WHERE message_id = ? "
+                f"AND correlation_id = ? AND {cond} UNION SELECT message_id FROM pmsq_journal "
+                f"WHERE correlation_id = ? AND correlation_id != message_id AND {cond})"
+            )
+            args.extend([correlation_id, correlation_id, *put_args, correlation_id, *put_args])
+    else:
+        if queue is not None:
+            where.append("queue = ?")
+            args.append(queue)
+        if tenant is not None:
+            where.append("tenant = ?")
+            args.append(tenant)
+    sql = f"SELECT {_COLUMNS} FROM pmsq_journal"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    # Newest `limit` events, returned oldest first.
     sql = f"SELECT * FROM ({sql} ORDER BY seq DESC LIMIT ?) ORDER BY seq"
-    rows = conn.execute(sql, [*args, limit]).fetchall()
-    return [
-        {
-            "at": r[1],
-            "message_id": r[2],
-            "queue": r[3],
-            "tenant": r[4] or None,
-            "key": r[5],
-            "correlation_id": r[6],
-            "event": r[7],
-            "attempt": r[8],
-            "worker": r[9],
-            **(json.loads(r[10]) if r[10] else {}),
-        }
-        for r in rows
-    ]
+    return [_event(r) for r in conn.execute(sql, [*args, limit]).fetchall()]

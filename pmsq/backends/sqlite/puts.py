@@ -6,8 +6,10 @@ import json
 import sqlite3
 import threading
 import zlib
+from typing import Any
 
 from pmsq.backends.base import Envelope
+from pmsq.backends.sqlite.journal import Journal
 from pmsq.backends.sqlite.rows import tenant_in
 from pmsq.backends.sqlite.schema import READY, SCHEDULED
 from pmsq.config import QueueConfig
@@ -147,8 +149,18 @@ def insert_envelope(
     )
 
 
-def put_one(conn: sqlite3.Connection, configs: ConfigReader, env: Envelope, now: float) -> str:
+def put_one(
+    conn: sqlite3.Connection,
+    configs: ConfigReader,
+    env: Envelope,
+    now: float,
+    journal: Journal | None = None,
+    siblings: list[str] | None = None,
+) -> str:
     """Store one envelope in the open transaction; return the id the caller sees.
+
+    What happened (put, dedup hit, coalesced) is recorded in ``journal``;
+    ``siblings`` are the ids of the other copies of a fan-out.
 
     Raises:
         QueueFull: ``max_depth`` or ``tenant_quota`` reached (nothing written).
@@ -162,11 +174,17 @@ def put_one(conn: sqlite3.Connection, configs: ConfigReader, env: Envelope, now:
             (env.queue, tenant, env.dedup_id),
         ).fetchone()
         if row is not None and (row[1] is None or row[1] > now):
+            if journal is not None:
+                # The original's chain is not known here; the event stays out of chains.
+                _record(
+                    journal, "dedup_hit", str(row[0]), env, tenant, None, now, dedup_id=env.dedup_id
+                )
             return str(row[0])
     if env.coalesce and env.key is not None:
         row = conn.execute(
-            "SELECT seq, id, state, attempt FROM pmsq_messages WHERE queue = ? AND tenant = ? "
-            "AND key = ? AND line = 1 AND key IS NOT NULL ORDER BY seq DESC LIMIT 1",
+            "SELECT seq, id, state, attempt, correlation_id FROM pmsq_messages "
+            "WHERE queue = ? AND tenant = ? AND key = ? AND line = 1 AND key IS NOT NULL "
+            "ORDER BY seq DESC LIMIT 1",
             (env.queue, tenant, env.key),
         ).fetchone()
         if row is not None and row[2] in (READY, SCHEDULED) and row[3] == 0:
@@ -176,6 +194,8 @@ def put_one(conn: sqlite3.Connection, configs: ConfigReader, env: Envelope, now:
                 (env.data, env.format, zlib.crc32(env.data), env.headers, row[0]),
             )
             _remember_dedup(conn, cfg, env, tenant, str(row[1]))
+            if journal is not None:
+                _record(journal, "coalesced", str(row[1]), env, tenant, row[4], now)
             return str(row[1])
     if cfg.max_depth is not None and _count_waiting(conn, env.queue, None, cfg.max_depth) >= (
         cfg.max_depth
@@ -195,7 +215,43 @@ def put_one(conn: sqlite3.Connection, configs: ConfigReader, env: Envelope, now:
         )
     insert_envelope(conn, env, now)
     _remember_dedup(conn, cfg, env, tenant, env.id)
+    if journal is not None:
+        record_put(journal, env, now, siblings=siblings)
     return env.id
+
+
+def _record(
+    journal: Journal,
+    event: str,
+    message_id: str,
+    env: Envelope,
+    tenant: str,
+    correlation_id: str | None,
+    now: float,
+    **d: Any,
+) -> None:
+    journal.add(now, event, message_id, env.queue, tenant, env.key, correlation_id, **d)
+
+
+def record_put(
+    journal: Journal, env: Envelope, now: float, *, siblings: list[str] | None = None, **d: Any
+) -> None:
+    """Journal the put of ``env`` (stored as a new message)."""
+    journal.add(
+        now,
+        "put",
+        env.id,
+        env.queue,
+        tenant_in(env.tenant),
+        env.key,
+        env.correlation_id,
+        topic=env.topic,
+        siblings=siblings or None,
+        causation_id=env.causation_id,
+        dedup_id=env.dedup_id,
+        delay=round(env.available_at - now, 3) if env.available_at > now else None,
+        **d,
+    )
 
 
 def _remember_dedup(

@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 import sqlite3
 
+from pmsq.backends.sqlite.journal import JOURNAL_DDL
+
 __all__ = [
     "APPLICATION_ID",
     "SCHEMA_VERSION",
@@ -28,7 +30,7 @@ __all__ = [
 
 # "pmsq" in ASCII, written to the header so foreign tools can tell the file's owner.
 APPLICATION_ID = 0x706D7371
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 READY, IN_FLIGHT, DEAD, SCHEDULED = 0, 1, 2, 3
 
@@ -124,7 +126,11 @@ CREATE INDEX IF NOT EXISTS pmsq_ix_rate ON pmsq_rate (queue, scope, ts);
 """
 
 # Forward migrations: MIGRATIONS[n] upgrades a store from version n to n + 1.
-MIGRATIONS: dict[int, str] = {}
+# A new store is created at version 1 and migrated forward like an old one,
+# so every store runs the same statements.
+MIGRATIONS: dict[int, str] = {
+    1: JOURNAL_DDL,  # version 2: the message journal (pmsq trace)
+}
 
 
 class SchemaError(Exception):
@@ -211,12 +217,16 @@ def create_or_migrate(conn: sqlite3.Connection) -> int:
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
         for statement in _split(_V1):
             conn.execute(statement)
-        conn.execute(
-            "INSERT INTO pmsq_meta (k, v) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-        )
+        conn.execute("INSERT INTO pmsq_meta (k, v) VALUES ('schema_version', '1')")
         if app_id == 0:
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        _migrate(conn, 1)
         return 0
+    _migrate(conn, found)
+    return found
+
+
+def _migrate(conn: sqlite3.Connection, found: int) -> None:
     version = found
     while version < SCHEMA_VERSION:
         for statement in _split(MIGRATIONS[version]):
@@ -226,7 +236,6 @@ def create_or_migrate(conn: sqlite3.Connection) -> int:
         conn.execute(
             "UPDATE pmsq_meta SET v = ? WHERE k = 'schema_version'", (str(SCHEMA_VERSION),)
         )
-    return found
 
 
 def _split(script: str) -> list[str]:

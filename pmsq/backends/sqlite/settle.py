@@ -13,7 +13,8 @@ import sqlite3
 from typing import Any
 
 from pmsq.backends.base import Envelope
-from pmsq.backends.sqlite.puts import ConfigReader, insert_envelope
+from pmsq.backends.sqlite.journal import Journal
+from pmsq.backends.sqlite.puts import ConfigReader, insert_envelope, record_put
 from pmsq.backends.sqlite.rows import tenant_out
 from pmsq.backends.sqlite.schema import IN_FLIGHT, READY, SCHEDULED
 from pmsq.ids import new_message_id
@@ -46,6 +47,8 @@ def bury(
     reason: str,
     error_type: str | None,
     traceback: str | None,
+    journal: Journal,
+    duration_ms: float | None = None,
 ) -> bool:
     """Dead-letter row ``seq`` (already checked to be leased or expired) and fan it to fallback.
 
@@ -54,7 +57,7 @@ def bury(
     """
     row = conn.execute(
         "SELECT queue, tenant, key, id, payload, format, headers, priority, correlation_id, "
-        "topic, error_type, error FROM pmsq_messages WHERE seq = ?",
+        "topic, error_type, error, attempt FROM pmsq_messages WHERE seq = ?",
         (seq,),
     ).fetchone()
     if row is None:
@@ -70,45 +73,80 @@ def bury(
     )
     if not blocks:
         promote_next(conn, queue, tenant, key)
+    fallback_id = new_message_id(now) if cfg.fallback is not None else None
+    journal.add(
+        now,
+        "dead_lettered",
+        row[3],
+        queue,
+        tenant,
+        key,
+        row[8],
+        attempt=row[12],
+        reason=reason,
+        error_type=error_type,
+        error=traceback,
+        duration_ms=_ms(duration_ms),
+        fallback=fallback_id,
+    )
     if cfg.fallback is not None:
         headers: dict[str, Any] = json.loads(row[6]) if row[6] else {}
         headers["pmsq.dead_letter"] = {"queue": queue, "message_id": row[3], "reason": reason}
-        insert_envelope(
-            conn,
-            Envelope(
-                id=new_message_id(now),
-                queue=cfg.fallback,
-                data=bytes(row[4]),
-                format=row[5],
-                key=key,
-                tenant=tenant_out(tenant),
-                priority=row[7],
-                available_at=now,
-                enqueued_at=now,
-                headers=json.dumps(headers, separators=(",", ":")),
-                dedup_id=None,
-                topic=row[9],
-                correlation_id=row[8],
-                causation_id=row[3],
-            ),
-            now,
+        copy = Envelope(
+            id=str(fallback_id),
+            queue=cfg.fallback,
+            data=bytes(row[4]),
+            format=row[5],
+            key=key,
+            tenant=tenant_out(tenant),
+            priority=row[7],
+            available_at=now,
+            enqueued_at=now,
+            headers=json.dumps(headers, separators=(",", ":")),
+            dedup_id=None,
+            topic=row[9],
+            correlation_id=row[8],
+            causation_id=row[3],
         )
+        insert_envelope(conn, copy, now)
+        record_put(journal, copy, now, dead_letter_of=row[3])
         configs.get(conn, cfg.fallback)  # declare the fallback queue if it is new
     return True
 
 
+def _ms(duration_ms: float | None) -> float | None:
+    return None if duration_ms is None else round(duration_ms, 3)
+
+
 def settle_ack(
-    conn: sqlite3.Connection, seq: int, token: str
+    conn: sqlite3.Connection,
+    seq: int,
+    token: str,
+    *,
+    now: float,
+    journal: Journal,
+    duration_ms: float | None = None,
 ) -> tuple[str, str, str | None] | None:
     """Delete an acked message; return ``(queue, tenant, key)`` or ``None`` if the lease is lost."""
     row = conn.execute(
         "DELETE FROM pmsq_messages WHERE seq = ? AND lease_token = ? AND state IN (0, 1) "
-        "RETURNING queue, tenant, key",
+        "RETURNING queue, tenant, key, id, correlation_id, attempt",
         (seq, token),
     ).fetchone()
     if row is None:
         return None
     promote_next(conn, row[0], row[1], row[2])
+    journal.add(
+        now,
+        "acked",
+        row[3],
+        row[0],
+        row[1],
+        row[2],
+        row[4],
+        attempt=row[5],
+        duration_ms=_ms(duration_ms),
+    )
     return row[0], row[1], row[2]
 
 
@@ -121,26 +159,50 @@ def settle_retry(
     available_at: float,
     error_type: str | None,
     error: str | None,
+    journal: Journal,
+    duration_ms: float | None = None,
 ) -> tuple[str, str] | None:
     """Put a leased message back at ``available_at``; it stays its key's head."""
     state = SCHEDULED if available_at > now else READY
     row = conn.execute(
         "UPDATE pmsq_messages SET state = ?, available_at = ?, lease_token = NULL, "
         "lease_expires = NULL, error_type = COALESCE(?, error_type), error = COALESCE(?, error) "
-        "WHERE seq = ? AND lease_token = ? AND state IN (0, 1) RETURNING queue, tenant",
+        "WHERE seq = ? AND lease_token = ? AND state IN (0, 1) "
+        "RETURNING queue, tenant, key, id, correlation_id, attempt",
         (state, available_at, error_type, error, seq, token),
     ).fetchone()
-    return None if row is None else (row[0], row[1])
+    if row is None:
+        return None
+    journal.add(
+        now,
+        "retried",
+        row[3],
+        row[0],
+        row[1],
+        row[2],
+        row[4],
+        attempt=row[5],
+        delay=round(max(0.0, available_at - now), 3),
+        error_type=error_type,
+        error=error,
+        duration_ms=_ms(duration_ms),
+    )
+    return row[0], row[1]
 
 
-def settle_release(conn: sqlite3.Connection, seq: int, token: str, now: float) -> None:
+def settle_release(
+    conn: sqlite3.Connection, seq: int, token: str, now: float, journal: Journal
+) -> None:
     """Hand back an unstarted message: undo the attempt its claim counted."""
-    conn.execute(
+    row = conn.execute(
         "UPDATE pmsq_messages SET state = CASE WHEN available_at > ? THEN 3 ELSE 0 END, "
         "attempt = MAX(attempt - 1, 0), lease_token = NULL, lease_expires = NULL "
-        "WHERE seq = ? AND lease_token = ? AND state = 1",
+        "WHERE seq = ? AND lease_token = ? AND state = 1 "
+        "RETURNING queue, tenant, key, id, correlation_id, attempt",
         (now, seq, token),
-    )
+    ).fetchone()
+    if row is not None:
+        journal.add(now, "released", row[3], row[0], row[1], row[2], row[4], attempt=row[5] + 1)
 
 
 def settle_extend(conn: sqlite3.Connection, seq: int, token: str, expires: float) -> bool:

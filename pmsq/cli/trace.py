@@ -1,0 +1,383 @@
+"""``pmsq trace URL ID``: the history of a message, a key, or a chain of messages."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from pmsq.backends.base import HistoryEvent
+from pmsq.cli._common import CommandError, add_url, open_store
+
+EXAMPLES = """\
+The journal records every put, delivery and outcome in the same transaction
+as the change itself; it keeps connect(history=...) worth of events (three
+days by default; history=None keeps none).
+
+examples:
+  pmsq trace pms.db 06H3GMZZSDMPAE4A0X75448764      # a message id
+  pmsq trace pms.db pay-1                           # or a dedup id
+  pmsq trace pms.db --key property:4521 --queue calendar --tenant acme
+  pmsq trace pms.db --correlation 06H3GMZZSDMPAE4A0X75448764   # the whole chain
+  pmsq trace pms.db 06H3GMZZSDMPAE4A0X75448764 --json | jq '.messages[0].events'
+"""
+
+# What a message's last event says about where it is now.
+_STATE = {
+    "put": "waiting",
+    "delivered": "in flight",
+    "acked": "acked",
+    "retried": "waiting to retry",
+    "lease_expired": "waiting (lease expired)",
+    "dead_lettered": "dead",
+    "released": "waiting",
+    "redriven": "waiting (redriven)",
+    "purged": "purged",
+}
+_STYLE = {
+    "acked": "green",
+    "retried": "yellow",
+    "lease_expired": "yellow",
+    "dead_lettered": "bold red",
+    "purged": "red",
+    "delivered": "cyan",
+}
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``trace`` subcommand."""
+    p = sub.add_parser(
+        "trace",
+        help="the history of a message, a key, or a chain of messages",
+        description=(
+            "Print the timeline of a message (by message id or dedup id), the recent history "
+            "of a key, or the tree of messages one message caused (--correlation): when, "
+            "what, where (worker and pid), how long each attempt took, and each error."
+        ),
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_url(p)
+    p.add_argument("id", nargs="?", metavar="ID", help="a message id or a dedup id")
+    p.add_argument("--key", help="the recent history of this key instead")
+    p.add_argument("--queue", help="with --key: only this queue")
+    p.add_argument("--tenant", help="with --key: only this tenant")
+    p.add_argument("--correlation", metavar="ID", help="every message of this chain, as a tree")
+    p.add_argument(
+        "--limit", type=int, default=1000, metavar="N", help="at most N events (default 1000)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON for tools")
+    p.set_defaults(func=run)
+
+
+@attrs.frozen
+class MessageTrace:
+    """One message's events, in order, and what they add up to."""
+
+    id: str
+    queue: str
+    tenant: str | None
+    key: str | None
+    topic: str | None
+    correlation_id: str | None
+    causation_id: str | None
+    events: tuple[HistoryEvent, ...]
+
+    @property
+    def state(self) -> str:
+        for e in reversed(self.events):
+            if e.event in _STATE:
+                return _STATE[e.event]
+        return "unknown"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "queue": self.queue,
+            "tenant": self.tenant,
+            "key": self.key,
+            "topic": self.topic,
+            "correlation_id": self.correlation_id,
+            "causation_id": self.causation_id,
+            "state": self.state,
+            "events": [_event_dict(e) for e in self.events],
+        }
+
+
+def _event_dict(e: HistoryEvent) -> dict[str, Any]:
+    out = e.to_dict()
+    for k in ("message_id", "queue", "tenant", "key", "correlation_id"):
+        out.pop(k)
+    out["at"] = _utc(e.at).isoformat()
+    return out
+
+
+def _utc(at: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(at, tz=dt.UTC)
+
+
+def group(events: Sequence[HistoryEvent]) -> list[MessageTrace]:
+    """Events by message, messages in the order of their first event."""
+    by_id: dict[str, list[HistoryEvent]] = {}
+    for e in events:
+        by_id.setdefault(e.message_id, []).append(e)
+    out = []
+    for mid, evs in by_id.items():
+        first = evs[0]
+        put = next((e for e in evs if e.event == "put"), None)
+        detail = put.detail if put is not None else {}
+        out.append(
+            MessageTrace(
+                id=mid,
+                queue=first.queue,
+                tenant=first.tenant,
+                key=first.key,
+                topic=detail.get("topic"),
+                correlation_id=first.correlation_id,
+                causation_id=detail.get("causation_id"),
+                events=tuple(evs),
+            )
+        )
+    return out
+
+
+def _find(broker: Any, args: argparse.Namespace) -> tuple[str, list[HistoryEvent]]:
+    """``(what was asked, events)``; raises ``CommandError`` when nothing is known."""
+    backend = broker.backend
+    if not backend.capabilities.history:
+        raise CommandError(
+            f"the {backend.name} backend keeps no message history, so there is nothing to "
+            "trace; pmsq trace needs a backend with the history capability (SQLite)"
+        )
+    limit = args.limit
+    if args.correlation is not None:
+        events = backend.history(correlation_id=args.correlation, limit=limit)
+        if not events:
+            # Not the chain's first message: find the chain it belongs to.
+            own = backend.history(message_id=args.correlation, limit=limit)
+            chain = next((e.correlation_id for e in own if e.correlation_id), None)
+            if chain is not None:
+                events = backend.history(correlation_id=chain, limit=limit)
+        what = f"correlation {args.correlation}"
+    elif args.key is not None:
+        events = backend.history(key=args.key, queue=args.queue, tenant=args.tenant, limit=limit)
+        what = f"key {args.key!r}"
+    else:
+        events = backend.history(message_id=args.id, limit=limit)
+        if not events:
+            events = backend.history(dedup_id=args.id, limit=limit)
+        what = f"message {args.id}"
+    if not events:
+        raise CommandError(
+            f"no history for {what} in this store: not a known message id, dedup id or key, "
+            "or its history was pruned (connect(history=...)) or never kept (history=None)"
+        )
+    return what, events
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    given = [x for x in (args.id, args.key, args.correlation) if x is not None]
+    if len(given) != 1:
+        raise CommandError("give exactly one of: ID, --key K, --correlation ID")
+    if (args.queue is not None or args.tenant is not None) and args.key is None:
+        raise CommandError("--queue and --tenant go with --key")
+    if args.limit < 1:
+        raise CommandError(f"--limit takes a count >= 1, got {args.limit}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the timeline (or tree)."""
+    _check_args(args)
+    with open_store(args.url) as broker:
+        what, events = _find(broker, args)
+    messages = group(events)
+    if args.json:
+        query = {"id": args.id, "key": args.key, "correlation": args.correlation}
+        if args.key is not None:
+            query.update(queue=args.queue, tenant=args.tenant)
+        print(
+            json.dumps(
+                {
+                    "query": {k: v for k, v in query.items() if v is not None},
+                    "messages": [m.to_dict() for m in messages],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    for renderable in render(what, messages, tree=args.correlation is not None):
+        console.print(renderable)
+    return 0
+
+
+# -- rendering -------------------------------------------------------------------------
+def _where(e: HistoryEvent) -> str:
+    """``worker-ab12cd@1234`` (worker id @ pid) for deliveries, ``pid 1234`` otherwise."""
+    pid = (e.process or "").rpartition(":")[2]
+    if e.worker:
+        return f"{e.worker}@{pid}" if pid else e.worker
+    return f"pid {pid}" if pid else "-"
+
+
+def _took(e: HistoryEvent) -> str:
+    ms = e.detail.get("duration_ms")
+    if ms is None:
+        return ""
+    if ms < 10:
+        return f"{ms:.1f}ms"
+    return f"{ms:.0f}ms" if ms < 10_000 else f"{ms / 1000:.1f}s"
+
+
+def _error(e: HistoryEvent) -> str | None:
+    d = e.detail
+    text = d.get("error") or d.get("error_type")
+    if (
+        text
+        and d.get("error_type")
+        and not str(text).startswith(str(d["error_type"]).split(".")[-1])
+    ):
+        text = f"{d['error_type']}: {text}"
+    return str(text) if text else None
+
+
+def describe(e: HistoryEvent) -> str:
+    """One line of what an event says, besides the error."""
+    d = e.detail
+    if e.event == "put":
+        parts = []
+        if d.get("topic"):
+            parts.append(f"topic {d['topic']}")
+        if d.get("siblings"):
+            parts.append(f"+{len(d['siblings'])} fan-out copies")
+        if d.get("causation_id"):
+            parts.append(f"caused by {d['causation_id']}")
+        if d.get("dead_letter_of"):
+            parts.append(f"dead letter of {d['dead_letter_of']}")
+        if d.get("delay"):
+            parts.append(f"delay {d['delay']:g}s")
+        if d.get("dedup_id"):
+            parts.append(f"dedup {d['dedup_id']}")
+        return ", ".join(parts)
+    if e.event == "retried":
+        return f"again in {d.get('delay', 0):g}s"
+    if e.event == "dead_lettered":
+        return str(d.get("reason", ""))
+    if e.event == "dedup_hit":
+        return f"duplicate put ({d.get('dedup_id')}) not stored"
+    if e.event == "coalesced":
+        return "payload replaced by a newer put"
+    if e.event == "redriven":
+        return f"after {d.get('attempts', '?')} attempts"
+    return ""
+
+
+def timeline(message: MessageTrace) -> Any:
+    """A table of one message's events, readable at 80 columns."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    head = f"{message.queue} · {message.id}"
+    extra = [
+        f"key {message.key}" if message.key else None,
+        f"tenant {message.tenant}" if message.tenant else None,
+        message.state,
+    ]
+    title = Text(head, style="bold")
+    title.append("  " + " · ".join(x for x in extra if x), style="dim")
+    if message.events:
+        title.append(f"\n{_utc(message.events[0].at).date().isoformat()}", style="dim")
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        title=title,
+        title_justify="left",
+        pad_edge=False,
+        show_edge=False,
+        padding=(0, 1, 0, 0),
+    )
+    table.add_column("time (UTC)", no_wrap=True)
+    table.add_column("event", no_wrap=True)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("where", overflow="fold", max_width=22)
+    table.add_column("took", justify="right", no_wrap=True)
+    table.add_column("detail", overflow="fold", ratio=1)
+    day = _utc(message.events[0].at).date() if message.events else None
+    for e in message.events:
+        when = _utc(e.at)
+        stamp = when.strftime("%H:%M:%S.%f")[:-3]
+        if when.date() != day:  # past midnight: say which day
+            day = when.date()
+            stamp = f"{day.isoformat()} {stamp}"
+        detail = Text(describe(e))
+        error = _error(e)
+        if error:
+            if detail:
+                detail.append("\n")
+            detail.append(error, style="red")
+        table.add_row(
+            stamp,
+            Text(e.event, style=_STYLE.get(e.event, "")),
+            str(e.attempt) if e.attempt else "",
+            _where(e),
+            _took(e),
+            detail,
+        )
+    return table
+
+
+def _node_label(m: MessageTrace) -> Any:
+    from rich.text import Text
+
+    attempts = max((e.attempt or 0 for e in m.events), default=0)
+    label = Text(f"{m.queue} ", style="bold")
+    label.append(m.id, style="dim")
+    style = {"acked": "green", "dead": "bold red", "purged": "red"}.get(m.state, "yellow")
+    label.append(f"  {m.state}", style=style)
+    if attempts:
+        label.append(f" after {attempts} attempt{'s' if attempts != 1 else ''}")
+    if m.topic:
+        label.append(f"  ({m.topic})", style="dim")
+    return label
+
+
+def correlation_tree(messages: Sequence[MessageTrace]) -> Any:
+    """A rich Tree of a chain: each message under the one whose handler put it."""
+    from rich.text import Text
+    from rich.tree import Tree
+
+    by_id = {m.id: m for m in messages}
+    children: dict[str | None, list[MessageTrace]] = {}
+    for m in messages:
+        parent = m.causation_id if m.causation_id in by_id else None
+        children.setdefault(parent, []).append(m)
+    root_id = messages[0].correlation_id if messages else None
+    tree = Tree(Text(f"correlation {root_id}", style="bold"))
+
+    def add(node: Any, m: MessageTrace) -> None:
+        branch = node.add(_node_label(m))
+        for e in m.events:
+            error = _error(e)
+            if error and e.event in ("retried", "dead_lettered", "lease_expired"):
+                branch.add(Text(f"attempt {e.attempt}: {error}", style="red"))
+        for child in children.get(m.id, []):
+            add(branch, child)
+
+    for m in children.get(None, []):
+        add(tree, m)
+    return tree
+
+
+def render(what: str, messages: Sequence[MessageTrace], *, tree: bool = False) -> list[Any]:
+    """The renderables ``pmsq trace`` prints: a chain's tree, then each message's timeline."""
+    out: list[Any] = []
+    if tree:
+        out.append(correlation_tree(messages))
+    out.extend(timeline(m) for m in messages)
+    return out
