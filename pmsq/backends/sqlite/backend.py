@@ -54,6 +54,18 @@ _HOUSEKEEPING_EVERY = 30.0
 DEFAULT_HISTORY = 3 * 86400.0
 
 
+def _after_wait(now: float, called: float) -> float:
+    """``now`` moved on by the time spent waiting for the write lock since ``called``.
+
+    A lease counts from when it is granted: a claim that waited for another
+    process's lock (up to busy_timeout) must not hand out a lease that is
+    already partly or wholly spent. Waits under 50 ms are ignored, so a
+    test's ManualClock stays exact.
+    """
+    waited = time.monotonic() - called
+    return now + waited if waited > 0.05 else now
+
+
 def parse_sqlite_url(url: str) -> str:
     """Return the file path of a ``sqlite:///path`` URL or a plain path.
 
@@ -533,6 +545,7 @@ class SQLiteBackend(Backend):
     ) -> list[Claimed]:
         if n <= 0:
             return []
+        called = time.monotonic()
         # A lock-free probe first: idle consumers never take the write lock.
         with self._reading() as conn:
             if not claims.has_ready(conn, queue, now, tenant):
@@ -543,7 +556,7 @@ class SQLiteBackend(Backend):
                 self._configs,
                 queue,
                 n,
-                now=now,
+                now=_after_wait(now, called),
                 tenant=tenant,
                 metrics=self._metrics,
                 journal=self._journal,
@@ -654,9 +667,14 @@ class SQLiteBackend(Backend):
         self._write(go)
 
     def extend(self, receipt: Receipt, seconds: float, *, now: float) -> float | None:
-        expires = now + seconds
-        ok = self._write(lambda c: settle.settle_extend(c, receipt.handle, receipt.token, expires))
-        return expires if ok else None
+        called = time.monotonic()
+        expires = [now + seconds]
+
+        def go(c: sqlite3.Connection) -> bool:
+            expires[0] = _after_wait(now, called) + seconds
+            return settle.settle_extend(c, receipt.handle, receipt.token, expires[0])
+
+        return expires[0] if self._write(go) else None
 
     # -- operators ----------------------------------------------------------------
     def dead_letters(
