@@ -55,7 +55,8 @@ def bench(session: nox.Session) -> None:
 def _plugin_sessions(path: str) -> ModuleType:
     """Each backend plugin keeps its nox session beside its code; load it from there."""
     spec = importlib.util.spec_from_file_location(Path(path).parent.name, path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -20,8 +20,9 @@ Events (``op`` field; every event has ``t`` = wall-clock seconds and ``proc``):
 
 Anomalies reported (``Anomaly.kind``): ``lost``, ``unexpected``,
 ``duplicate``, ``double_ack``, ``acked_unprocessed``, ``stale_ack_accepted``,
-``overlapping_leases``, ``order``, ``bad_dead_letter``, ``tenant_leak``,
-``stuck``.
+``delivered_after_ack`` (a delivery that began after an ack of the message
+had returned), ``overlapping_leases``, ``order``, ``bad_dead_letter``,
+``tenant_leak``, ``stuck``.
 """
 
 from __future__ import annotations
@@ -191,18 +192,52 @@ def check(
                         f"attempt {a['attempt']} acked before processing finished",
                     )
                 )
-            # An ack deletes the message, so any later-numbered delivery of it
-            # happened before the ack committed: the ack used a stale token.
-            later = [d for d in deliveries[mid] if d["attempt"] > a["attempt"]]
-            if later:
-                out.append(
-                    Anomaly(
-                        "stale_ack_accepted",
-                        mid,
-                        f"ack of attempt {a['attempt']} accepted although attempt "
-                        f"{later[0]['attempt']} was delivered",
-                    )
+            # An ack deletes the message, so a later-numbered delivery either began
+            # before the ack was invoked (the ack used a stale token) or after it
+            # committed (the ack did not delete). Between invoke and return, a
+            # delivery inside the acked lease cannot be the stale case.
+            held = [
+                d
+                for d in deliveries[mid]
+                if d["attempt"] == a["attempt"] and d["proc"] == a["proc"]
+            ]
+            lease_end = min((d["lease_expires"] for d in held), default=float("inf"))
+            invoked_at = max(
+                (
+                    x["t"]
+                    for x in settles.get(mid, [])
+                    if x["attempt"] == a["attempt"]
+                    and x["proc"] == a["proc"]
+                    and x.get("how") == "ack"
+                    and x["t"] <= a["t"]
+                ),
+                default=a["t"],
+            )
+            for d in deliveries[mid]:
+                if d["attempt"] <= a["attempt"]:
+                    continue
+                after = d["t"] > a["t"] + clock_skew or (
+                    d["t"] >= invoked_at and d["t"] < lease_end - clock_skew
                 )
+                if after:
+                    out.append(
+                        Anomaly(
+                            "delivered_after_ack",
+                            mid,
+                            f"attempt {d['attempt']} delivered after attempt "
+                            f"{a['attempt']} was acked",
+                        )
+                    )
+                else:
+                    out.append(
+                        Anomaly(
+                            "stale_ack_accepted",
+                            mid,
+                            f"ack of attempt {a['attempt']} accepted although attempt "
+                            f"{d['attempt']} was delivered",
+                        )
+                    )
+                break
 
     # Leases: a delivery may start only after the previous one's lease expired
     # or its holder began to settle it.
@@ -274,7 +309,10 @@ def _order_anomalies(
         inv = invoked.get(v)
         if inv is None or inv.get("key") is None:
             continue
-        by_key[(inv.get("tenant"), inv["key"])].append((inv["t"], ok["t"], ok["id"]))
+        puts = by_key[(inv.get("tenant"), inv["key"])]
+        # A put retried with its dedup id returns the first one's id: one message, one place.
+        if all(mid != ok["id"] for _, _, mid in puts):
+            puts.append((inv["t"], ok["t"], ok["id"]))
     out: list[Anomaly] = []
     for (tenant, key), puts in by_key.items():
         puts.sort()

@@ -192,3 +192,14 @@ def test_a_real_run_on_sqlite_is_valid(tmp_path: Path, consumers: int) -> None:
     assert check(events, FinalState(), max_attempts=3) == []
     assert sum(1 for e in events if e["op"] == "ack_ok") == 60
     broker.close()
+
+
+def test_delivery_after_the_ack_returned() -> None:
+    h = H().put(1, "a").consume("a", 1).consume("a", 1, attempt=2, proc="c2")
+    assert kinds(h) == ["delivered_after_ack", "double_ack"]
+
+
+def test_a_put_retried_with_its_dedup_id_is_one_message_in_its_key() -> None:
+    """The retry returns the first put's id; it is not a later message of the key."""
+    h = H().put(1, "a", key="k", dedup="d").put(2, "a", key="k", dedup="d").consume("a", 1)
+    assert kinds(h, clock_skew=0.0) == []
