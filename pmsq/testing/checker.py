@@ -16,7 +16,9 @@ Events (``op`` field; every event has ``t`` = wall-clock seconds and ``proc``):
 - ``settle_invoke`` ``id``, ``attempt``, ``how`` (``ack``, ``retry``,
   ``dead``, ``release``): logged just *before* calling the settle verb, so
   it bounds the commit from below (an event logged after a call cannot).
-- ``ack_ok`` / ``ack_rejected`` ``id``, ``attempt``.
+- ``ack_ok`` / ``ack_rejected`` ``id``, ``attempt``. An ack invoked without
+  either answer (its process was killed) may have committed: the message
+  being gone then is not ``lost``.
 
 Anomalies reported (``Anomaly.kind``): ``lost``, ``unexpected``,
 ``duplicate``, ``double_ack``, ``acked_unprocessed``, ``stale_ack_accepted``,
@@ -134,6 +136,7 @@ def check(
     acks: dict[str, list[dict[str, Any]]] = defaultdict(list)
     settles: dict[str, list[dict[str, Any]]] = defaultdict(list)
     dedup_ids: dict[Any, set[str]] = defaultdict(set)
+    answered: set[tuple[str, Any, str]] = set()
 
     for e in events:
         op = e["op"]
@@ -172,6 +175,9 @@ def check(
             settles[e["id"]].append(e)
         elif op == "ack_ok":
             acks[e["id"]].append(e)
+            answered.add((e["id"], e.get("attempt"), e["proc"]))
+        elif op == "ack_rejected":
+            answered.add((e["id"], e.get("attempt"), e["proc"]))
 
     # Dedup: one dedup id, one stored message, however often the put was retried.
     for dd, ids in dedup_ids.items():
@@ -264,9 +270,17 @@ def check(
 
     # Loss and leftovers.
     acked_ids = set(acks)
+    # An ack invoked by a process killed before it logged the answer may have
+    # committed: its message being gone is no loss.
+    maybe_acked = {
+        x["id"]
+        for xs in settles.values()
+        for x in xs
+        if x.get("how") == "ack" and (x["id"], x.get("attempt"), x["proc"]) not in answered
+    }
     for v, ok in put_ok.items():
         mid = ok["id"]
-        if mid in acked_ids or mid in final.dead:
+        if mid in acked_ids or mid in final.dead or mid in maybe_acked:
             continue
         if mid in final.waiting:
             if expect_drained:

@@ -203,3 +203,15 @@ def test_a_put_retried_with_its_dedup_id_is_one_message_in_its_key() -> None:
     """The retry returns the first put's id; it is not a later message of the key."""
     h = H().put(1, "a", key="k", dedup="d").put(2, "a", key="k", dedup="d").consume("a", 1)
     assert kinds(h, clock_skew=0.0) == []
+
+
+def test_an_ack_whose_answer_was_never_logged_may_have_deleted_the_message() -> None:
+    """Killed between the ack's commit and its log line: gone is not lost."""
+    h = H().put(1, "a")
+    h("delivered", "c1", id="a", v=1, attempt=1, lease_expires=h.t + 30)
+    h("process_start", "c1", id="a", attempt=1)
+    h("process_done", "c1", id="a", attempt=1)
+    h("settle_invoke", "c1", id="a", attempt=1, how="ack")
+    assert kinds(h) == []
+    h("ack_rejected", "c1", id="a", attempt=1)
+    assert kinds(h) == ["lost"]
