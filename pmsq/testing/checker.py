@@ -246,9 +246,14 @@ def check(
                 break
 
     # Leases: a delivery may start only after the previous one's lease expired
-    # or its holder began to settle it.
+    # or its holder began to settle it. Deliveries pair up in store order (each
+    # claim numbers its attempt one higher; a release hands its number back,
+    # and then the log time orders the two), not by log time: a holder stopped
+    # between its claim and its log line logs late. A delivery's log time comes
+    # after the store granted it, so comparing it with the previous lease never
+    # blames the store for a claim that waited for the lock.
     for mid, ds in deliveries.items():
-        ds.sort(key=lambda d: d["t"])
+        ds.sort(key=lambda d: (d["attempt"], d["t"]))
         for prev, nxt in itertools.pairwise(ds):
             begun = [
                 x["t"]

@@ -33,14 +33,16 @@ class LoggingBackend(SQLiteBackend):
 
     def _attempt(self, r: Receipt) -> int | None:
         with self._mutex:
-            return self._attempts.get(r.message_id)
+            return self._attempts.get(r.token)
 
     def claim(self, queue: str, n: int, *, now: float, tenant: str | None = None) -> list[Claimed]:
         got = super().claim(queue, n, now=now, tenant=tenant)
         for c in got:
             env = c.envelope
             with self._mutex:
-                self._attempts[env.id] = c.attempt
+                # By lease token: one process may hold two deliveries of a message
+                # (its late settle of the first, a new claim of it).
+                self._attempts[c.receipt.token] = c.attempt
             self.history.log(
                 "delivered",
                 id=env.id,

@@ -215,3 +215,18 @@ def test_an_ack_whose_answer_was_never_logged_may_have_deleted_the_message() -> 
     assert kinds(h) == []
     h("ack_rejected", "c1", id="a", attempt=1)
     assert kinds(h) == ["lost"]
+
+
+def test_a_delivery_logged_late_pairs_up_in_attempt_order() -> None:
+    """A consumer stopped between its claim and its log line logs attempt 1 after
+    attempt 2: deliveries pair up by attempt, so that is no overlap."""
+    h = H().put(1, "a")
+    claimed = h.t + 0.5
+    h.t += 10  # attempt 1's holder was frozen; its lease ran out; c2 claimed attempt 2
+    h.consume("a", 1, attempt=2, proc="c2")
+    h("delivered", "c1", id="a", v=1, attempt=1, lease_expires=claimed + 1)
+    h("process_start", "c1", id="a", attempt=1)
+    h("process_done", "c1", id="a", attempt=1)
+    h("settle_invoke", "c1", id="a", attempt=1, how="ack")
+    h("ack_rejected", "c1", id="a", attempt=1)
+    assert kinds(h) == []
