@@ -147,7 +147,7 @@ class Cluster:
                         stream.close()
 
 
-def _final_state(db: Path) -> FinalState:
+def final_state(db: Path) -> FinalState:
     import json
 
     with pmsq.connect(str(db)) as broker:
@@ -214,5 +214,5 @@ def torture(db: Path, logs: Path, shape: Shape, seed: int) -> Outcome:
         "stops": cluster.stops,
         "redelivered": redelivered,
     }
-    found = check(events, _final_state(db), max_attempts=MAX_ATTEMPTS)
+    found = check(events, final_state(db), max_attempts=MAX_ATTEMPTS)
     return Outcome(anomalies=found, counts=counts, integrity=integrity(db))

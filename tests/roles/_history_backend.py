@@ -14,6 +14,7 @@ Imported by the role scripts in this directory (``sys.path[0]`` is it).
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -104,7 +105,9 @@ class HistoryMiddleware(pmsq.Middleware):
         self.history.log("process_done", id=message.id, attempt=message.attempt)
 
 
-def drained(broker: pmsq.Broker, queue: str) -> bool:
+def drained(broker: pmsq.Broker, queue: str, until_file: str | None = None) -> bool:
+    if until_file is not None and not os.path.exists(until_file):
+        return False
     s = broker.queue(queue).stats()
     return bool(s.ready == 0 and s.delayed == 0 and s.in_flight == 0)
 
@@ -124,6 +127,7 @@ def parse_consumer_args(description: str) -> Any:
     p.add_argument("--stall", type=float, default=0.3, help="seconds a stalling handler blocks")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--drain", action="store_true", help="exit 0 once the queue is drained")
+    p.add_argument("--until-file", default=None, help="with --drain: only once this file exists")
     return p.parse_args()
 
 

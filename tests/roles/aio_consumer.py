@@ -43,7 +43,10 @@ async def serve(args: Any) -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(worker.run)
         print("ready", flush=True)
-        while not (args.drain and await anyio.to_thread.run_sync(drained, broker, args.queue)):
+        while not (
+            args.drain
+            and await anyio.to_thread.run_sync(drained, broker, args.queue, args.until_file)
+        ):
             await anyio.sleep(0.1)
         worker.stop(timeout=30)
     broker.close()

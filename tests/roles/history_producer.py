@@ -4,13 +4,14 @@ Usage::
 
     history_producer.py DB QUEUE HISTORY --proc NAME [--tenants A,B,] [--keys K]
                         [--hot-share F] [--unkeyed-share F] [--batch B] [--seed S]
-                        [--pause-ms LO HI]
+                        [--pause-ms LO HI] [--count N]
 
 Value ``v`` is ``NAME-i``; payload ``{"v": v}``. A share of the keyed messages
 (``--hot-share``) goes to the one hot key ``hot``. Each put logs
 ``put_invoke`` before and ``put_ok`` after (``put_many`` with ``--batch``:
 one pair per message around one call), or ``put_fail`` / ``put_unknown`` on
-an exception, whose type it also names. Prints ``ready``.
+an exception, whose type it also names. Prints ``ready``; runs until killed,
+or with ``--count`` until it has put that many messages, then exits 0.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pause-ms", type=float, nargs=2, default=(0.0, 5.0))
+    p.add_argument("--count", type=int, default=None)
     args = p.parse_args()
 
     rng = random.Random(args.seed)
@@ -46,7 +48,7 @@ def main() -> int:
     q = broker.queue(args.queue)
     print("ready", flush=True)
     i = 0
-    while True:
+    while args.count is None or i < args.count:
         items = []
         for _ in range(rng.randint(1, args.batch)):
             if rng.random() < args.unkeyed_share:
@@ -72,6 +74,9 @@ def main() -> int:
                 history.log("put_ok", v=v, id=mid)
         lo, hi = args.pause_ms
         time.sleep(rng.uniform(lo, hi) / 1000.0)
+    broker.close()
+    history.close()
+    return 0
 
 
 if __name__ == "__main__":

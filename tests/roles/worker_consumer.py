@@ -53,7 +53,7 @@ def main() -> int:
     )
     worker.start()
     print("ready", flush=True)
-    while not (args.drain and drained(broker, args.queue)):
+    while not (args.drain and drained(broker, args.queue, args.until_file)):
         time.sleep(0.1)
     worker.stop(timeout=30)
     broker.close()
