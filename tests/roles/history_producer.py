@@ -50,7 +50,10 @@ def main() -> int:
     i = 0
     while args.count is None or i < args.count:
         items = []
-        for _ in range(rng.randint(1, args.batch)):
+        size = rng.randint(1, args.batch)
+        if args.count is not None:
+            size = min(size, args.count - i)
+        for _ in range(size):
             if rng.random() < args.unkeyed_share:
                 key = None
             elif rng.random() < args.hot_share:
