@@ -101,7 +101,7 @@ def _run(tmp_path: Path, strace: str, *, delay_us: int, lease: float, count: int
         )
         for name, p in procs:
             assert p.stdout.readline() == b"ready\n", stderr_of(logs / name)
-        assert procs[-1][1].wait(timeout=120) == 0, stderr_of(logs / "prod")
+        assert procs[-1][1].wait(timeout=300) == 0, stderr_of(logs / "prod")
         marker.touch()
         for name, p in procs[:-1]:
             assert p.wait(timeout=180) == 0, stderr_of(logs / name)
