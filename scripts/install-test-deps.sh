@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # System packages the test suite needs (Debian): a real terminal for the monitor
-# test, strace for I/O-error injection, and the PostgreSQL and RabbitMQ servers
+# test, strace for I/O-error and slow-disk injection, fuse3 (fusermount3 and
+# libfuse 3, which the mfusepy binding loads) for the power-loss file system,
+# and the PostgreSQL and RabbitMQ servers
 # the plugins' conformance suites run against. Python packages are installed
 # by nox into its own virtualenvs.
 set -euo pipefail
 need=()
 command -v tmux >/dev/null || need+=(tmux)
 command -v strace >/dev/null || need+=(strace)
+command -v fusermount3 >/dev/null || need+=(fuse3)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v rabbitmq-server >/dev/null || need+=(rabbitmq-server)
 if [ ${#need[@]} -gt 0 ]; then

@@ -16,12 +16,15 @@ Events (``op`` field; every event has ``t`` = wall-clock seconds and ``proc``):
 - ``settle_invoke`` ``id``, ``attempt``, ``how`` (``ack``, ``retry``,
   ``dead``, ``release``): logged just *before* calling the settle verb, so
   it bounds the commit from below (an event logged after a call cannot).
-- ``ack_ok`` / ``ack_rejected`` ``id``, ``attempt``.
+- ``ack_ok`` / ``ack_rejected`` ``id``, ``attempt``. An ack invoked without
+  either answer (its process was killed) may have committed: the message
+  being gone then is not ``lost``.
 
 Anomalies reported (``Anomaly.kind``): ``lost``, ``unexpected``,
 ``duplicate``, ``double_ack``, ``acked_unprocessed``, ``stale_ack_accepted``,
-``overlapping_leases``, ``order``, ``bad_dead_letter``, ``tenant_leak``,
-``stuck``.
+``delivered_after_ack`` (a delivery that began after an ack of the message
+had returned), ``overlapping_leases``, ``order``, ``bad_dead_letter``,
+``tenant_leak``, ``stuck``.
 """
 
 from __future__ import annotations
@@ -133,6 +136,7 @@ def check(
     acks: dict[str, list[dict[str, Any]]] = defaultdict(list)
     settles: dict[str, list[dict[str, Any]]] = defaultdict(list)
     dedup_ids: dict[Any, set[str]] = defaultdict(set)
+    answered: set[tuple[str, Any, str]] = set()
 
     for e in events:
         op = e["op"]
@@ -171,6 +175,9 @@ def check(
             settles[e["id"]].append(e)
         elif op == "ack_ok":
             acks[e["id"]].append(e)
+            answered.add((e["id"], e.get("attempt"), e["proc"]))
+        elif op == "ack_rejected":
+            answered.add((e["id"], e.get("attempt"), e["proc"]))
 
     # Dedup: one dedup id, one stored message, however often the put was retried.
     for dd, ids in dedup_ids.items():
@@ -191,23 +198,62 @@ def check(
                         f"attempt {a['attempt']} acked before processing finished",
                     )
                 )
-            # An ack deletes the message, so any later-numbered delivery of it
-            # happened before the ack committed: the ack used a stale token.
-            later = [d for d in deliveries[mid] if d["attempt"] > a["attempt"]]
-            if later:
-                out.append(
-                    Anomaly(
-                        "stale_ack_accepted",
-                        mid,
-                        f"ack of attempt {a['attempt']} accepted although attempt "
-                        f"{later[0]['attempt']} was delivered",
-                    )
+            # An ack deletes the message, so a later-numbered delivery either began
+            # before the ack was invoked (the ack used a stale token) or after it
+            # committed (the ack did not delete). Between invoke and return, a
+            # delivery inside the acked lease cannot be the stale case.
+            held = [
+                d
+                for d in deliveries[mid]
+                if d["attempt"] == a["attempt"] and d["proc"] == a["proc"]
+            ]
+            lease_end = min((d["lease_expires"] for d in held), default=float("inf"))
+            invoked_at = max(
+                (
+                    x["t"]
+                    for x in settles.get(mid, [])
+                    if x["attempt"] == a["attempt"]
+                    and x["proc"] == a["proc"]
+                    and x.get("how") == "ack"
+                    and x["t"] <= a["t"]
+                ),
+                default=a["t"],
+            )
+            for d in deliveries[mid]:
+                if d["attempt"] <= a["attempt"]:
+                    continue
+                after = d["t"] > a["t"] + clock_skew or (
+                    d["t"] >= invoked_at and d["t"] < lease_end - clock_skew
                 )
+                if after:
+                    out.append(
+                        Anomaly(
+                            "delivered_after_ack",
+                            mid,
+                            f"attempt {d['attempt']} delivered after attempt "
+                            f"{a['attempt']} was acked",
+                        )
+                    )
+                else:
+                    out.append(
+                        Anomaly(
+                            "stale_ack_accepted",
+                            mid,
+                            f"ack of attempt {a['attempt']} accepted although attempt "
+                            f"{d['attempt']} was delivered",
+                        )
+                    )
+                break
 
     # Leases: a delivery may start only after the previous one's lease expired
-    # or its holder began to settle it.
+    # or its holder began to settle it. Deliveries pair up in store order (each
+    # claim numbers its attempt one higher; a release hands its number back,
+    # and then the log time orders the two), not by log time: a holder stopped
+    # between its claim and its log line logs late. A delivery's log time comes
+    # after the store granted it, so comparing it with the previous lease never
+    # blames the store for a claim that waited for the lock.
     for mid, ds in deliveries.items():
-        ds.sort(key=lambda d: d["t"])
+        ds.sort(key=lambda d: (d["attempt"], d["t"]))
         for prev, nxt in itertools.pairwise(ds):
             begun = [
                 x["t"]
@@ -229,9 +275,17 @@ def check(
 
     # Loss and leftovers.
     acked_ids = set(acks)
+    # An ack invoked by a process killed before it logged the answer may have
+    # committed: its message being gone is no loss.
+    maybe_acked = {
+        x["id"]
+        for xs in settles.values()
+        for x in xs
+        if x.get("how") == "ack" and (x["id"], x.get("attempt"), x["proc"]) not in answered
+    }
     for v, ok in put_ok.items():
         mid = ok["id"]
-        if mid in acked_ids or mid in final.dead:
+        if mid in acked_ids or mid in final.dead or mid in maybe_acked:
             continue
         if mid in final.waiting:
             if expect_drained:
@@ -274,7 +328,10 @@ def _order_anomalies(
         inv = invoked.get(v)
         if inv is None or inv.get("key") is None:
             continue
-        by_key[(inv.get("tenant"), inv["key"])].append((inv["t"], ok["t"], ok["id"]))
+        puts = by_key[(inv.get("tenant"), inv["key"])]
+        # A put retried with its dedup id returns the first one's id: one message, one place.
+        if all(mid != ok["id"] for _, _, mid in puts):
+            puts.append((inv["t"], ok["t"], ok["id"]))
     out: list[Anomaly] = []
     for (tenant, key), puts in by_key.items():
         puts.sort()

@@ -13,9 +13,13 @@ The rules it encodes, in one place:
   line when it is acked, or dead-lettered on a queue with
   ``on_key_failure="continue"``; on ``"block"`` the dead letter keeps the
   line (and so blocks the key) until it is redriven or purged.
-- Claimable: not dead, not in flight, due (``available_at <= now``) and the
+- Claimable: not dead, not in flight, due and the
   head of its line (or unkeyed). Within a tenant, claims come in priority
   order (higher first), then put order.
+- Due: a message put or retried with a delay is *scheduled* until a claim
+  of its queue at or after ``available_at`` makes it ready; one put or
+  retried without delay is ready at once. Ready stays ready: a wall clock
+  stepped back later does not hold it back again.
 - Every claim first processes expired leases of its queue: each counts a
   failed attempt; a message with ``attempt >= max_attempts`` is dead-lettered,
   any other becomes claimable again but keeps its holder, so the late holder
@@ -68,6 +72,8 @@ class ModelMessage:
     available_at: float
     in_line: bool
     state: State = "waiting"
+    #: Held back by a delay until a claim at or after ``available_at`` (see the rules).
+    scheduled: bool = False
     attempt: int = 0
     holder: int | None = None
     lease_expires: float | None = None
@@ -183,6 +189,7 @@ class QueueModel:
             seq=next(self._seq),
             available_at=max(item.available_at, now),
             in_line=item.key is not None,
+            scheduled=item.available_at > now,
         )
         self._remember(cfg, item, new_id, now)
         return new_id
@@ -242,7 +249,7 @@ class QueueModel:
             for m in self.messages.values()
             if m.queue == queue
             and m.state == "waiting"
-            and m.available_at <= now
+            and (not m.scheduled or m.available_at <= now)
             and (any_tenant or m.tenant == tenant)
             and self._is_head(m)
         ]
@@ -283,8 +290,12 @@ class QueueModel:
 
     # -- claiming ----------------------------------------------------------------
     def expire(self, queue: str, now: float) -> None:
-        """Process expired leases of ``queue`` (every claim does this first)."""
+        """Process expired leases of ``queue`` and make its due messages ready
+        (every claim does this first)."""
         cfg = self.config(queue)
+        for m in self.messages.values():
+            if m.queue == queue and m.state == "waiting" and m.available_at <= now:
+                m.scheduled = False
         for m in sorted(self.messages.values(), key=lambda m: m.seq):
             if m.queue != queue or m.state != "in_flight":
                 continue
@@ -340,7 +351,7 @@ class QueueModel:
             )
             return True
         wait = delay if delay is not None else self.backoff_delay(m.queue, m.attempt)
-        m.state, m.available_at = "waiting", now + wait
+        m.state, m.available_at, m.scheduled = "waiting", now + wait, wait > 0
         m.holder, m.lease_expires = None, None
         self._count(m).retried += 1
         return True

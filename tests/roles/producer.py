@@ -3,7 +3,7 @@
 Usage::
 
     producer.py DB QUEUE EVENTS --count N --prefix P [--keys K] [--tenants A,B]
-                [--unkeyed-share F] [--seed S] [--batch B]
+                [--unkeyed-share F] [--seed S] [--batch B] [--durability D]
 
 For message ``v`` (``P-0`` ... ``P-{N-1}``) it logs ``invoke`` (before the
 put: v, key, tenant) and ``ok`` (after it returned: v, id), with
@@ -45,6 +45,7 @@ def main() -> int:
     p.add_argument("--unkeyed-share", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--durability", default="full")
     args = p.parse_args()
 
     rng = random.Random(args.seed)
@@ -58,7 +59,7 @@ def main() -> int:
             os.fsync(fd)
 
     try:
-        with pmsq.connect(args.db) as broker:
+        with pmsq.connect(args.db, durability=args.durability) as broker:
             queue = broker.queue(args.queue)
             log("ready")
             print("ready", flush=True)

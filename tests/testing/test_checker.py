@@ -192,3 +192,41 @@ def test_a_real_run_on_sqlite_is_valid(tmp_path: Path, consumers: int) -> None:
     assert check(events, FinalState(), max_attempts=3) == []
     assert sum(1 for e in events if e["op"] == "ack_ok") == 60
     broker.close()
+
+
+def test_delivery_after_the_ack_returned() -> None:
+    h = H().put(1, "a").consume("a", 1).consume("a", 1, attempt=2, proc="c2")
+    assert kinds(h) == ["delivered_after_ack", "double_ack"]
+
+
+def test_a_put_retried_with_its_dedup_id_is_one_message_in_its_key() -> None:
+    """The retry returns the first put's id; it is not a later message of the key."""
+    h = H().put(1, "a", key="k", dedup="d").put(2, "a", key="k", dedup="d").consume("a", 1)
+    assert kinds(h, clock_skew=0.0) == []
+
+
+def test_an_ack_whose_answer_was_never_logged_may_have_deleted_the_message() -> None:
+    """Killed between the ack's commit and its log line: gone is not lost."""
+    h = H().put(1, "a")
+    h("delivered", "c1", id="a", v=1, attempt=1, lease_expires=h.t + 30)
+    h("process_start", "c1", id="a", attempt=1)
+    h("process_done", "c1", id="a", attempt=1)
+    h("settle_invoke", "c1", id="a", attempt=1, how="ack")
+    assert kinds(h) == []
+    h("ack_rejected", "c1", id="a", attempt=1)
+    assert kinds(h) == ["lost"]
+
+
+def test_a_delivery_logged_late_pairs_up_in_attempt_order() -> None:
+    """A consumer stopped between its claim and its log line logs attempt 1 after
+    attempt 2: deliveries pair up by attempt, so that is no overlap."""
+    h = H().put(1, "a")
+    claimed = h.t + 0.5
+    h.t += 10  # attempt 1's holder was frozen; its lease ran out; c2 claimed attempt 2
+    h.consume("a", 1, attempt=2, proc="c2")
+    h("delivered", "c1", id="a", v=1, attempt=1, lease_expires=claimed + 1)
+    h("process_start", "c1", id="a", attempt=1)
+    h("process_done", "c1", id="a", attempt=1)
+    h("settle_invoke", "c1", id="a", attempt=1, how="ack")
+    h("ack_rejected", "c1", id="a", attempt=1)
+    assert kinds(h) == []

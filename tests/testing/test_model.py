@@ -147,3 +147,17 @@ def test_put_many_is_all_or_nothing() -> None:
 def test_the_model_refuses_jittered_backoff() -> None:
     with pytest.raises(ValueError, match="jitter"):
         QueueModel([pmsq.QueueConfig(name="q")])
+
+
+def test_ready_stays_ready_when_the_clock_steps_back_and_delays_hold_until_claimed() -> None:
+    """As the SQLite backend does: a claim makes due messages ready for good."""
+    m = model()
+    m.put("q", ModelPut(1), "now", NOW)
+    m.put("q", ModelPut(2, available_at=NOW + 5), "later", NOW)
+    assert claimable(m, NOW - 1) == ["now"]  # the clock stepped back: still ready
+    assert claimable(m, NOW + 5) == ["now", "later"]  # this claim makes "later" ready
+    assert claimable(m, NOW) == ["now", "later"]
+    [holder] = m.claim(["now"], NOW)
+    assert m.retry("now", holder, 3.0, NOW)
+    assert claimable(m, NOW + 1) == ["later"]  # retried with a delay: held back again
+    assert claimable(m, NOW - 10) == ["later"]
