@@ -25,11 +25,11 @@ POISON = 5
 def _fill(directory: Path) -> Path:
     """Write a filler file until the disk refuses more: the disk is then full."""
     filler = directory / "filler"
-    with open(filler, "wb") as f:
+    # Unbuffered: nothing is left to flush (and fail again) when the file closes.
+    with open(filler, "wb", buffering=0) as f:
         try:
             while True:
                 f.write(b"\x00" * 65536)
-                f.flush()
         except OSError:
             pass
     return filler

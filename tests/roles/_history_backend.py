@@ -36,8 +36,10 @@ class LoggingBackend(SQLiteBackend):
         with self._mutex:
             return self._attempts.get(r.token)
 
-    def claim(self, queue: str, n: int, *, now: float, tenant: str | None = None) -> list[Claimed]:
-        got = super().claim(queue, n, now=now, tenant=tenant)
+    def claim(
+        self, queue: str, n: int, *, now: float, tenant: str | None = None, **kw: Any
+    ) -> list[Claimed]:
+        got = super().claim(queue, n, now=now, tenant=tenant, **kw)
         for c in got:
             env = c.envelope
             with self._mutex:

@@ -86,8 +86,10 @@ class ForgetsDedup(SQLiteBackend):
 class IgnoresTenantScope(SQLiteBackend):
     """A tenant-scoped claim leases any tenant's messages."""
 
-    def claim(self, queue: str, n: int, *, now: float, tenant: str | None = None) -> list[Claimed]:
-        return super().claim(queue, n, now=now, tenant=None)
+    def claim(
+        self, queue: str, n: int, *, now: float, tenant: str | None = None, **kw: Any
+    ) -> list[Claimed]:
+        return super().claim(queue, n, now=now, tenant=None, **kw)
 
 
 class AcceptsStaleTokens(SQLiteBackend):
@@ -109,8 +111,10 @@ class AcceptsStaleTokens(SQLiteBackend):
 class ReportsLongerLeases(SQLiteBackend):
     """Tells the consumer its lease lasts 5 s longer than the store keeps it."""
 
-    def claim(self, queue: str, n: int, *, now: float, tenant: str | None = None) -> list[Claimed]:
-        got = super().claim(queue, n, now=now, tenant=tenant)
+    def claim(
+        self, queue: str, n: int, *, now: float, tenant: str | None = None, **kw: Any
+    ) -> list[Claimed]:
+        got = super().claim(queue, n, now=now, tenant=tenant, **kw)
         return [attrs.evolve(c, lease_expires=c.lease_expires + 5.0) for c in got]
 
 
@@ -153,13 +157,15 @@ def _heads_ignoring_key_order(
 _real_expire = claims._expire_leases
 
 
-def _expiry_deletes(conn: Any, configs: Any, cfg: Any, queue: str, now: float, metrics: Any) -> Any:
+def _expiry_deletes(
+    conn: Any, configs: Any, cfg: Any, queue: str, now: float, metrics: Any, *rest: Any
+) -> Any:
     """An expired lease deletes the message instead of counting an attempt."""
     conn.execute(
         "DELETE FROM pmsq_messages WHERE queue = ? AND state = 1 AND lease_expires <= ?",
         (queue, now),
     )
-    return _real_expire(conn, configs, cfg, queue, now, metrics)
+    return _real_expire(conn, configs, cfg, queue, now, metrics, *rest)
 
 
 # -- the workloads ----------------------------------------------------------------------------
