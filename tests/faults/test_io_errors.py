@@ -13,6 +13,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,70 @@ def test_crash_after_outcome_unknown_then_retry_stores_once(store: Path) -> None
     code, result = _producer(store, inject=None)
     assert (code, result["unknown"]) == (0, 0)
     _assert_each_once(store)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("verb", ["ack", "retry", "dead"])
+def test_failed_fsync_while_settling_loses_and_duplicates_nothing(
+    store: Path, verb: str, tmp_path: Path
+) -> None:
+    """EIO on the Nth fdatasync of a consumer that acks, retries or dead-letters.
+
+    The consumer gets a StorageError for the settlements that hit it and goes
+    on; afterwards every message is in exactly one place that its outcome
+    allows: an ack that returned is gone for good, a dead letter that returned
+    is a dead letter, and a settlement whose outcome is unknown either took
+    effect or left the message to come back after its lease. Never lost, never
+    both dead and waiting, and the file is sound.
+    """
+    errors = 0
+    for when in (1, 2, 3, 4):
+        db = tmp_path / f"settle-{verb}-{when}.db"
+        with pmsq.connect(str(db)) as broker:
+            q = broker.declare_queue("orders", lease=0.2, max_attempts=10)
+            ids = q.put_many([{"n": i} for i in range(6)])
+        cmd = [
+            "strace",
+            "-f",
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            "trace=fdatasync",
+            "-e",
+            f"inject=fdatasync:error=EIO:when={when}",
+            sys.executable,
+            str(ROLES / "settler.py"),
+            str(db),
+            "orders",
+            verb,
+        ]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr  # no crash
+        outcomes: dict[str, str] = json.loads(done.stdout.splitlines()[-1])
+        assert set(outcomes) <= set(ids)
+        errors += sum(v != "ok" for v in outcomes.values())
+        assert integrity(db) == ["ok"]
+        time.sleep(0.3)  # every lease left behind runs out
+        with pmsq.connect(str(db)) as broker:
+            dead = {d.message.id for d in broker.dead_letters("orders").list()}
+            back: list[str] = []
+            while batch := broker.queue("orders").get_many(10, timeout=0):
+                for d in batch:
+                    back.append(d.message.id)
+                    d.ack()
+        assert len(back) == len(set(back))  # nothing duplicated
+        assert not dead & set(back)
+        for mid in set(ids) - set(outcomes):  # not claimed by the consumer: untouched
+            assert mid in back
+        for mid, outcome in outcomes.items():
+            if verb == "ack" and outcome == "ok":
+                assert mid not in back
+                assert mid not in dead
+            elif verb == "dead" and outcome == "ok":
+                assert mid in dead
+            elif verb == "retry" or (verb == "dead" and outcome != "ok"):
+                assert mid in back or mid in dead  # never lost
+            if verb != "dead":
+                assert mid not in dead
+    assert errors > 0, "no settlement met the injected error"
