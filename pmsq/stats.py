@@ -7,7 +7,13 @@ from typing import Any
 
 import attrs
 
-__all__ = ["HISTOGRAM_BOUNDS_MS", "QueueStats", "Stats", "percentile_from_histogram"]
+__all__ = [
+    "HISTOGRAM_BOUNDS_MS",
+    "QueueStats",
+    "Stats",
+    "StatsBuilder",
+    "percentile_from_histogram",
+]
 
 # Upper bounds (ms) of the handler-time histogram buckets; the last bucket is open.
 HISTOGRAM_BOUNDS_MS: tuple[float, ...] = (
@@ -127,3 +133,83 @@ class Stats:
             "queues": {n: q.to_dict() for n, q in self.queues.items()},
             "bindings": [list(b) for b in self.bindings],
         }
+
+
+class StatsBuilder:
+    """Gathers a backend's per-(queue, tenant) counts into :class:`QueueStats`.
+
+    Backends read their own rows and add to :meth:`figures` (a dict of the
+    QueueStats counters plus ``oldest``, the earliest enqueue time waiting,
+    and ``hist``, the handler-time histogram); :meth:`queues` sums tenants
+    into queue totals, so every backend reports the same shape.
+
+    Args:
+        names: Queues to report even when they hold nothing.
+    """
+
+    _COUNTERS = (
+        "ready",
+        "delayed",
+        "in_flight",
+        "dead",
+        "processed",
+        "failed",
+        "retried",
+        "dead_lettered",
+        "processed_per_minute",
+        "failed_per_minute",
+        "retried_per_minute",
+        "dead_lettered_per_minute",
+    )
+
+    def __init__(self, names: Any = ()) -> None:
+        self._per: dict[str, dict[str, dict[str, Any]]] = {n: {} for n in names}
+
+    def figures(self, queue: str, tenant: str) -> dict[str, Any]:
+        """The mutable counters of ``tenant`` (``""`` for none) in ``queue``."""
+        by_tenant = self._per.setdefault(queue, {})
+        d = by_tenant.get(tenant)
+        if d is None:
+            d = dict.fromkeys(self._COUNTERS, 0)
+            d["oldest"] = None
+            d["hist"] = []
+            by_tenant[tenant] = d
+        return d
+
+    @staticmethod
+    def merge(into: dict[str, Any], other: dict[str, Any]) -> None:
+        """Add ``other``'s figures (any subset of the keys) to ``into``."""
+        for k, v in other.items():
+            if k == "oldest":
+                if v is not None and (into[k] is None or v < into[k]):
+                    into[k] = v
+            elif k == "hist":
+                h = into[k]
+                h.extend([0] * (len(v) - len(h)))
+                for i, c in enumerate(v):
+                    h[i] += c
+            else:
+                into[k] += v
+
+    def queues(self, now: float) -> dict[str, QueueStats]:
+        """Every queue's totals, with its named tenants' own figures under ``tenants``."""
+        result: dict[str, QueueStats] = {}
+        for q in sorted(self._per):
+            total = StatsBuilder().figures(q, "")
+            tenants: dict[str, QueueStats] = {}
+            for t, d in sorted(self._per[q].items()):
+                self.merge(total, d)
+                if t:
+                    tenants[t] = _queue_stats(q, d, now)
+            result[q] = attrs.evolve(_queue_stats(q, total, now), tenants=tenants)
+        return result
+
+
+def _queue_stats(name: str, d: dict[str, Any], now: float) -> QueueStats:
+    return QueueStats(
+        name=name,
+        oldest_age=None if d["oldest"] is None else max(0.0, now - d["oldest"]),
+        p50_ms=percentile_from_histogram(d["hist"], 0.5),
+        p95_ms=percentile_from_histogram(d["hist"], 0.95),
+        **{k: d[k] for k in StatsBuilder._COUNTERS},
+    )

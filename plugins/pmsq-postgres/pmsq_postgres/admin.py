@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import attrs
-
 from pmsq.backends.base import Envelope, StoredDeadLetter
 from pmsq.message import utc_from_epoch
-from pmsq.stats import QueueStats, Stats, percentile_from_histogram
+from pmsq.stats import Stats, StatsBuilder
 from pmsq_postgres.lines import join_line, leave_lines
 from pmsq_postgres.metrics import SLOT_SECONDS, TOTAL_SLOT
 from pmsq_postgres.rows import MESSAGE_COLUMNS, envelope_from_row, tenant_in
@@ -126,62 +124,6 @@ def peek(tx: Tx, queue: str, n: int, tenant: str | None) -> list[tuple[Envelope,
     return out
 
 
-def _blank() -> dict[str, Any]:
-    return {
-        "ready": 0,
-        "delayed": 0,
-        "in_flight": 0,
-        "dead": 0,
-        "oldest": None,
-        "processed": 0,
-        "failed": 0,
-        "retried": 0,
-        "dead_lettered": 0,
-        "processed_per_minute": 0,
-        "failed_per_minute": 0,
-        "retried_per_minute": 0,
-        "dead_lettered_per_minute": 0,
-        "hist": [],
-    }
-
-
-def _merge(into: dict[str, Any], other: dict[str, Any]) -> None:
-    for k, v in other.items():
-        if k == "oldest":
-            if v is not None and (into[k] is None or v < into[k]):
-                into[k] = v
-        elif k == "hist":
-            h = into[k]
-            for i, c in enumerate(v):
-                if i < len(h):
-                    h[i] += c
-                else:
-                    h.append(c)
-        else:
-            into[k] += v
-
-
-def _to_stats(name: str, d: dict[str, Any], now: float) -> QueueStats:
-    return QueueStats(
-        name=name,
-        ready=d["ready"],
-        delayed=d["delayed"],
-        in_flight=d["in_flight"],
-        dead=d["dead"],
-        oldest_age=None if d["oldest"] is None else max(0.0, now - d["oldest"]),
-        processed=d["processed"],
-        failed=d["failed"],
-        retried=d["retried"],
-        dead_lettered=d["dead_lettered"],
-        processed_per_minute=d["processed_per_minute"],
-        failed_per_minute=d["failed_per_minute"],
-        retried_per_minute=d["retried_per_minute"],
-        dead_lettered_per_minute=d["dead_lettered_per_minute"],
-        p50_ms=percentile_from_histogram(d["hist"], 0.5),
-        p95_ms=percentile_from_histogram(d["hist"], 0.95),
-    )
-
-
 def stats(tx: Tx, queue: str | None, now: float, tenant: str | None) -> Stats:
     """A snapshot of one queue or all (the same shape as the SQLite backend's)."""
     names = (
@@ -189,7 +131,7 @@ def stats(tx: Tx, queue: str | None, now: float, tenant: str | None) -> Stats:
         if queue is not None
         else [r[0] for r in tx.all("SELECT name FROM {s}.queues ORDER BY name")]
     )
-    per: dict[str, dict[str, dict[str, Any]]] = {n: {} for n in names}
+    per = StatsBuilder(names)
     conds: list[str] = []
     args: list[Any] = []
     if queue is not None:
@@ -204,7 +146,7 @@ def stats(tx: Tx, queue: str | None, now: float, tenant: str | None) -> Stats:
         f"{where} GROUP BY queue, tenant, state, head",
         args,
     ):
-        d = per.setdefault(q, {}).setdefault(t, _blank())
+        d = per.figures(q, t)
         if state == 0 and head:
             d["ready"] += count
         elif state in (0, 3):
@@ -222,7 +164,7 @@ def stats(tx: Tx, queue: str | None, now: float, tenant: str | None) -> Stats:
         f"FROM {{s}}.metrics WHERE {metric_where}",
         [recent, *args],
     ):
-        d = per.setdefault(q, {}).setdefault(t, _blank())
+        d = per.figures(q, t)
         if slot == TOTAL_SLOT:
             d["processed"] += processed
             d["failed"] += failed
@@ -234,16 +176,8 @@ def stats(tx: Tx, queue: str | None, now: float, tenant: str | None) -> Stats:
             d["retried_per_minute"] += retried
             d["dead_lettered_per_minute"] += dead
             if hist:
-                _merge(d, {"hist": list(hist)})
-    result: dict[str, QueueStats] = {}
-    for q in sorted(per):
-        total = _blank()
-        tenants: dict[str, QueueStats] = {}
-        for t, d in sorted(per[q].items()):
-            _merge(total, d)
-            if t:
-                tenants[t] = _to_stats(q, d, now)
-        result[q] = attrs.evolve(_to_stats(q, total, now), tenants=tenants)
+                per.merge(d, {"hist": list(hist)})
+    result = per.queues(now)
     bindings = tuple(
         (p, q) for p, q in tx.all("SELECT pattern, queue FROM {s}.bindings ORDER BY 1, 2")
     )

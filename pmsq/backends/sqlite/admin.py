@@ -7,14 +7,12 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-import attrs
-
 from pmsq.backends.base import Envelope, StoredDeadLetter
 from pmsq.backends.sqlite.journal import Journal
 from pmsq.backends.sqlite.rows import MESSAGE_COLUMNS, envelope_from_row, tenant_in
 from pmsq.backends.sqlite.settle import SLOT_SECONDS, TOTAL_SLOT, promote_next
 from pmsq.message import utc_from_epoch
-from pmsq.stats import QueueStats, Stats, percentile_from_histogram
+from pmsq.stats import Stats, StatsBuilder
 
 __all__ = ["dead_letters", "peek", "purge", "redrive", "stats"]
 
@@ -151,69 +149,13 @@ def peek(
     return out
 
 
-def _blank() -> dict[str, Any]:
-    return {
-        "ready": 0,
-        "delayed": 0,
-        "in_flight": 0,
-        "dead": 0,
-        "oldest": None,
-        "processed": 0,
-        "failed": 0,
-        "retried": 0,
-        "dead_lettered": 0,
-        "processed_per_minute": 0,
-        "failed_per_minute": 0,
-        "retried_per_minute": 0,
-        "dead_lettered_per_minute": 0,
-        "hist": [],
-    }
-
-
-def _merge(into: dict[str, Any], other: dict[str, Any]) -> None:
-    for k, v in other.items():
-        if k == "oldest":
-            if v is not None and (into[k] is None or v < into[k]):
-                into[k] = v
-        elif k == "hist":
-            h = into[k]
-            for i, c in enumerate(v):
-                if i < len(h):
-                    h[i] += c
-                else:
-                    h.append(c)
-        else:
-            into[k] += v
-
-
-def _to_stats(name: str, d: dict[str, Any], now: float) -> QueueStats:
-    return QueueStats(
-        name=name,
-        ready=d["ready"],
-        delayed=d["delayed"],
-        in_flight=d["in_flight"],
-        dead=d["dead"],
-        oldest_age=None if d["oldest"] is None else max(0.0, now - d["oldest"]),
-        processed=d["processed"],
-        failed=d["failed"],
-        retried=d["retried"],
-        dead_lettered=d["dead_lettered"],
-        processed_per_minute=d["processed_per_minute"],
-        failed_per_minute=d["failed_per_minute"],
-        retried_per_minute=d["retried_per_minute"],
-        dead_lettered_per_minute=d["dead_lettered_per_minute"],
-        p50_ms=percentile_from_histogram(d["hist"], 0.5),
-        p95_ms=percentile_from_histogram(d["hist"], 0.95),
-    )
-
-
 def stats(conn: sqlite3.Connection, queue: str | None, now: float, tenant: str | None) -> Stats:
     names = (
         [queue]
         if queue is not None
         else [r[0] for r in conn.execute("SELECT name FROM pmsq_queues ORDER BY name")]
     )
-    per: dict[str, dict[str, dict[str, Any]]] = {n: {} for n in names}
+    per = StatsBuilder(names)
     where, args = "", []
     if queue is not None:
         where, args = "WHERE queue = ?", [queue]
@@ -225,7 +167,7 @@ def stats(conn: sqlite3.Connection, queue: str | None, now: float, tenant: str |
         f"{where} GROUP BY queue, tenant, state, head",
         args,
     ):
-        d = per.setdefault(q, {}).setdefault(t, _blank())
+        d = per.figures(q, t)
         if state == 0 and head:
             d["ready"] += count
         elif state in (0, 3):
@@ -243,7 +185,7 @@ def stats(conn: sqlite3.Connection, queue: str | None, now: float, tenant: str |
         f"FROM pmsq_metrics {metric_where}",
         [recent, *args],
     ):
-        d = per.setdefault(q, {}).setdefault(t, _blank())
+        d = per.figures(q, t)
         if slot == TOTAL_SLOT:
             d["processed"] += processed
             d["failed"] += failed
@@ -255,17 +197,8 @@ def stats(conn: sqlite3.Connection, queue: str | None, now: float, tenant: str |
             d["retried_per_minute"] += retried
             d["dead_lettered_per_minute"] += dead
             if hist:
-                _merge(d, {"hist": json.loads(hist)})
-    result: dict[str, QueueStats] = {}
-    for q in sorted(per):
-        total = _blank()
-        tenants: dict[str, QueueStats] = {}
-        for t, d in sorted(per[q].items()):
-            _merge(total, d)
-            if t:
-                tenants[t] = _to_stats(q, d, now)
-        qs = _to_stats(q, total, now)
-        result[q] = attrs.evolve(qs, tenants=tenants)
+                per.merge(d, {"hist": json.loads(hist)})
+    result = per.queues(now)
     bindings = tuple(
         (p, q) for p, q in conn.execute("SELECT pattern, queue FROM pmsq_bindings ORDER BY 1, 2")
     )
