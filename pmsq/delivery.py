@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import threading
 import time
+from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from pmsq.backends.base import Claimed
+from pmsq.backends.base import Claimed, Settlement
 from pmsq.config import QueueConfig
 from pmsq.context import current_message
-from pmsq.errors import ConfigurationError, LeaseLost
+from pmsq.errors import ConfigurationError, LeaseLost, PmsqError
 from pmsq.message import Message
 from pmsq.policy import Ack, DeadLetterOutcome, Outcome, RetryAt, decide
 
 if TYPE_CHECKING:
     from pmsq.broker import Broker
 
-__all__ = ["Delivery"]
+__all__ = ["Delivery", "settle_many"]
 
 
 class Delivery:
@@ -141,37 +143,38 @@ class Delivery:
         """
         with self._lock:
             self._check_held()
+            request, state = self._settlement(outcome, duration_ms)
             backend, now = self._broker.backend, self._broker.clock.time()
-            ms = self._elapsed_ms() if duration_ms is None else duration_ms
-            receipt = self._claimed.receipt
-            if isinstance(outcome, Ack):
-                ok = backend.ack([receipt], now=now, durations_ms=[ms])[0]
-                state = "acked"
-            elif isinstance(outcome, RetryAt):
-                ok = backend.retry(
-                    receipt,
-                    now=now,
-                    available_at=outcome.at,
-                    error_type=outcome.error_type,
-                    error=outcome.error,
-                    duration_ms=ms,
-                )
-                state = "retried"
-            else:
-                ok = backend.dead_letter(
-                    receipt,
-                    now=now,
-                    reason=outcome.reason,
-                    error_type=outcome.error_type,
-                    traceback=outcome.traceback,
-                    duration_ms=ms,
-                )
-                state = "dead"
-            if not ok:
+            if not backend.settle_many([request], now=now)[0]:
                 self._lost()
             self._settled = state
         if state != "acked":
             self._broker._notify(self.message.queue)
+
+    def _settlement(self, outcome: Outcome, duration_ms: float | None) -> tuple[Settlement, str]:
+        ms = self._elapsed_ms() if duration_ms is None else duration_ms
+        receipt = self._claimed.receipt
+        if isinstance(outcome, Ack):
+            return Settlement(receipt, "ack", duration_ms=ms), "acked"
+        if isinstance(outcome, RetryAt):
+            request = Settlement(
+                receipt,
+                "retry",
+                duration_ms=ms,
+                available_at=outcome.at,
+                error_type=outcome.error_type,
+                error=outcome.error,
+            )
+            return request, "retried"
+        request = Settlement(
+            receipt,
+            "dead",
+            duration_ms=ms,
+            reason=outcome.reason,
+            error_type=outcome.error_type,
+            error=outcome.traceback,
+        )
+        return request, "dead"
 
     def release(self) -> None:
         """Hand the message back unstarted, without spending an attempt (graceful shutdown)."""
@@ -221,3 +224,59 @@ class Delivery:
             self.settle(self.outcome_for(exc))
         except LeaseLost:
             pass  # the original exception is what the caller needs to see
+
+
+def settle_many(
+    items: Sequence[tuple[Delivery, Outcome, float | None]],
+) -> list[PmsqError | None]:
+    """Settle several deliveries of one broker together: one store call, one commit.
+
+    ``items`` are ``(delivery, outcome, duration_ms)``. Returns, per item,
+    ``None`` when it is settled or the error its own :meth:`Delivery.settle`
+    would have raised (``LeaseLost``, ``StorageError``). When the batch as a
+    whole fails, each item is settled on its own, so one bad settlement (a
+    fallback queue that refuses its copy) cannot fail the others.
+    """
+    if not items:
+        return []
+    results: list[PmsqError | None] = [None] * len(items)
+    broker = items[0][0]._broker
+    with contextlib.ExitStack() as held:
+        pending: list[tuple[int, Delivery, str]] = []
+        requests: list[Settlement] = []
+        for i, (d, outcome, ms) in enumerate(items):
+            held.enter_context(d._lock)
+            if d._settled is not None:
+                results[i] = LeaseLost(
+                    f"message {d.message.id} was already {d._settled} by this delivery"
+                )
+                continue
+            request, state = d._settlement(outcome, ms)
+            requests.append(request)
+            pending.append((i, d, state))
+        oks: list[bool] | None = []
+        try:
+            if requests:
+                oks = broker.backend.settle_many(requests, now=broker.clock.time())
+        except PmsqError:
+            oks = None
+        if oks is not None:
+            for (i, d, state), ok in zip(pending, oks, strict=True):
+                try:
+                    if not ok:
+                        d._lost()
+                    d._settled = state
+                except LeaseLost as exc:
+                    results[i] = exc
+    if oks is None:
+        for i, d, _ in pending:
+            _, outcome, ms = items[i]
+            try:
+                d.settle(outcome, duration_ms=ms)
+            except PmsqError as exc:
+                results[i] = exc
+        return results
+    for i, d, state in pending:
+        if state != "acked" and results[i] is None:
+            broker._notify(d.message.queue)
+    return results

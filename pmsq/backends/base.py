@@ -28,6 +28,7 @@ __all__ = [
     "Envelope",
     "HistoryEvent",
     "Receipt",
+    "Settlement",
     "StoredDeadLetter",
     "StoredMessage",
 ]
@@ -109,6 +110,25 @@ class Receipt:
     token: str
     handle: Any = None
     tenant: str | None = None
+
+
+@attrs.frozen
+class Settlement:
+    """One settlement for :meth:`Backend.settle_many`: what becomes of a leased message.
+
+    ``action`` is ``"ack"`` (delete it), ``"retry"`` (deliverable again at
+    ``available_at``, with ``error_type``/``error`` recorded) or ``"dead"``
+    (dead-letter it for ``reason``, with ``error_type`` and the traceback in
+    ``error``).
+    """
+
+    receipt: Receipt
+    action: Literal["ack", "retry", "dead"]
+    duration_ms: float | None = None
+    available_at: float = 0.0
+    reason: str = ""
+    error_type: str | None = None
+    error: str | None = None
 
 
 @attrs.frozen
@@ -319,6 +339,46 @@ class Backend(abc.ABC):
         duration_ms: float | None,
     ) -> bool:
         """Dead-letter a leased message (and copy it to the fallback queue); ``False`` if lost."""
+
+    def settle_many(self, settlements: Sequence[Settlement], *, now: float) -> list[bool]:
+        """Apply several settlements at once; per settlement, ``False`` if its lease was lost.
+
+        Workers settle what their handlers finished together through this
+        call. The default acks in one :meth:`ack` call and retries and
+        dead-letters one by one; a backend that can commit them all in one
+        transaction should override it. On an error nothing may be assumed
+        settled: the caller settles them one by one to find out.
+        """
+        done = [False] * len(settlements)
+        acks = [i for i, s in enumerate(settlements) if s.action == "ack"]
+        if acks:
+            oks = self.ack(
+                [settlements[i].receipt for i in acks],
+                now=now,
+                durations_ms=[settlements[i].duration_ms for i in acks],
+            )
+            for i, ok in zip(acks, oks, strict=True):
+                done[i] = ok
+        for i, s in enumerate(settlements):
+            if s.action == "retry":
+                done[i] = self.retry(
+                    s.receipt,
+                    now=now,
+                    available_at=s.available_at,
+                    error_type=s.error_type,
+                    error=s.error,
+                    duration_ms=s.duration_ms,
+                )
+            elif s.action == "dead":
+                done[i] = self.dead_letter(
+                    s.receipt,
+                    now=now,
+                    reason=s.reason,
+                    error_type=s.error_type,
+                    traceback=s.error,
+                    duration_ms=s.duration_ms,
+                )
+        return done
 
     @abc.abstractmethod
     def release(self, receipts: Sequence[Receipt], *, now: float) -> None:

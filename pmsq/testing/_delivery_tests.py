@@ -14,9 +14,10 @@ import pytest
 from pmsq.broker import Broker
 from pmsq.clock import ManualClock
 from pmsq.config import Backoff
-from pmsq.delivery import Delivery
+from pmsq.delivery import Delivery, settle_many
 from pmsq.errors import Empty, LeaseLost, Reject, Retry
 from pmsq.message import utc_from_epoch
+from pmsq.policy import Ack, DeadLetterOutcome, RetryAt
 from pmsq.testing._suite import SuiteBase
 
 __all__ = ["DeliveryTests"]
@@ -178,6 +179,43 @@ class DeliveryTests(SuiteBase):
         d.ack()
         clock.advance(100.0)
         assert self.claim(q) == []
+
+    def test_a_batch_of_settlements_keeps_each_outcome(
+        self, broker: Broker, clock: ManualClock
+    ) -> None:
+        # Workers settle a round of finished handlers with one settle_many call.
+        q = broker.declare_queue("payments", lease=10.0, max_attempts=5)
+        q.put_many([{"n": n} for n in range(4)])
+        held: list[Delivery] = []
+        for _ in range(10):
+            held += self.claim(q, 4 - len(held)) if len(held) < 4 else []
+        stale, ack, retry, bury = sorted(held, key=lambda d: d.message.payload["n"])
+        clock.advance(11.0)
+        holder = q.get(timeout=0)  # the first one belongs to someone else now
+        assert holder.message.id == stale.message.id
+        errors = settle_many(
+            [
+                (stale, Ack(), 1.0),
+                (ack, Ack(), 1.0),
+                (retry, RetryAt(at=clock.time(), error_type="E", error="e"), 1.0),
+                (bury, DeadLetterOutcome(reason="bad data"), 1.0),
+            ]
+        )
+        assert isinstance(errors[0], LeaseLost)
+        assert errors[1:] == [None, None, None]
+        assert [d.settled for d in (stale, ack, retry, bury)] == [
+            "lost",
+            "acked",
+            "retried",
+            "dead",
+        ]
+        assert [dl.message.id for dl in broker.dead_letters("payments").list()] == [bury.message.id]
+        holder.ack()
+        again = q.get(timeout=5)
+        assert (again.message.id, again.message.attempt) == (retry.message.id, 2)
+        again.ack()
+        clock.advance(100.0)
+        assert self.claim(q) == [], "an acked message came back"
 
     def test_settling_twice_raises_lease_lost(self, broker: Broker) -> None:
         q = broker.declare_queue("payments")

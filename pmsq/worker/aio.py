@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 
-from pmsq.worker.lifecycle import Call, Effect, Job, Lifecycle
+from pmsq.worker.lifecycle import Call, Effect, Job, Lifecycle, Settle
 from pmsq.worker.middleware import Middleware
 from pmsq.worker.options import (
     check_concurrency,
@@ -233,6 +233,9 @@ class AsyncWorker:
     async def _perform(self, effect: Effect) -> Any:
         if isinstance(effect, Call):
             return await anyio.to_thread.run_sync(effect.fn, limiter=self._store_threads)
+        if isinstance(effect, Settle):
+            # Concurrent settlements from the store threads share a commit (group commit).
+            return await anyio.to_thread.run_sync(effect.run, limiter=self._store_threads)
         inv = effect.invocation
         try:
             if inv.spec.is_async:

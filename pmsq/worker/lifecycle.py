@@ -11,7 +11,11 @@ yield *effects* instead of doing I/O themselves:
   the thread Worker calls it, the AsyncWorker sends it to a thread;
 * ``Invoke(invocation)``: run the handler; the thread Worker runs sync
   handlers in its threads and async ones on its own event loop, the
-  AsyncWorker awaits async handlers and sends sync ones to threads.
+  AsyncWorker awaits async handlers and sends sync ones to threads;
+* ``Settle(delivery, outcome)``: commit a finished handler's outcome; a
+  driver may gather several and commit them together
+  (:meth:`Lifecycle.settle_many`: one transaction, one fsync), sending each
+  generator its own result.
 
 The driver sends each effect's result back (or throws its exception in), so
 the decisions (``pmsq.policy.decide`` through ``Delivery.outcome_for``),
@@ -36,9 +40,10 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from pmsq.delivery import Delivery
+from pmsq.delivery import Delivery, settle_many
 from pmsq.errors import LeaseLost, PmsqError
 from pmsq.handlers import HandlerSpec
+from pmsq.policy import Outcome
 from pmsq.worker.heartbeat import Heartbeats, beat_interval
 from pmsq.worker.invoke import Invocation
 from pmsq.worker.middleware import Hooks
@@ -46,7 +51,7 @@ from pmsq.worker.middleware import Hooks
 if TYPE_CHECKING:
     from pmsq.broker import Broker
 
-__all__ = ["Call", "Effect", "Invoke", "Job", "Lifecycle", "drive"]
+__all__ = ["Call", "Effect", "Invoke", "Job", "Lifecycle", "Settle", "drive"]
 
 log = logging.getLogger("pmsq.worker")
 
@@ -71,7 +76,20 @@ class Invoke:
     invocation: Invocation
 
 
-Effect = Call | Invoke
+@attrs.frozen
+class Settle:
+    """Effect: commit ``outcome`` for ``delivery``; alone (:meth:`run`) or batched."""
+
+    delivery: Delivery
+    outcome: Outcome
+    duration_ms: float | None
+
+    def run(self) -> None:
+        """Settle this one delivery now (blocking)."""
+        self.delivery.settle(self.outcome, duration_ms=self.duration_ms)
+
+
+Effect = Call | Invoke | Settle
 
 
 @attrs.define(eq=False)
@@ -169,6 +187,11 @@ class Lifecycle:
     def has_news(self) -> bool:
         """Something a waiting driver cares about happened since :meth:`clear_news`."""
         return self._news or self.stopping
+
+    def post_news(self) -> None:
+        """Tell a waiting driver to look again (thread-safe)."""
+        self._news = True
+        self._kick()
 
     def clear_news(self) -> None:
         """Forget news already acted upon (call before deciding to wait)."""
@@ -399,13 +422,22 @@ class Lifecycle:
             self._free_slot(job, settling=True)
             settle_error: PmsqError | None = None
             try:
-                yield Call(functools.partial(d.settle, outcome, duration_ms=inv.duration_ms))
+                yield Settle(d, outcome, inv.duration_ms)
             except PmsqError as exc:
                 settle_error = exc
             self.hooks("on_settle", message, outcome, settle_error)
         finally:
             self.heartbeats.remove(job)
             self._finished(job)
+
+    @staticmethod
+    def settle_many(effects: Sequence[Settle]) -> list[PmsqError | None]:
+        """Commit several ``Settle`` effects together; per effect, its error or ``None``.
+
+        The driver throws each error into (or sends ``None`` to) the
+        generator that yielded the effect.
+        """
+        return settle_many([(e.delivery, e.outcome, e.duration_ms) for e in effects])
 
     def beat(self, job: Job) -> None:
         """Extend ``job``'s lease by its queue's lease (blocking; the drivers' heartbeat)."""

@@ -2,12 +2,19 @@
 
 Threads, all daemons so a hung handler never keeps the interpreter alive:
 
-* one dispatcher claims (``Lifecycle.claim_round``) and waits when idle;
+* one dispatcher claims (``Lifecycle.claim_round``), settles, and waits
+  when idle;
 * handler threads, an elastic pool: each claimed message runs
   ``Lifecycle.process`` in a thread of its own, so at most ``concurrency``
   are busy, plus any stuck in a handler that ran past its ``timeout`` (a
   thread cannot be killed; its message is settled as failed and its late
-  return ignored, and a fresh thread takes its place);
+  return ignored, and a fresh thread takes its place). A handler thread
+  does not settle: it parks the outcome and is free for the next message;
+  the dispatcher commits everything parked since its last round in one
+  transaction (one fsync), then resumes each message's lifecycle (the
+  ``on_settle`` hooks run in the dispatcher). With many short handlers
+  this turns one commit per message into one per round, and keeps the
+  store's connection to one thread instead of a crowd contending for it;
 * one heartbeat thread extends the leases of running handlers;
 * an event loop thread (anyio portal), only when some handler is ``async``.
 
@@ -27,14 +34,14 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import CancelledError
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 import anyio.from_thread
 
-from pmsq.worker.lifecycle import Call, Effect, Job, Lifecycle, drive
+from pmsq.worker.lifecycle import Call, Effect, Job, Lifecycle, Settle, drive
 from pmsq.worker.middleware import Middleware
 from pmsq.worker.options import (
     check_concurrency,
@@ -59,13 +66,15 @@ class _Threads:
     def __init__(self, name: str, on_start: Callable[[], None]) -> None:
         self._name = name
         self._on_start = on_start
-        self._tasks: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._tasks: queue.SimpleQueue[Callable[[], Callable[[], None] | None] | None] = (
+            queue.SimpleQueue()
+        )
         self._lock = threading.Lock()
         self._idle = 0
         self._count = 0
         self._closed = False
 
-    def submit(self, fn: Callable[[], None]) -> None:
+    def submit(self, fn: Callable[[], Callable[[], None] | None]) -> None:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the worker's threads are shut down")
@@ -83,14 +92,20 @@ class _Threads:
             fn = self._tasks.get()
             if fn is None:
                 return
+            after = None
             try:
-                fn()
+                after = fn()
             except BaseException:
                 log.exception("a worker thread's task failed")
             with self._lock:
                 if self._closed:
                     return
                 self._idle += 1
+            # A task may hand back a call to make once this thread counts as
+            # idle: the dispatcher it wakes then finds it free instead of
+            # starting a new thread for its next submit.
+            if after is not None:
+                after()
 
     def close(self) -> None:
         """Idle threads exit now, busy ones when their call returns."""
@@ -152,6 +167,9 @@ class Worker:
         self._portal: anyio.from_thread.BlockingPortal | None = None
         self._signals = 0
         self._shutdown_timeout = 30.0
+        # Settlements parked by handler threads for the dispatcher to commit.
+        self._parked: list[tuple[Job, Generator[Effect, Any, None], Settle]] = []
+        self._parked_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<Worker {self._state} concurrency={self.concurrency} broker={self.broker!r}>"
@@ -254,6 +272,10 @@ class Worker:
                 self.broker._wait_any((), 0, min(1.0, left), core.drained_or_late)
             drained = core.idle()
             core.abandon()
+            with self._parked_lock:
+                left_parked, self._parked = self._parked, []
+            for _, gen, _ in left_parked:
+                gen.close()  # not settled: its lease runs out
             if not drained:
                 log.warning(
                     "stopped with %d handler(s) still running: they are not settled; their "
@@ -343,35 +365,101 @@ class Worker:
         core, broker, pool = self._core, self.broker, self._pool
         assert core is not None
         assert pool is not None
-        while not core.stopping:
+
+        def news() -> bool:
+            return core.has_news() or bool(self._parked)
+
+        def settling_news() -> bool:
+            return bool(self._parked) or core.drained_or_late()
+
+        while True:
             core.clear_news()
             since = broker._changes(core.queues)
+            settled = self._settle_parked()
+            if core.stopping:
+                # Claim no more, but keep committing what finishing handlers park.
+                if core.drained_or_late():
+                    return
+                if not settled:
+                    left = min(1.0, core.deadline - time.monotonic())
+                    broker._wait_any((), 0, max(0.0, left), settling_news)
+                continue
             try:
                 jobs: list[Job] = drive(core.claim_round(), self._perform)
             except Exception:
                 log.exception("the worker's dispatcher failed; retrying in 1s")
-                broker._wait_any((), 0, 1.0, core.has_news)
+                broker._wait_any((), 0, 1.0, news)
                 continue
             for job in jobs:
                 pool.submit(functools.partial(self._run_job, job))
-            if jobs:
+            if jobs or settled:
                 continue
             queues, timeout = core.wait_args()
-            broker._wait_any(queues, since if queues else 0, timeout, core.has_news)
+            broker._wait_any(queues, since if queues else 0, timeout, news)
 
-    def _run_job(self, job: Job) -> None:
+    def _settle_parked(self) -> bool:
+        """Commit every parked settlement together and resume their lifecycles."""
+        with self._parked_lock:
+            batch, self._parked = self._parked, []
+        if not batch:
+            return False
         assert self._core is not None
         try:
-            drive(self._core.process(job), self._perform)
+            errors = self._core.settle_many([effect for _, _, effect in batch])
+        except Exception as exc:  # a bug, not a store error: each message's lifecycle reports it
+            log.exception(
+                "settling %d message(s) failed; they come back when their leases expire",
+                len(batch),
+            )
+            errors = [exc] * len(batch)  # type: ignore[list-item]
+        for (job, gen, _), error in zip(batch, errors, strict=True):
+            self._advance(job, gen, None, error)
+        return True
+
+    def _run_job(self, job: Job) -> Callable[[], None] | None:
+        core = self._core
+        assert core is not None
+        parked = self._advance(job, core.process(job), None, None)
+        # The dispatcher is told once this thread is back in the pool.
+        return core.post_news if parked else None
+
+    def _advance(
+        self,
+        job: Job,
+        gen: Generator[Effect, Any, None],
+        value: Any,
+        error: Exception | None,
+    ) -> bool:
+        """Run ``job``'s lifecycle until it ends or parks its settlement (``True``)."""
+        core = self._core
+        assert core is not None
+        try:
+            while True:
+                try:
+                    effect = gen.throw(error) if error is not None else gen.send(value)
+                except StopIteration:
+                    return False
+                value, error = None, None
+                if isinstance(effect, Settle):
+                    with self._parked_lock:
+                        self._parked.append((job, gen, effect))
+                    return True
+                try:
+                    value = self._perform(effect)
+                except Exception as exc:
+                    error = exc
         except Exception:
             log.exception(
                 "internal error handling message %s; it comes back when its lease expires",
                 job.delivery.message.id,
             )
+        return False
 
     def _perform(self, effect: Effect) -> Any:
         if isinstance(effect, Call):
             return effect.fn()
+        if isinstance(effect, Settle):
+            return effect.run()
         inv = effect.invocation
         if inv.spec.is_async:
             self._run_async(inv)

@@ -17,6 +17,8 @@ import pytest
 
 import pmsq
 from pmsq.backends.sqlite.backend import SQLiteBackend
+from pmsq.policy import Ack, DeadLetterOutcome, RetryAt
+from pmsq.worker.lifecycle import Lifecycle, Settle
 
 
 @pytest.fixture
@@ -145,3 +147,81 @@ def test_puts_acks_and_dead_letters_batched_together_keep_their_own_outcomes(
     assert [d.message.payload for d in broker.dead_letters("jobs").list()] == ["bury me"]
     assert [m.payload for m, _ in full.peek(10)] == ["only room for one"]
     assert broker.stats("small").ready == 1
+
+
+def test_a_workers_settlements_commit_in_one_transaction_each_with_its_own_outcome(
+    tmp_path: Path,
+) -> None:
+    # What the thread Worker's dispatcher does with the outcomes its handlers
+    # parked: one store call, one transaction, one result per message.
+    clock = pmsq.ManualClock(1_000_000.0)
+    with pmsq.connect(str(tmp_path / "g.db"), clock=clock) as broker:
+        q = broker.declare_queue("jobs", lease=10.0, max_attempts=5)
+        q.put_many(["stale", "ack", "retry", "bury", "twice"])
+        stale, ack, retry, bury, twice = q.get_many(5)
+        clock.advance(11.0)
+        taken = q.get(timeout=0)  # "stale" belongs to someone else now
+        assert taken.message.payload == "stale"
+        twice.ack()
+        backend = _backend(broker)
+        calls = _count_transactions(backend)
+
+        errors = Lifecycle.settle_many(
+            [
+                Settle(stale, Ack(), 1.0),
+                Settle(ack, Ack(), 1.0),
+                Settle(retry, RetryAt(at=clock.time() + 60, error_type="E", error="e"), 1.0),
+                Settle(bury, DeadLetterOutcome(reason="bad", error_type="E", traceback="tb"), 1.0),
+                Settle(twice, Ack(), 1.0),
+            ]
+        )
+
+        assert calls[0] == 1
+        assert isinstance(errors[0], pmsq.LeaseLost)
+        assert errors[1:4] == [None, None, None]
+        assert isinstance(errors[4], pmsq.LeaseLost)  # already acked by this delivery
+        assert [d.settled for d in (stale, ack, retry, bury, twice)] == [
+            "lost",
+            "acked",
+            "retried",
+            "dead",
+            "acked",
+        ]
+        stats = broker.stats("jobs")
+        # retried: the five expired leases, then the one retry
+        assert (stats.processed, stats.retried, stats.dead, stats.delayed, stats.in_flight) == (
+            2,
+            6,
+            1,
+            1,
+            1,
+        )
+        [dead] = broker.dead_letters("jobs").list()
+        assert (dead.message.payload, dead.reason) == ("bury", "bad")
+
+
+def test_a_failing_batch_is_settled_one_by_one(
+    broker: pmsq.Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    q = broker.declare_queue("jobs")
+    q.put_many(["a", "b", "c"])
+    deliveries = q.get_many(3)
+    backend = _backend(broker)
+    original = backend.settle_many
+
+    def refuse_batches(settlements: Any, *, now: float) -> list[bool]:
+        if len(settlements) > 1:
+            raise pmsq.StorageError("the batch failed")
+        if settlements[0].receipt.message_id == deliveries[1].message.id:
+            raise pmsq.StorageError("this one failed")
+        return original(settlements, now=now)
+
+    monkeypatch.setattr(backend, "settle_many", refuse_batches)
+
+    errors = Lifecycle.settle_many([Settle(d, Ack(), None) for d in deliveries])
+
+    assert errors[0] is None
+    assert errors[2] is None
+    assert isinstance(errors[1], pmsq.StorageError)
+    assert [d.settled for d in deliveries] == ["acked", None, "acked"]
+    assert broker.stats("jobs").in_flight == 1

@@ -3,7 +3,8 @@
 ``LoggingBackend`` is the SQLite backend unchanged except that it logs, at
 the storage boundary, ``delivered`` after each claim (with the lease expiry
 the store granted), ``settle_invoke`` just before each ack, retry, dead
-letter or release, and ``ack_ok`` / ``ack_rejected`` after an ack.
+letter or release, and ``ack_ok`` / ``ack_rejected`` after an ack (all
+settlements, single or batched, pass through ``settle_many``).
 ``HistoryMiddleware`` logs ``process_start`` / ``process_done`` around the
 handler. Both write through one :class:`pmsq.testing.checker.History`
 (fsynced per event, so a SIGKILL loses nothing already logged).
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pmsq
-from pmsq.backends.base import Claimed, Receipt
+from pmsq.backends.base import Claimed, Receipt, Settlement
 from pmsq.backends.sqlite import SQLiteBackend
 from pmsq.testing.checker import History
 
@@ -58,33 +59,26 @@ class LoggingBackend(SQLiteBackend):
             )
         return got
 
-    def ack(
-        self, receipts: Sequence[Receipt], *, now: float, durations_ms: Sequence[float | None]
-    ) -> list[bool]:
-        for r in receipts:
-            self.history.log("settle_invoke", id=r.message_id, attempt=self._attempt(r), how="ack")
-        out = super().ack(receipts, now=now, durations_ms=durations_ms)
-        for r, ok in zip(receipts, out, strict=True):
-            op = "ack_ok" if ok else "ack_rejected"
-            self.history.log(op, id=r.message_id, attempt=self._attempt(r))
-        return out
-
-    def retry(self, receipt: Receipt, **kwargs: Any) -> bool:
-        self.history.log(
-            "settle_invoke", id=receipt.message_id, attempt=self._attempt(receipt), how="retry"
-        )
-        ok = super().retry(receipt, **kwargs)
-        if not ok:
+    def settle_many(self, settlements: Sequence[Settlement], *, now: float) -> list[bool]:
+        # Every ack, retry and dead letter goes through here: Delivery.settle
+        # with one settlement, a Worker's dispatcher with a batch.
+        for s in settlements:
             self.history.log(
-                "retry_rejected", id=receipt.message_id, attempt=self._attempt(receipt)
+                "settle_invoke",
+                id=s.receipt.message_id,
+                attempt=self._attempt(s.receipt),
+                how=s.action,
             )
-        return ok
-
-    def dead_letter(self, receipt: Receipt, **kwargs: Any) -> bool:
-        self.history.log(
-            "settle_invoke", id=receipt.message_id, attempt=self._attempt(receipt), how="dead"
-        )
-        return super().dead_letter(receipt, **kwargs)
+        out = super().settle_many(settlements, now=now)
+        for s, ok in zip(settlements, out, strict=True):
+            r = s.receipt
+            if s.action == "ack":
+                self.history.log(
+                    "ack_ok" if ok else "ack_rejected", id=r.message_id, attempt=self._attempt(r)
+                )
+            elif s.action == "retry" and not ok:
+                self.history.log("retry_rejected", id=r.message_id, attempt=self._attempt(r))
+        return out
 
     def release(self, receipts: Sequence[Receipt], *, now: float) -> None:
         for r in receipts:

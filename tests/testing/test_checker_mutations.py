@@ -23,7 +23,7 @@ import attrs
 import pytest
 
 import pmsq
-from pmsq.backends.base import Claimed, Envelope, Receipt
+from pmsq.backends.base import Backend, Claimed, Envelope, Receipt
 from pmsq.backends.sqlite import SQLiteBackend, claims
 from pmsq.backends.sqlite.rows import MESSAGE_COLUMNS
 from pmsq.testing.checker import FinalState, History, check, read_histories
@@ -33,7 +33,18 @@ QUEUE = "q"
 
 
 # -- the mutants ------------------------------------------------------------------------------
-class AckRequeues(SQLiteBackend):
+class _BrokenVerbs(SQLiteBackend):
+    """Settles through the verbs its subclass breaks, single or batched.
+
+    The SQLite backend commits a batch of settlements in one transaction
+    without calling ``ack``/``retry``/``dead_letter``; the interface's
+    default ``settle_many`` calls them.
+    """
+
+    settle_many = Backend.settle_many
+
+
+class AckRequeues(_BrokenVerbs):
     """The first ack of each message puts it back (ready at once) instead of deleting it."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -92,7 +103,7 @@ class IgnoresTenantScope(SQLiteBackend):
         return super().claim(queue, n, now=now, tenant=None, **kw)
 
 
-class AcceptsStaleTokens(SQLiteBackend):
+class AcceptsStaleTokens(_BrokenVerbs):
     """Settles with whatever lease token the message holds now, not the caller's."""
 
     def _current(self, r: Receipt) -> Receipt:
@@ -118,7 +129,7 @@ class ReportsLongerLeases(SQLiteBackend):
         return [attrs.evolve(c, lease_expires=c.lease_expires + 5.0) for c in got]
 
 
-class DeadLettersOnFirstFailure(SQLiteBackend):
+class DeadLettersOnFirstFailure(_BrokenVerbs):
     """A retry dead-letters the message at once, with attempts left."""
 
     def retry(

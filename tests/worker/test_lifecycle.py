@@ -16,7 +16,7 @@ from pmsq.handlers import HandlerSpec
 from pmsq.policy import Ack, DeadLetterOutcome, RetryAt
 from pmsq.worker.heartbeat import Heartbeats, beat_interval
 from pmsq.worker.invoke import Invocation
-from pmsq.worker.lifecycle import Call, Effect, Invoke, Job, Lifecycle, drive
+from pmsq.worker.lifecycle import Call, Effect, Invoke, Job, Lifecycle, Settle, drive
 from pmsq.worker.logs import OutcomeLog
 from pmsq.worker.middleware import Hooks
 from pmsq.worker.options import select_handlers
@@ -26,6 +26,8 @@ def _perform(effect: Effect) -> Any:
     """The smallest driver: store calls inline, sync handlers inline."""
     if isinstance(effect, Call):
         return effect.fn()
+    if isinstance(effect, Settle):
+        return effect.run()
     assert isinstance(effect, Invoke)
     effect.invocation.run_sync()
     return None
@@ -87,7 +89,7 @@ def test_the_slot_frees_when_the_handler_ends_and_the_drain_waits_for_the_settle
     effect = gen.send(None)
     # The handler ran; its ack is about to commit. Its slot is free for the
     # next claim, but the message still counts as held: a stop waits for it.
-    assert isinstance(effect, Call)
+    assert isinstance(effect, Settle)
     assert core.free_slots() == 1
     assert not core.idle()
     core.request_stop(timeout=60)

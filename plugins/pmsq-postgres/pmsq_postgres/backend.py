@@ -34,6 +34,7 @@ from pmsq.backends.base import (
     DedupRecord,
     Envelope,
     Receipt,
+    Settlement,
     StoredDeadLetter,
     StoredMessage,
 )
@@ -409,19 +410,15 @@ class PostgresBackend(Backend):
         error: str | None,
         duration_ms: float | None,
     ) -> bool:
-        ok = self._run(
-            lambda tx: settle.retry(
-                tx,
-                receipt,
-                now=now,
-                available_at=available_at,
-                error_type=error_type,
-                error=error,
-                duration_ms=duration_ms,
-            )
+        settlement = Settlement(
+            receipt,
+            "retry",
+            duration_ms=duration_ms,
+            available_at=available_at,
+            error_type=error_type,
+            error=error,
         )
-        self._flush_metrics(now)
-        return ok
+        return self.settle_many([settlement], now=now)[0]
 
     def dead_letter(
         self,
@@ -433,32 +430,73 @@ class PostgresBackend(Backend):
         traceback: str | None,
         duration_ms: float | None,
     ) -> bool:
-        def go(tx: Tx) -> bool:
-            done = settle.bury(
-                tx,
-                self._configs,
-                receipt.queue,
-                receipt.handle,
-                token=receipt.token,
-                now=now,
-                reason=reason,
-                error_type=error_type,
-                traceback=traceback,
-            )
-            if done is None:
-                return False
-            tx.count(
-                done[0],
-                done[1],
-                dead=1,
-                failed=int(error_type is not None),
-                duration_ms=duration_ms,
-            )
-            return True
+        settlement = Settlement(
+            receipt,
+            "dead",
+            duration_ms=duration_ms,
+            reason=reason,
+            error_type=error_type,
+            error=traceback,
+        )
+        return self.settle_many([settlement], now=now)[0]
 
-        ok = self._run(go)
+    def settle_many(self, settlements: Sequence[Settlement], *, now: float) -> list[bool]:
+        # One transaction for a worker's whole round of finished handlers.
+        if not settlements:
+            return []
+
+        def go(tx: Tx) -> list[bool]:
+            done = [False] * len(settlements)
+            acks = [i for i, s in enumerate(settlements) if s.action == "ack"]
+            if acks:
+                oks = settle.ack(
+                    tx,
+                    [settlements[i].receipt for i in acks],
+                    [settlements[i].duration_ms for i in acks],
+                )
+                for i, ok in zip(acks, oks, strict=True):
+                    done[i] = ok
+            for i, s in enumerate(settlements):
+                if s.action == "retry":
+                    done[i] = settle.retry(
+                        tx,
+                        s.receipt,
+                        now=now,
+                        available_at=s.available_at,
+                        error_type=s.error_type,
+                        error=s.error,
+                        duration_ms=s.duration_ms,
+                    )
+                elif s.action == "dead":
+                    done[i] = self._bury(tx, s, now)
+            return done
+
+        out = self._run(go)
         self._flush_metrics(now)
-        return ok
+        return out
+
+    def _bury(self, tx: Tx, s: Settlement, now: float) -> bool:
+        done = settle.bury(
+            tx,
+            self._configs,
+            s.receipt.queue,
+            s.receipt.handle,
+            token=s.receipt.token,
+            now=now,
+            reason=s.reason,
+            error_type=s.error_type,
+            traceback=s.error,
+        )
+        if done is None:
+            return False
+        tx.count(
+            done[0],
+            done[1],
+            dead=1,
+            failed=int(s.error_type is not None),
+            duration_ms=s.duration_ms,
+        )
+        return True
 
     def release(self, receipts: Sequence[Receipt], *, now: float) -> None:
         if receipts:

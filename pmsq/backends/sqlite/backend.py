@@ -27,6 +27,7 @@ from pmsq.backends.base import (
     Envelope,
     HistoryEvent,
     Receipt,
+    Settlement,
     StoredDeadLetter,
     StoredMessage,
 )
@@ -165,6 +166,8 @@ class SQLiteBackend(Backend):
         self._group = threading.Lock()
         self._leading = False
         self._pending: list[_Request] = []
+        # (queue, tenant) scopes whose last claim came back full (see claim).
+        self._busy: set[tuple[str, str | None]] = set()
         self._configs = ConfigReader()
         # Outcome counts are buffered and written at most once a second inside
         # some write transaction: one upsert per second instead of four per ack.
@@ -546,11 +549,14 @@ class SQLiteBackend(Backend):
         if n <= 0:
             return []
         called = time.monotonic()
-        # A lock-free probe first: idle consumers never take the write lock.
-        with self._reading() as conn:
-            if not claims.has_ready(conn, queue, now, tenant):
-                return []
-        return self._write(
+        # A lock-free probe first: idle consumers never take the write lock. A
+        # consumer whose last claim here came back full is busy: skip it.
+        scope = (queue, tenant)
+        if scope not in self._busy:
+            with self._reading() as conn:
+                if not claims.has_ready(conn, queue, now, tenant):
+                    return []
+        got = self._write(
             lambda c: claims.claim(
                 c,
                 self._configs,
@@ -564,22 +570,22 @@ class SQLiteBackend(Backend):
             ),
             sync=False,
         )
+        if len(got) == n:
+            self._busy.add(scope)
+        else:
+            self._busy.discard(scope)
+        return got
 
     def ack(
         self, receipts: Sequence[Receipt], *, now: float, durations_ms: Sequence[float | None]
     ) -> list[bool]:
-        def go(conn: sqlite3.Connection) -> list[bool]:
-            out = []
-            for r, ms in zip(receipts, durations_ms, strict=True):
-                done = settle.settle_ack(
-                    conn, r.handle, r.token, now=now, journal=self._journal, duration_ms=ms
-                )
-                out.append(done is not None)
-                if done is not None:
-                    self._metrics.add(done[0], done[1], processed=1, duration_ms=ms)
-            return out
-
-        return self._grouped(go, now)
+        return self._settle_batch(
+            [
+                Settlement(r, "ack", duration_ms=ms)
+                for r, ms in zip(receipts, durations_ms, strict=True)
+            ],
+            now,
+        )
 
     def retry(
         self,
@@ -591,30 +597,15 @@ class SQLiteBackend(Backend):
         error: str | None,
         duration_ms: float | None,
     ) -> bool:
-        def go(conn: sqlite3.Connection) -> bool:
-            done = settle.settle_retry(
-                conn,
-                receipt.handle,
-                receipt.token,
-                now=now,
-                available_at=available_at,
-                error_type=error_type,
-                error=error,
-                journal=self._journal,
-                duration_ms=duration_ms,
-            )
-            if done is None:
-                return False
-            self._metrics.add(
-                done[0],
-                done[1],
-                retried=1,
-                failed=int(error_type is not None),
-                duration_ms=duration_ms,
-            )
-            return True
-
-        return self._grouped(go, now)
+        settlement = Settlement(
+            receipt,
+            "retry",
+            duration_ms=duration_ms,
+            available_at=available_at,
+            error_type=error_type,
+            error=error,
+        )
+        return self._settle_batch([settlement], now)[0]
 
     def dead_letter(
         self,
@@ -626,35 +617,73 @@ class SQLiteBackend(Backend):
         traceback: str | None,
         duration_ms: float | None,
     ) -> bool:
-        def go(conn: sqlite3.Connection) -> bool:
-            row = conn.execute(
-                "SELECT queue, tenant FROM pmsq_messages WHERE seq = ? AND lease_token = ? "
-                "AND state IN (0, 1)",
-                (receipt.handle, receipt.token),
-            ).fetchone()
-            if row is None:
-                return False
-            settle.bury(
-                conn,
-                self._configs,
-                receipt.handle,
-                now=now,
-                reason=reason,
-                error_type=error_type,
-                traceback=traceback,
-                journal=self._journal,
-                duration_ms=duration_ms,
+        settlement = Settlement(
+            receipt,
+            "dead",
+            duration_ms=duration_ms,
+            reason=reason,
+            error_type=error_type,
+            error=traceback,
+        )
+        return self._settle_batch([settlement], now)[0]
+
+    def settle_many(self, settlements: Sequence[Settlement], *, now: float) -> list[bool]:
+        return self._settle_batch(settlements, now)
+
+    def _settle_batch(self, settlements: Sequence[Settlement], now: float) -> list[bool]:
+        # One request of the group commit: a worker's finished handlers share
+        # one transaction and one fsync, and concurrent callers join it too.
+        return self._grouped(lambda conn: [self._settle(conn, s, now) for s in settlements], now)
+
+    def _settle(self, conn: sqlite3.Connection, s: Settlement, now: float) -> bool:
+        r = s.receipt
+        if s.action == "ack":
+            done = settle.settle_ack(
+                conn, r.handle, r.token, now=now, journal=self._journal, duration_ms=s.duration_ms
             )
+            if done is None:
+                return False
+            self._metrics.add(done[0], done[1], processed=1, duration_ms=s.duration_ms)
+            return True
+        failed = int(s.error_type is not None)
+        if s.action == "retry":
+            retried = settle.settle_retry(
+                conn,
+                r.handle,
+                r.token,
+                now=now,
+                available_at=s.available_at,
+                error_type=s.error_type,
+                error=s.error,
+                journal=self._journal,
+                duration_ms=s.duration_ms,
+            )
+            if retried is None:
+                return False
             self._metrics.add(
-                row[0],
-                row[1],
-                dead=1,
-                failed=int(error_type is not None),
-                duration_ms=duration_ms,
+                retried[0], retried[1], retried=1, failed=failed, duration_ms=s.duration_ms
             )
             return True
-
-        return self._grouped(go, now)
+        row = conn.execute(
+            "SELECT queue, tenant FROM pmsq_messages WHERE seq = ? AND lease_token = ? "
+            "AND state IN (0, 1)",
+            (r.handle, r.token),
+        ).fetchone()
+        if row is None:
+            return False
+        settle.bury(
+            conn,
+            self._configs,
+            r.handle,
+            now=now,
+            reason=s.reason,
+            error_type=s.error_type,
+            traceback=s.error,
+            journal=self._journal,
+            duration_ms=s.duration_ms,
+        )
+        self._metrics.add(row[0], row[1], dead=1, failed=failed, duration_ms=s.duration_ms)
+        return True
 
     def release(self, receipts: Sequence[Receipt], *, now: float) -> None:
         if not receipts:
