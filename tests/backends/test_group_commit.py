@@ -225,3 +225,44 @@ def test_a_failing_batch_is_settled_one_by_one(
     assert isinstance(errors[1], pmsq.StorageError)
     assert [d.settled for d in deliveries] == ["acked", None, "acked"]
     assert broker.stats("jobs").in_flight == 1
+
+
+def test_a_full_queue_in_a_batch_of_puts_fails_alone(broker: pmsq.Broker) -> None:
+    # Puts batch without a savepoint each; one failing put makes the batch
+    # roll back and run again with them, so only that put fails.
+    q = broker.declare_queue("jobs")
+    full = broker.declare_queue("small", max_depth=1)
+    full.put("only room for one")
+    backend = _backend(broker)
+    calls = _count_transactions(backend)
+
+    results = _run_queued(
+        backend,
+        [
+            lambda: q.put("first"),
+            lambda: q.put("second"),
+            lambda: full.put("no room"),
+            lambda: q.put("third"),
+        ],
+    )
+
+    assert [type(r) for r in results] == [str, str, pmsq.QueueFull, str]
+    # the leader alone; then the batch of three unisolated (rolled back) and isolated
+    assert calls[0] == 3
+    assert [d.message.payload for d in q.get_many(10)] == ["first", "second", "third"]
+    assert [m.payload for m, _ in full.peek(10)] == ["only room for one"]
+    # The rolled-back attempt left no journal rows behind.
+    puts = [e for e in backend.history(queue="jobs") if e.event == "put"]
+    assert sorted(e.message_id for e in puts) == sorted(results[i] for i in (0, 1, 3))
+
+
+def test_a_batch_of_puts_shares_one_transaction(broker: pmsq.Broker) -> None:
+    q = broker.declare_queue("jobs")
+    backend = _backend(broker)
+    calls = _count_transactions(backend)
+
+    results = _run_queued(backend, [lambda i=i: q.put(i) for i in range(8)])
+
+    assert all(isinstance(r, str) for r in results)
+    assert calls[0] == 2
+    assert sorted(d.message.payload for d in q.get_many(10)) == list(range(8))
