@@ -32,6 +32,10 @@ class Codec(Protocol):
         ...
 
 
+# One encoder for every call: json.dumps with options builds a new one each time.
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+
+
 class JsonCodec:
     """Strict JSON: no NaN or infinities, string keys only, UTF-8."""
 
@@ -45,7 +49,7 @@ class JsonCodec:
                 (NaN, non-string keys, objects, nesting too deep).
         """
         try:
-            text = json.dumps(payload, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+            text = _ENCODER.encode(payload)
             # Inside the try: a lone surrogate ("\ud800") dumps fine but has no UTF-8 form.
             return text.encode("utf-8")
         except (TypeError, ValueError) as exc:
@@ -60,7 +64,8 @@ class JsonCodec:
             SerializationError: if the bytes are not valid JSON.
         """
         try:
-            return json.loads(data)
+            # Stored JSON is always UTF-8 (see encode): skip json.loads' encoding sniffing.
+            return json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
         except (ValueError, RecursionError) as exc:
             raise SerializationError(f"stored payload is not valid JSON: {exc}") from exc
 
@@ -76,7 +81,7 @@ def encode_headers(headers: dict[str, Any] | None) -> str | None:
     if not isinstance(headers, dict) or not all(isinstance(k, str) for k in headers):
         raise SerializationError(f"headers must be a dict with str keys, got {headers!r}")
     try:
-        text = json.dumps(headers, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+        text = _ENCODER.encode(headers)
         # A lone surrogate would fail only when SQLite binds the text, inside a
         # group commit shared with other callers' puts: refuse it here.
         text.encode("utf-8")

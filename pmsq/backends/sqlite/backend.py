@@ -103,7 +103,13 @@ class _Request:
         self.result: Any = None
         self.error: BaseException | None = None
         self.done = False
-        self.event = threading.Event()
+        # Made only for a request that has to wait (most run as their own leader).
+        self.event: threading.Event | None = None
+
+    def wake(self) -> None:
+        # Only requests queued behind a leader are woken, and they all have an event.
+        assert self.event is not None
+        self.event.set()
 
     def outcome(self) -> Any:
         if self.error is not None:
@@ -399,9 +405,13 @@ class SQLiteBackend(Backend):
             self._pending.append(request)
             lead = not self._leading
             self._leading = True
+            if not lead:
+                # Created under the lock, so the leader that wakes it sees it.
+                request.event = threading.Event()
         if not lead:
             # A leader is committing; it will either include this request in
             # its transaction or hand leadership to it.
+            assert request.event is not None
             request.event.wait()
             if request.done:
                 return request.outcome()  # type: ignore[no-any-return]
@@ -413,10 +423,10 @@ class SQLiteBackend(Backend):
             for req in batch:
                 req.done = True
                 if req is not request:
-                    req.event.set()
+                    req.wake()
             with self._group:
                 if self._pending:
-                    self._pending[0].event.set()  # the next leader
+                    self._pending[0].wake()  # the next leader
                 else:
                     self._leading = False
         return request.outcome()  # type: ignore[no-any-return]
@@ -670,18 +680,40 @@ class SQLiteBackend(Backend):
     def _settle_batch(self, settlements: Sequence[Settlement], now: float) -> list[bool]:
         # One request of the group commit: a worker's finished handlers share
         # one transaction and one fsync, and concurrent callers join it too.
-        return self._grouped(lambda conn: [self._settle(conn, s, now) for s in settlements], now)
+        return self._grouped(lambda conn: self._settle_all(conn, settlements, now), now)
 
-    def _settle(self, conn: sqlite3.Connection, s: Settlement, now: float) -> bool:
-        r = s.receipt
-        if s.action == "ack":
-            done = settle.settle_ack(
-                conn, r.handle, r.token, now=now, journal=self._journal, duration_ms=s.duration_ms
+    def _settle_all(
+        self, conn: sqlite3.Connection, settlements: Sequence[Settlement], now: float
+    ) -> list[bool]:
+        done = [False] * len(settlements)
+        acks = [i for i, s in enumerate(settlements) if s.action == "ack"]
+        if acks:
+            acked = settle.settle_acks(
+                conn,
+                [
+                    (
+                        settlements[i].receipt.handle,
+                        settlements[i].receipt.token,
+                        settlements[i].duration_ms,
+                    )
+                    for i in acks
+                ],
+                now=now,
+                journal=self._journal,
             )
-            if done is None:
-                return False
-            self._metrics.add(done[0], done[1], processed=1, duration_ms=s.duration_ms)
-            return True
+            for i, row in zip(acks, acked, strict=True):
+                if row is not None:
+                    ms = settlements[i].duration_ms
+                    self._metrics.add(row[0], row[1], processed=1, duration_ms=ms)
+                    done[i] = True
+        for i, s in enumerate(settlements):
+            if s.action != "ack":
+                done[i] = self._settle_failure(conn, s, now)
+        return done
+
+    def _settle_failure(self, conn: sqlite3.Connection, s: Settlement, now: float) -> bool:
+        """A retry or a dead letter."""
+        r = s.receipt
         failed = int(s.error_type is not None)
         if s.action == "retry":
             retried = settle.settle_retry(

@@ -30,6 +30,9 @@ from typing import Any
 
 from pmsq.backends.base import HistoryEvent
 
+# Reused: json.dumps with options builds a new encoder on every call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
 __all__ = ["JOURNAL_DDL", "Journal", "prune", "query"]
 
 JOURNAL_DDL = """
@@ -122,7 +125,7 @@ class Journal:
                 attempt,
                 worker,
                 self.process,
-                json.dumps(clean, separators=(",", ":")) if clean else None,
+                _ENCODER.encode(clean) if clean else None,
             )
         )
 

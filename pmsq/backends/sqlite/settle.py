@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 from pmsq.backends.base import Envelope
@@ -20,7 +21,7 @@ from pmsq.backends.sqlite.schema import IN_FLIGHT, READY, SCHEDULED
 from pmsq.ids import new_message_id
 from pmsq.stats import HISTOGRAM_BOUNDS_MS
 
-__all__ = ["Metrics", "bury", "promote_next"]
+__all__ = ["Metrics", "bury", "promote_next", "settle_acks"]
 
 SLOT_SECONDS = 10
 TOTAL_SLOT = 0
@@ -118,36 +119,52 @@ def _ms(duration_ms: float | None) -> float | None:
     return None if duration_ms is None else round(duration_ms, 3)
 
 
-def settle_ack(
+# Acks per DELETE statement: two parameters each, well under SQLite's limits.
+_ACK_CHUNK = 100
+
+
+def settle_acks(
     conn: sqlite3.Connection,
-    seq: int,
-    token: str,
+    items: Sequence[tuple[int, str, float | None]],
     *,
     now: float,
     journal: Journal,
-    duration_ms: float | None = None,
-) -> tuple[str, str, str | None] | None:
-    """Delete an acked message; return ``(queue, tenant, key)`` or ``None`` if the lease is lost."""
-    row = conn.execute(
-        "DELETE FROM pmsq_messages WHERE seq = ? AND lease_token = ? AND state IN (0, 1) "
-        "RETURNING queue, tenant, key, id, correlation_id, attempt",
-        (seq, token),
-    ).fetchone()
-    if row is None:
-        return None
-    promote_next(conn, row[0], row[1], row[2])
-    journal.add(
-        now,
-        "acked",
-        row[3],
-        row[0],
-        row[1],
-        row[2],
-        row[4],
-        attempt=row[5],
-        duration_ms=_ms(duration_ms),
-    )
-    return row[0], row[1], row[2]
+) -> list[tuple[str, str, str | None] | None]:
+    """Delete acked messages ``(seq, token, duration_ms)``: one DELETE per 100.
+
+    Returns ``(queue, tenant, key)`` per item, or ``None`` where the lease
+    was lost.
+
+    Each row is matched on its own token in the statement that deletes it,
+    so a stale receipt among fresh ones (even for the same message) deletes
+    nothing and gets ``None``. The next message of an acked message's key
+    becomes its head.
+    """
+    found: dict[tuple[int, str], tuple[Any, ...]] = {}
+    for start in range(0, len(items), _ACK_CHUNK):
+        chunk = items[start : start + _ACK_CHUNK]
+        where = " OR ".join(["(seq = ? AND lease_token = ?)"] * len(chunk))
+        params = [v for seq, token, _ in chunk for v in (seq, token)]
+        # Only placeholders are formatted into the statement.
+        for row in conn.execute(
+            f"DELETE FROM pmsq_messages WHERE ({where}) AND state IN (0, 1) "
+            "RETURNING seq, lease_token, queue, tenant, key, id, correlation_id, attempt",
+            params,
+        ):
+            found[(row[0], row[1])] = row
+    out: list[tuple[str, str, str | None] | None] = []
+    for seq, token, ms in items:
+        row = found.pop((seq, token), None)
+        if row is None:
+            out.append(None)
+            continue
+        _, _, queue, tenant, key, mid, correlation, attempt = row
+        promote_next(conn, queue, tenant, key)
+        journal.add(
+            now, "acked", mid, queue, tenant, key, correlation, attempt=attempt, duration_ms=_ms(ms)
+        )
+        out.append((queue, tenant, key))
+    return out
 
 
 def settle_retry(
