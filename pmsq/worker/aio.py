@@ -1,7 +1,10 @@
 """``AsyncWorker``: the anyio driver of the lifecycle (asyncio or trio).
 
-One task group holds a dispatcher (claims), a heartbeat task and one task
-per claimed message. ``async def`` handlers are awaited; sync handlers and
+One task group holds a dispatcher (claims), a heartbeat task, a settle task
+and one task per claimed message. A message's task does not commit its
+outcome itself: it parks it, and the settle task commits everything parked
+meanwhile in one transaction (``Lifecycle.settle_many``) and hands each
+task its own result. ``async def`` handlers are awaited; sync handlers and
 every store call (the backend is synchronous) go to worker threads through
 ``anyio.to_thread.run_sync`` with capacity limiters: one sized
 ``concurrency`` for sync handlers, a small one for store calls.
@@ -47,6 +50,17 @@ log = logging.getLogger("pmsq.worker")
 _STORE_THREADS = 8
 
 
+class _Parked:
+    """A finished handler's settlement waiting for the settle loop."""
+
+    __slots__ = ("done", "effect", "error")
+
+    def __init__(self, effect: Settle) -> None:
+        self.effect = effect
+        self.done = anyio.Event()
+        self.error: Exception | None = None
+
+
 class AsyncWorker:
     """Runs the handlers registered on ``broker`` in an anyio task group.
 
@@ -88,6 +102,9 @@ class AsyncWorker:
         self._handler_threads: anyio.CapacityLimiter | None = None
         self._store_threads: anyio.CapacityLimiter | None = None
         self._wait_threads: anyio.CapacityLimiter | None = None
+        # Settlements parked by finished handlers, committed together by _settle_loop.
+        self._parked: list[_Parked] = []
+        self._settle_wake: anyio.Event | None = None
 
     def __repr__(self) -> str:
         return f"<AsyncWorker concurrency={self.concurrency} broker={self.broker!r}>"
@@ -125,6 +142,7 @@ class AsyncWorker:
         hooks = make_hooks(self.broker, self.middleware)
         core = Lifecycle(self.broker, specs, self.concurrency, hooks, kick=self.broker._kick)
         self._hb_event = anyio.Event()
+        self._settle_wake = anyio.Event()
         self._handler_threads = anyio.CapacityLimiter(self.concurrency)
         self._store_threads = anyio.CapacityLimiter(min(_STORE_THREADS, self.concurrency + 1))
         self._wait_threads = anyio.CapacityLimiter(2)
@@ -142,6 +160,7 @@ class AsyncWorker:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._heartbeat_loop)
+                tg.start_soon(self._settle_loop)
                 await self._dispatch(tg)
                 await self._drain()
                 tg.cancel_scope.cancel()
@@ -234,8 +253,16 @@ class AsyncWorker:
         if isinstance(effect, Call):
             return await anyio.to_thread.run_sync(effect.fn, limiter=self._store_threads)
         if isinstance(effect, Settle):
-            # Concurrent settlements from the store threads share a commit (group commit).
-            return await anyio.to_thread.run_sync(effect.run, limiter=self._store_threads)
+            # Parked: the settle loop commits what finished handlers parked meanwhile
+            # in one transaction (Lifecycle.settle_many).
+            parked = _Parked(effect)
+            self._parked.append(parked)
+            assert self._settle_wake is not None
+            self._settle_wake.set()
+            await parked.done.wait()
+            if parked.error is not None:
+                raise parked.error
+            return None
         inv = effect.invocation
         try:
             if inv.spec.is_async:
@@ -253,6 +280,32 @@ class AsyncWorker:
             inv.abandon(None)
             raise
         return None
+
+    async def _settle_loop(self) -> None:
+        core = self._core
+        assert core is not None
+        while True:
+            assert self._settle_wake is not None
+            await self._settle_wake.wait()
+            self._settle_wake = anyio.Event()
+            batch, self._parked = self._parked, []
+            if not batch:
+                continue
+            try:
+                errors: list[Exception | None] = list(
+                    await anyio.to_thread.run_sync(
+                        core.settle_many, [p.effect for p in batch], limiter=self._store_threads
+                    )
+                )
+            except Exception as exc:  # a bug, not a store error: each lifecycle reports it
+                log.exception(
+                    "settling %d message(s) failed; they come back when their leases expire",
+                    len(batch),
+                )
+                errors = [exc] * len(batch)
+            for p, error in zip(batch, errors, strict=True):
+                p.error = error
+                p.done.set()
 
     def _poke_heartbeat(self) -> None:
         if self._hb_event is not None:
