@@ -276,7 +276,7 @@ def claim(
             continue
         token = secrets.token_hex(8)
         leases.append((token, expires, row["seq"]))
-        journal.add(
+        journal.add_row(
             now,
             "delivered",
             row["id"],
@@ -284,8 +284,9 @@ def claim(
             row["tenant"],
             row["key"],
             row["correlation_id"],
-            attempt=row["attempt"] + 1,
-            worker=consumer,
+            row["attempt"] + 1,
+            consumer,
+            None,
         )
         out.append(
             Claimed(

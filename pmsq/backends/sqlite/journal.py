@@ -129,6 +129,37 @@ class Journal:
             )
         )
 
+    def add_row(
+        self,
+        at: float,
+        event: str,
+        message_id: str,
+        queue: str,
+        tenant: str,
+        key: str | None,
+        correlation_id: str | None,
+        attempt: int | None,
+        worker: str | None,
+        detail: str | None,
+    ) -> None:
+        """:meth:`add` for the per-message hot path (deliveries, acks): ``detail`` as JSON text."""
+        if self.retention is not None:
+            self._rows.append(
+                (
+                    at,
+                    message_id,
+                    queue,
+                    tenant,
+                    key,
+                    correlation_id,
+                    event,
+                    attempt,
+                    worker,
+                    self.process,
+                    detail,
+                )
+            )
+
     def mark(self) -> int:
         """A point to :meth:`rewind` to (a savepoint's events)."""
         return len(self._rows)
