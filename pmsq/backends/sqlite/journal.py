@@ -113,20 +113,17 @@ class Journal:
         if "error" in detail:
             detail["error"] = _short(detail["error"])
         clean = {k: v for k, v in detail.items() if v is not None}
-        self._rows.append(
-            (
-                at,
-                message_id,
-                queue,
-                tenant,
-                key,
-                correlation_id,
-                event,
-                attempt,
-                worker,
-                self.process,
-                _ENCODER.encode(clean) if clean else None,
-            )
+        self.add_row(
+            at,
+            event,
+            message_id,
+            queue,
+            tenant,
+            key,
+            correlation_id,
+            attempt,
+            worker,
+            _ENCODER.encode(clean) if clean else None,
         )
 
     def add_row(
