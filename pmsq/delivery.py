@@ -141,15 +141,9 @@ class Delivery:
         Raises:
             LeaseLost: the lease was lost or the delivery was already settled.
         """
-        with self._lock:
-            self._check_held()
-            request, state = self._settlement(outcome, duration_ms)
-            backend, now = self._broker.backend, self._broker.clock.time()
-            if not backend.settle_many([request], now=now)[0]:
-                self._lost()
-            self._settled = state
-        if state != "acked":
-            self._broker._notify(self.message.queue)
+        error = settle_many([(self, outcome, duration_ms)])[0]
+        if error is not None:
+            raise error
 
     def _settlement(self, outcome: Outcome, duration_ms: float | None) -> tuple[Settlement, str]:
         ms = self._elapsed_ms() if duration_ms is None else duration_ms
@@ -241,25 +235,27 @@ def settle_many(
         return []
     results: list[PmsqError | None] = [None] * len(items)
     broker = items[0][0]._broker
+    pending: list[tuple[int, Delivery, str]] = []
+    oks: list[bool] | None
     with contextlib.ExitStack() as held:
-        pending: list[tuple[int, Delivery, str]] = []
         requests: list[Settlement] = []
         for i, (d, outcome, ms) in enumerate(items):
             held.enter_context(d._lock)
-            if d._settled is not None:
-                results[i] = LeaseLost(
-                    f"message {d.message.id} was already {d._settled} by this delivery"
-                )
+            try:
+                d._check_held()
+            except LeaseLost as exc:
+                results[i] = exc
                 continue
             request, state = d._settlement(outcome, ms)
             requests.append(request)
             pending.append((i, d, state))
-        oks: list[bool] | None = []
         try:
-            if requests:
-                oks = broker.backend.settle_many(requests, now=broker.clock.time())
-        except PmsqError:
-            oks = None
+            oks = broker.backend.settle_many(requests, now=broker.clock.time()) if requests else []
+        except PmsqError as exc:
+            if len(pending) == 1:
+                results[pending[0][0]] = exc
+                return results
+            oks = None  # settled one by one below, once the locks are let go
         if oks is not None:
             for (i, d, state), ok in zip(pending, oks, strict=True):
                 try:
@@ -269,12 +265,8 @@ def settle_many(
                 except LeaseLost as exc:
                     results[i] = exc
     if oks is None:
-        for i, d, _ in pending:
-            _, outcome, ms = items[i]
-            try:
-                d.settle(outcome, duration_ms=ms)
-            except PmsqError as exc:
-                results[i] = exc
+        for i, _, _ in pending:
+            results[i] = settle_many([items[i]])[0]
         return results
     for i, d, state in pending:
         if state != "acked" and results[i] is None:

@@ -51,7 +51,7 @@ from pmsq.worker.middleware import Hooks
 if TYPE_CHECKING:
     from pmsq.broker import Broker
 
-__all__ = ["Call", "Effect", "Invoke", "Job", "Lifecycle", "Settle", "drive"]
+__all__ = ["PARKED", "Call", "Effect", "Invoke", "Job", "Lifecycle", "Settle", "drive"]
 
 log = logging.getLogger("pmsq.worker")
 
@@ -104,10 +104,26 @@ class Job:
     freed: bool = False
 
 
-def drive(gen: Generator[Effect, Any, Any], perform: Callable[[Effect], Any]) -> Any:
-    """Run a lifecycle generator to its end, performing each effect synchronously."""
-    value: Any = None
-    error: Exception | None = None
+#: What :func:`drive` returns when ``park`` took an effect: the generator waits, open.
+PARKED: Any = object()
+
+
+def drive(
+    gen: Generator[Effect, Any, Any],
+    perform: Callable[[Effect], Any],
+    *,
+    park: Callable[[Effect], bool] | None = None,
+    value: Any = None,
+    error: Exception | None = None,
+) -> Any:
+    """Run a lifecycle generator to its end, performing each effect synchronously.
+
+    ``park(effect)`` may take an effect instead (returning True): then
+    ``drive`` returns :data:`PARKED` and leaves the generator open, to be
+    resumed later by ``drive(gen, perform, value=...)`` or ``error=...``
+    with that effect's result.
+    """
+    parked = False
     try:
         while True:
             try:
@@ -115,12 +131,16 @@ def drive(gen: Generator[Effect, Any, Any], perform: Callable[[Effect], Any]) ->
             except StopIteration as stop:
                 return stop.value
             value, error = None, None
+            if park is not None and park(effect):
+                parked = True
+                return PARKED
             try:
                 value = perform(effect)
             except Exception as exc:
                 error = exc
     finally:
-        gen.close()
+        if not parked:
+            gen.close()
 
 
 class Lifecycle:

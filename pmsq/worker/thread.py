@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.from_thread
 
-from pmsq.worker.lifecycle import Call, Effect, Job, Lifecycle, Settle, drive
+from pmsq.worker.lifecycle import PARKED, Call, Effect, Job, Lifecycle, Settle, drive
 from pmsq.worker.middleware import Middleware
 from pmsq.worker.options import (
     check_concurrency,
@@ -431,29 +431,22 @@ class Worker:
         error: Exception | None,
     ) -> bool:
         """Run ``job``'s lifecycle until it ends or parks its settlement (``True``)."""
-        core = self._core
-        assert core is not None
+
+        def park(effect: Effect) -> bool:
+            if not isinstance(effect, Settle):
+                return False
+            with self._parked_lock:
+                self._parked.append((job, gen, effect))
+            return True
+
         try:
-            while True:
-                try:
-                    effect = gen.throw(error) if error is not None else gen.send(value)
-                except StopIteration:
-                    return False
-                value, error = None, None
-                if isinstance(effect, Settle):
-                    with self._parked_lock:
-                        self._parked.append((job, gen, effect))
-                    return True
-                try:
-                    value = self._perform(effect)
-                except Exception as exc:
-                    error = exc
+            return drive(gen, self._perform, park=park, value=value, error=error) is PARKED
         except Exception:
             log.exception(
                 "internal error handling message %s; it comes back when its lease expires",
                 job.delivery.message.id,
             )
-        return False
+            return False
 
     def _perform(self, effect: Effect) -> Any:
         if isinstance(effect, Call):

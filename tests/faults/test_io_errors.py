@@ -24,21 +24,15 @@ from faults._support import ROLES, integrity, table_rows
 COUNT = 40
 
 
+def _failing_fdatasync(inject: str, cmd: list[str]) -> list[str]:
+    """``cmd`` under strace, with ``inject`` (an strace fault spec) applied to fdatasync."""
+    return ["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=fdatasync", "-e", inject, *cmd]
+
+
 def _producer(db: Path, *flags: str, inject: str | None) -> tuple[int, dict[str, object]]:
     cmd = [sys.executable, str(ROLES / "dedup_producer.py"), str(db), "orders", str(COUNT), *flags]
     if inject is not None:
-        cmd = [
-            "strace",
-            "-f",
-            "-qq",
-            "-o",
-            "/dev/null",
-            "-e",
-            "trace=fdatasync",
-            "-e",
-            inject,
-            *cmd,
-        ]
+        cmd = _failing_fdatasync(inject, cmd)
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     assert done.stdout, done.stderr
     return done.returncode, json.loads(done.stdout.splitlines()[-1])
@@ -110,22 +104,10 @@ def test_failed_fsync_while_settling_loses_and_duplicates_nothing(
         with pmsq.connect(str(db)) as broker:
             q = broker.declare_queue("orders", lease=0.2, max_attempts=10)
             ids = q.put_many([{"n": i} for i in range(6)])
-        cmd = [
-            "strace",
-            "-f",
-            "-qq",
-            "-o",
-            "/dev/null",
-            "-e",
-            "trace=fdatasync",
-            "-e",
+        cmd = _failing_fdatasync(
             f"inject=fdatasync:error=EIO:when={when}",
-            sys.executable,
-            str(ROLES / "settler.py"),
-            str(db),
-            "orders",
-            verb,
-        ]
+            [sys.executable, str(ROLES / "settler.py"), str(db), "orders", verb],
+        )
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         assert done.returncode == 0, done.stderr  # no crash
         outcomes: dict[str, str] = json.loads(done.stdout.splitlines()[-1])

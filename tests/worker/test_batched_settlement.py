@@ -36,8 +36,11 @@ def test_handlers_that_finish_together_are_settled_in_one_call(
         if not batches:
             assert started.wait(30)
             # Hold the first commit until every other finished handler parked.
-            parked = lambda: len(running[0].worker._parked) == n - len(settlements)  # noqa: E731
-            wait_for(parked, what="the other handlers to park their outcomes")
+            rest = n - len(settlements)
+            wait_for(
+                lambda: len(running[0].worker._parked) == rest,
+                what="the other handlers to park their outcomes",
+            )
         batches.append(len(settlements))
         return original(settlements, now=now)
 

@@ -72,6 +72,14 @@ def _short(text: str | None) -> str | None:
     return last[:_MAX_TEXT]
 
 
+def duration_detail(duration_ms: float | None) -> str | None:
+    """The detail :meth:`Journal.add` writes for an event whose only detail is its handler time.
+
+    Built without the encoder for the per-message hot path (acks).
+    """
+    return None if duration_ms is None else f'{{"duration_ms":{duration_ms!r}}}'
+
+
 class Journal:
     """Collects one transaction's events; ``retention=None`` makes every call a no-op.
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pmsq.backends.base import Envelope
-from pmsq.backends.sqlite.journal import Journal
+from pmsq.backends.sqlite.journal import Journal, duration_detail
 from pmsq.backends.sqlite.puts import ConfigReader, insert_envelope, record_put
 from pmsq.backends.sqlite.rows import tenant_out
 from pmsq.backends.sqlite.schema import IN_FLIGHT, READY, SCHEDULED
@@ -160,8 +160,7 @@ def settle_acks(
             continue
         _, _, queue, tenant, key, mid, correlation, attempt = row
         promote_next(conn, queue, tenant, key)
-        # The same JSON as Journal.add would write, without its generic work per ack.
-        detail = None if ms is None else f'{{"duration_ms":{_ms(ms)!r}}}'
+        detail = duration_detail(_ms(ms))
         journal.add_row(now, "acked", mid, queue, tenant, key, correlation, attempt, None, detail)
         out.append((queue, tenant, key))
     return out
