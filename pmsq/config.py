@@ -27,9 +27,10 @@ __all__ = [
 OnKeyFailure = Literal["continue", "block"]
 
 # Names double as SQL values and CLI arguments; a conservative alphabet keeps
-# them printable, greppable and safe to route with topic patterns.
-_QUEUE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}$")
-_TENANT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-@]{0,127}$")
+# them printable, greppable and safe to route with topic patterns. Checked with
+# fullmatch: "$" would also match before a final newline and let "orders\n" in.
+_QUEUE_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}")
+_TENANT_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:\-@]{0,127}")
 MAX_KEY_LEN = 512
 
 
@@ -40,7 +41,7 @@ def check_queue_name(name: object) -> str:
         ConfigurationError: if it is not a string of 1-200 characters from
             ``A-Z a-z 0-9 _ . -`` starting with a letter, digit or ``_``.
     """
-    if not isinstance(name, str) or not _QUEUE_RE.match(name):
+    if not isinstance(name, str) or not _QUEUE_RE.fullmatch(name):
         raise ConfigurationError(
             f"invalid queue name {name!r}: use 1-200 characters from A-Z a-z 0-9 _ . - "
             "starting with a letter, digit or _"
@@ -57,7 +58,7 @@ def check_tenant(tenant: object) -> str | None:
     """
     if tenant is None:
         return None
-    if not isinstance(tenant, str) or not _TENANT_RE.match(tenant):
+    if not isinstance(tenant, str) or not _TENANT_RE.fullmatch(tenant):
         raise ConfigurationError(
             f"invalid tenant {tenant!r}: use 1-128 characters from A-Z a-z 0-9 _ . : - @ "
             "starting with a letter, digit or _"

@@ -13,7 +13,8 @@ from pmsq.errors import ConfigurationError
 
 __all__ = ["check_pattern", "check_topic", "matches"]
 
-_WORD = re.compile(r"^[A-Za-z0-9_\-:]+$")
+# Checked with fullmatch: "$" would also match before a final newline.
+_WORD = re.compile(r"[A-Za-z0-9_\-:]+")
 
 
 def check_topic(topic: object) -> str:
@@ -25,7 +26,7 @@ def check_topic(topic: object) -> str:
     if not isinstance(topic, str) or not topic or len(topic) > 255:
         raise ConfigurationError(f"invalid topic {topic!r}: use 1-255 characters")
     for word in topic.split("."):
-        if not _WORD.match(word):
+        if not _WORD.fullmatch(word):
             raise ConfigurationError(
                 f"invalid topic {topic!r}: words are A-Z a-z 0-9 _ - : separated by single dots"
             )
@@ -41,7 +42,7 @@ def check_pattern(pattern: object) -> str:
     if not isinstance(pattern, str) or not pattern or len(pattern) > 255:
         raise ConfigurationError(f"invalid topic pattern {pattern!r}: use 1-255 characters")
     for word in pattern.split("."):
-        if word not in ("*", "#") and not _WORD.match(word):
+        if word not in ("*", "#") and not _WORD.fullmatch(word):
             raise ConfigurationError(
                 f"invalid topic pattern {pattern!r}: words are A-Z a-z 0-9 _ - :, or * (one "
                 "word) or # (zero or more words), separated by single dots"

@@ -130,6 +130,7 @@ BAD_PUT_OPTIONS: dict[str, tuple[dict[str, Any], str]] = {
     "tenant-sql": ({"tenant": SQL_NAME}, "invalid tenant"),
     "tenant-too-long": ({"tenant": "t" * 129}, "invalid tenant"),
     "tenant-int": ({"tenant": 7}, "invalid tenant"),
+    "tenant-trailing-newline": ({"tenant": "acme\n"}, "invalid tenant"),
     "dedup-empty": ({"dedup_id": ""}, "invalid dedup_id"),
     "dedup-too-long": ({"dedup_id": "d" * 257}, "invalid dedup_id"),
     "dedup-nul": ({"dedup_id": "a\x00b"}, "invalid dedup_id"),
@@ -175,6 +176,9 @@ BAD_QUEUE_NAMES = [
     "a*",
     SQL_NAME,
     "pmsq_messages; DELETE FROM pmsq_messages",
+    # "$" in a pattern matches before a final newline: the name must end where it ends.
+    "orders\n",
+    "orders\r\n",
     None,
     42,
 ]
@@ -198,6 +202,13 @@ def test_bad_queue_name(broker: pmsq.Broker, name: Any) -> None:
     for action in actions:
         with pytest.raises(pmsq.ConfigurationError, match="invalid queue name"):
             action()
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize("tenant", ["acme\n", "acme\r\n", "\nacme"], ids=repr)
+def test_tenant_handle_refuses_a_newline_in_the_tenant(broker: pmsq.Broker, tenant: str) -> None:
+    with pytest.raises(pmsq.ConfigurationError, match="invalid tenant"):
+        broker.tenant(tenant)
 
 
 def test_sql_looking_key_is_just_data(store: pmsq.Queue, db_path: Path) -> None:

@@ -163,12 +163,16 @@ def test_subscribe_is_idempotent_and_validated(broker: pmsq.Broker) -> None:
     broker.subscribe("booking.*", queue="calendar")
     broker.subscribe("booking.*", queue="calendar")
     assert broker.bindings() == [("booking.*", "calendar")]
-    for bad in ("", "booking..created", "booking.*x", "a b"):
-        with pytest.raises(pmsq.ConfigurationError):
+    # A trailing newline once slipped through: "$" matches before a final "\n".
+    for bad in ("", "booking..created", "booking.*x", "a b", "booking.*\n", "booking\n.*"):
+        with pytest.raises(pmsq.ConfigurationError, match="invalid topic pattern"):
             broker.subscribe(bad, queue="calendar")
-    for bad_topic in ("booking.*", "booking.#", "", "a..b"):
-        with pytest.raises(pmsq.ConfigurationError):
+    for bad_topic in ("booking.*", "booking.#", "", "a..b", "booking.created\n", "a\n.b"):
+        with pytest.raises(pmsq.ConfigurationError, match="invalid topic"):
             broker.publish(bad_topic, {})
+        with pytest.raises(pmsq.ConfigurationError, match="invalid topic"):
+            broker.route(bad_topic)
+    assert broker.bindings() == [("booking.*", "calendar")]
 
 
 def test_bindings_are_persisted_for_other_brokers(
