@@ -51,19 +51,57 @@ def check_pattern(pattern: object) -> str:
 
 
 def matches(pattern: str, topic: str) -> bool:
-    """Whether ``topic`` matches ``pattern``."""
-    return _match_words(tuple(pattern.split(".")), tuple(topic.split(".")))
+    """Whether ``topic`` matches ``pattern``.
+
+    Linear in (pattern words x topic words), whatever the mix of ``#`` and
+    ``*``: a backtracking matcher tried every split of the topic at every
+    ``#`` and took seconds for one long topic against a pattern of many ``#``.
+    """
+    return _matches(pattern, topic)
 
 
 @lru_cache(maxsize=8192)
-def _match_words(pat: tuple[str, ...], words: tuple[str, ...]) -> bool:
-    if not pat:
-        return not words
-    head, rest = pat[0], pat[1:]
-    if head == "#":
-        return any(_match_words(rest, words[i:]) for i in range(len(words) + 1))
-    if not words:
-        return False
-    if head == "*" or head == words[0]:
-        return _match_words(rest, words[1:])
-    return False
+def _matches(pattern: str, topic: str) -> bool:
+    return _match_words(_compile(pattern), topic.split("."))
+
+
+@lru_cache(maxsize=1024)
+def _compile(pattern: str) -> tuple[str, ...]:
+    """The pattern's words with runs of ``#`` collapsed: ``#.#`` matches what ``#`` does."""
+    out: list[str] = []
+    for word in pattern.split("."):
+        if word == "#" and out and out[-1] == "#":
+            continue
+        out.append(word)
+    return tuple(out)
+
+
+def _match_words(pat: tuple[str, ...], words: list[str]) -> bool:
+    # Simulate the pattern as an automaton: ``states`` holds every pattern
+    # position reachable after the words read so far; a ``#`` at position i
+    # both stays (it eats the word) and may be skipped (it matches nothing).
+    end = len(pat)
+
+    def closure(positions: set[int]) -> set[int]:
+        out = set(positions)
+        for i in sorted(positions):
+            # Runs of # are collapsed, so one skip reaches the next non-# word.
+            if i < end and pat[i] == "#":
+                out.add(i + 1)
+        return out
+
+    states = closure({0})
+    for word in words:
+        step: set[int] = set()
+        for i in states:
+            if i == end:
+                continue
+            head = pat[i]
+            if head == "#":
+                step.add(i)
+            elif head == "*" or head == word:
+                step.add(i + 1)
+        if not step:
+            return False
+        states = closure(step)
+    return end in states

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -43,6 +46,60 @@ def test_matches_agrees_with_reference(pattern: list[str], topic: list[str]) -> 
     assert matches(p, t) == reference_match(p, t), (p, t)
 
 
+long_topics = st.lists(st.sampled_from(["a", "b"]), min_size=1, max_size=14)
+hashy_patterns = st.lists(st.sampled_from(["a", "*", "#", "#", "#"]), min_size=1, max_size=14)
+
+
+@settings(max_examples=300, deadline=None)
+@given(pattern=hashy_patterns, topic=long_topics)
+def test_matches_agrees_with_reference_on_runs_of_hashes(
+    pattern: list[str], topic: list[str]
+) -> None:
+    p, t = ".".join(pattern), ".".join(topic)
+    assert matches(p, t) == reference_match(p, t), (p, t)
+
+
+@settings(max_examples=200, deadline=None)
+@given(pattern=hashy_patterns, topic=long_topics, at=st.integers(min_value=0))
+def test_doubling_a_hash_changes_nothing(pattern: list[str], topic: list[str], at: int) -> None:
+    hashes = [i for i, w in enumerate(pattern) if w == "#"]
+    if not hashes:
+        pattern = [*pattern, "#"]
+        hashes = [len(pattern) - 1]
+    i = hashes[at % len(hashes)]
+    doubled = [*pattern[: i + 1], "#", *pattern[i + 1 :]]
+    t = ".".join(topic)
+    assert matches(".".join(doubled), t) == matches(".".join(pattern), t)
+
+
+def _python_calls(fn: Any, *args: Any) -> int:
+    """How many Python-level function calls ``fn(*args)`` makes: work, without a stopwatch."""
+    calls = 0
+
+    def profile(frame: FrameType, event: str, arg: object) -> None:
+        nonlocal calls
+        if event == "call":
+            calls += 1
+
+    sys.setprofile(profile)
+    try:
+        fn(*args)
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+@pytest.mark.parametrize("hashes", [10, 40])
+def test_matching_work_is_bounded_for_many_hashes(hashes: int) -> None:
+    # Many "#" against a longer topic that fails at its last word: a backtracking
+    # matcher tries every split (126 "#" and 127 words once took 2.2 s per topic).
+    pattern = ".".join(["#"] * hashes + ["z"])
+    words = [f"w{hashes}"] + ["a"] * hashes
+    calls = _python_calls(matches, pattern, ".".join(words))
+    assert matches(pattern, ".".join(words)) is False
+    assert calls <= 3 * (len(words) + hashes) + 10, calls
+
+
 @pytest.mark.parametrize(
     ("pattern", "topic", "expected"),
     [
@@ -67,6 +124,12 @@ def test_matches_agrees_with_reference(pattern: list[str], topic: list[str]) -> 
         ("#.created", "booking.created", True),
         ("*.#", "a", True),
         ("*.*.#", "a", False),
+        ("#.*.#", "a", True),
+        ("#.*.#", "a.b.c", True),
+        ("#.#.a.#.#", "a", True),
+        ("#.#.a.#.#", "b.b", False),
+        ("a.#.#.*", "a", False),
+        ("a.#.#.*", "a.b", True),
     ],
 )
 def test_pattern_edge_cases(pattern: str, topic: str, expected: bool) -> None:
