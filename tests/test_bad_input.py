@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 from faults._support import StoreSnapshot, table_rows
 
 import pmsq
+from pmsq.codec import MAX_DEPTH
 
 SQL_NAME = "x'; DROP TABLE pmsq_messages; --"
 
@@ -61,6 +63,16 @@ PAYLOADS = {
     "-inf": (-math.inf, "Out of range float"),
     "non-str-key-tuple": ({(1, 2): "x"}, "keys must be str"),
     "too-deep": (_deep(100_000), "nested too deeply"),
+    "deep-990": (_deep(990), "200 levels"),
+    "one-past-the-depth-limit": (_deep(MAX_DEPTH + 1), "pmsq.codec.MAX_DEPTH"),
+    "deep-in-a-dict": ({"a": [{"b": _deep(MAX_DEPTH)}]}, "nested too deeply"),
+    # JSON turns these keys into strings: {1: "int", "1": "str"} came back as {"1": "str"}.
+    "int-key-beside-its-string": ({1: "int", "1": "str"}, "got the int key 1"),
+    "int-key": ({1: "x"}, "keys must be str"),
+    "none-key": ({None: "x"}, "delivered as the string 'null'"),
+    "bool-key": ({True: "x"}, "delivered as the string 'true'"),
+    "float-key": ({1.5: "x"}, "float key 1.5"),
+    "nested-int-key": ([{"ok": {2: "x"}}], "keys must be str"),
     "nested-object-in-list": ([1, {"a": [dt.date(2024, 1, 1)]}], "date is not JSON serializable"),
     # JSON can carry a lone surrogate, UTF-8 cannot: it used to escape as UnicodeEncodeError.
     "lone-surrogate": ("caf\ud800", "surrogates not allowed"),
@@ -83,12 +95,72 @@ def test_unserialisable_payload(store: pmsq.Queue, name: str) -> None:
 @pytest.mark.usefixtures("unchanged")
 @pytest.mark.parametrize(
     "headers",
-    [{1: "x"}, {"a": object()}, {"a": math.nan}, ["not", "a", "dict"], {"h": "\ud800"}],
-    ids=["int-key", "object", "nan", "list", "lone-surrogate"],
+    [
+        {1: "x"},
+        {"a": object()},
+        {"a": math.nan},
+        ["not", "a", "dict"],
+        {"h": "\ud800"},
+        {"h": {1: "x"}},
+        {"h": _deep(MAX_DEPTH)},
+    ],
+    ids=["int-key", "object", "nan", "list", "lone-surrogate", "nested-int-key", "too-deep"],
 )
 def test_bad_headers(store: pmsq.Queue, headers: Any) -> None:
     with pytest.raises(pmsq.SerializationError, match="headers"):
         store.put({"n": 1}, headers=headers)
+
+
+def _at_stack_depth(frames: int, fn: Callable[[], Any]) -> Any:
+    """Call ``fn`` with ``frames`` more Python frames on the stack (a deep handler's)."""
+    return fn() if frames == 0 else _at_stack_depth(frames - 1, fn)
+
+
+def _put_from_a_fresh_thread(q: pmsq.Queue, payload: Any) -> BaseException | None:
+    """Put from a new thread's shallow stack; return what it raised, if anything."""
+    raised: list[BaseException] = []
+
+    def put() -> None:
+        try:
+            q.put(payload)
+        except BaseException as exc:
+            raised.append(exc)
+
+    t = threading.Thread(target=put)
+    t.start()
+    t.join()
+    return raised[0] if raised else None
+
+
+@pytest.mark.parametrize("depth", [950, 600, MAX_DEPTH + 1])
+def test_a_payload_too_deep_to_read_back_is_refused_at_put(broker: pmsq.Broker, depth: int) -> None:
+    # From a shallow stack a list 950 deep encodes, but a reader with a few
+    # hundred frames under it cannot decode it: it was dead-lettered at claim
+    # ("payload cannot be decoded") and no handler ever saw it.
+    q = broker.queue("deep")
+    error = _put_from_a_fresh_thread(q, _deep(depth))
+    assert isinstance(error, pmsq.SerializationError), error
+    assert f"{MAX_DEPTH} levels" in str(error)
+    assert q.peek() == []
+    assert q.dead_letters().list() == []
+
+
+def test_what_put_accepts_a_reader_gets_back(store: pmsq.Queue) -> None:
+    # At the depth limit, put from a shallow stack and read from a deep one:
+    # decoding recurses once per level, which is why the limit exists.
+    store.put_many([_deep(MAX_DEPTH), {"pair": (1, 2), "nested": ((3,), [4])}])
+    got = []
+    while True:
+        try:
+            d = _at_stack_depth(400, lambda: store.get(timeout=0))
+        except pmsq.Empty:
+            break
+        got.append(d.message.payload)
+        d.ack()
+    assert _deep(MAX_DEPTH) in got
+    # Documented in pmsq.codec: a tuple is a JSON array and comes back as a list.
+    assert {"pair": [1, 2], "nested": [[3], [4]]} in got
+    assert store.dead_letters().list() == []
 
 
 @pytest.mark.usefixtures("unchanged")
