@@ -6,37 +6,33 @@ import contextlib
 import datetime as dt
 import math
 import random
-import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, TypeVar
 
+from pmsq import routing
 from pmsq.alerts import Alert, AlertBook, AlertRule, evaluate, load_rules, save_rule
-from pmsq.backends.base import Backend, Claimed, Envelope
+from pmsq.backends.base import Backend
 from pmsq.backends.registry import open_backend
 from pmsq.clock import Clock, SystemClock
-from pmsq.codec import BYTES_FORMAT, Codec, JsonCodec, decode_headers
+from pmsq.codec import Codec, JsonCodec
 from pmsq.config import Backoff, QueueConfig, RateLimit, check_queue_name, check_tenant
 from pmsq.deadletters import DeadLetters
-from pmsq.delivery import Delivery
-from pmsq.errors import ConfigurationError, Unroutable
+from pmsq.errors import ConfigurationError
 from pmsq.handlers import HandlerSpec
-from pmsq.message import Message, utc_from_epoch
+from pmsq.message import Message
 from pmsq.once import once_sqlite
-from pmsq.queue import Queue, build_envelope
-from pmsq.stats import QueueStats, Stats
-from pmsq.topics import check_pattern, check_topic, matches
+from pmsq.queue import Queue
+from pmsq.runtime import PutHook, Runtime
+from pmsq.stats import Stats
+from pmsq.tenant import TenantHandle
+from pmsq.topics import check_pattern
 
-__all__ = ["Broker", "connect"]
+__all__ = ["Broker", "PutHook", "connect"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-_CONFIG_TTL = 1.0
 #: ``connect(history=)`` default: keep three days of message history. Compared by
 #: identity, so only a retention the caller chose is refused by backends without one.
 DEFAULT_HISTORY = dt.timedelta(days=3)
-
-#: A put hook: ``hook(queue, message_id, topic, headers)``; it may add to ``headers``.
-PutHook = Callable[[str, str, "str | None", "dict[str, Any]"], None]
 
 
 def _history_seconds(history: object) -> float | None:
@@ -72,6 +68,10 @@ class Broker:
     """A connection to one store: declares queues, routes topics, hands out queues.
 
     Safe to share between threads. Use :func:`connect` to make one.
+
+    A facade: what its queue handles, deliveries and workers share (store,
+    codec, clock, configuration cache, wake-ups) lives in :attr:`runtime`,
+    which it hands to each of them, so none of them depends on the Broker.
     """
 
     def __init__(
@@ -85,20 +85,54 @@ class Broker:
         rng: random.Random | None = None,
     ) -> None:
         _check_broker_options(max_payload_bytes, poll_interval)
-        self.backend = backend
-        self.clock: Clock = clock or SystemClock()
-        self.codec: Codec = codec or JsonCodec()
-        self.max_payload_bytes = max_payload_bytes
-        self.poll_interval = float(poll_interval)
-        self.rng = rng or random.Random()
+        #: What the handles, deliveries and workers of this broker share (for
+        #: pmsq's own drivers and tools; apps use the Broker's methods).
+        self.runtime = Runtime(
+            backend,
+            clock=clock or SystemClock(),
+            codec=codec or JsonCodec(),
+            rng=rng or random.Random(),
+            max_payload_bytes=max_payload_bytes,
+            poll_interval=float(poll_interval),
+        )
         self.handlers: dict[str, HandlerSpec] = {}
         self.middleware: list[Any] = []
-        self.put_hooks: list[PutHook] = []
-        self._configs: dict[str, tuple[float, QueueConfig]] = {}
-        self._wake = threading.Condition()
-        self._generation: dict[str, int] = {}
-        self._known_queues: set[str] = set()
         self._alert_book = AlertBook()
+
+    @property
+    def backend(self) -> Backend:
+        """The store driver."""
+        return self.runtime.backend
+
+    @property
+    def clock(self) -> Clock:
+        """The time source."""
+        return self.runtime.clock
+
+    @property
+    def codec(self) -> Codec:
+        """The payload codec."""
+        return self.runtime.codec
+
+    @property
+    def rng(self) -> random.Random:
+        """The random source for backoff jitter."""
+        return self.runtime.rng
+
+    @property
+    def max_payload_bytes(self) -> int:
+        """Largest encoded payload a put accepts."""
+        return self.runtime.max_payload_bytes
+
+    @property
+    def poll_interval(self) -> float:
+        """Longest an idle consumer waits before looking for other processes' writes."""
+        return self.runtime.wakeups.poll_interval
+
+    @property
+    def put_hooks(self) -> list[PutHook]:
+        """The hooks added with :meth:`add_put_hook`, in order."""
+        return self.runtime.put_hooks
 
     def __repr__(self) -> str:
         return f"<Broker {getattr(self.backend, 'url', self.backend.name)!r}>"
@@ -111,9 +145,7 @@ class Broker:
 
     def close(self) -> None:
         """Close the store connection. Idempotent."""
-        self.backend.close()
-        with self._wake:
-            self._wake.notify_all()
+        self.runtime.close()
 
     # -- queues ----------------------------------------------------------------
     def declare_queue(
@@ -164,11 +196,10 @@ class Broker:
             rate_limit=rate_limit,
         )
         if rate_limit is not None:
-            self.backend.capabilities.require(self.backend.name, "rate_limits")
+            self.runtime.require("rate_limits")
         self.backend.declare_queue(config)
-        self._configs[name] = (time.monotonic(), config)
-        self._known_queues.add(name)
-        return Queue(self, name)
+        self.runtime.declared(config)
+        return Queue(self.runtime, name)
 
     def queue(self, name: str) -> Queue:
         """Return the handle of queue ``name``, creating it with defaults if undeclared.
@@ -176,13 +207,8 @@ class Broker:
         Raises:
             ConfigurationError: invalid name.
         """
-        check_queue_name(name)
-        if name not in self._known_queues:
-            if self.backend.queue_config(name) is None:
-                # Insert-if-absent: another process may have declared it since the read.
-                self.backend.ensure_queue(QueueConfig(name=name))
-            self._known_queues.add(name)
-        return Queue(self, name)
+        self.runtime.ensure_queue(check_queue_name(name))
+        return Queue(self.runtime, name)
 
     def queues(self) -> list[QueueConfig]:
         """Every declared queue's configuration."""
@@ -190,13 +216,7 @@ class Broker:
 
     def queue_config(self, name: str) -> QueueConfig:
         """A queue's configuration, cached for about a second."""
-        hit = self._configs.get(name)
-        now = time.monotonic()
-        if hit is not None and now - hit[0] < _CONFIG_TTL:
-            return hit[1]
-        config = self.backend.queue_config(name) or QueueConfig(name=name)
-        self._configs[name] = (now, config)
-        return config
+        return self.runtime.queue_config(name)
 
     def add_put_hook(self, hook: PutHook) -> None:
         """Call ``hook(queue, message_id, topic, headers)`` for every message put or published.
@@ -207,7 +227,7 @@ class Broker:
         ``traceparent``. A hook that raises fails the put. Used by
         ``pmsq.contrib.otel`` for producer spans.
         """
-        self.put_hooks.append(hook)
+        self.runtime.put_hooks.append(hook)
 
     # -- topics ------------------------------------------------------------------
     def subscribe(self, pattern: str, *, queue: str) -> None:
@@ -216,7 +236,7 @@ class Broker:
         Stored, so every process routes the same way. Idempotent.
         """
         self.backend.bind(check_pattern(pattern), check_queue_name(queue))
-        self._known_queues.add(queue)
+        self.runtime.known(queue)
 
     def unsubscribe(self, pattern: str, *, queue: str) -> bool:
         """Remove a binding; whether it existed."""
@@ -227,9 +247,12 @@ class Broker:
         return self.backend.bindings()
 
     def route(self, topic: str) -> list[str]:
-        """Queues that a message published on ``topic`` goes to."""
-        check_topic(topic)
-        return sorted({q for p, q in self.backend.bindings() if matches(p, topic)})
+        """Queues that a message published on ``topic`` goes to.
+
+        Raises:
+            ConfigurationError: ``topic`` is not a valid topic.
+        """
+        return routing.route(self.runtime, topic)
 
     def publish(
         self,
@@ -257,36 +280,19 @@ class Broker:
             Unroutable: no binding matches (nothing is stored).
             The errors of ``Queue.put``.
         """
-        queues = self.route(topic)
-        if not queues:
-            raise Unroutable(
-                f"no queue is subscribed to topic {topic!r}; bind one with "
-                f"broker.subscribe(pattern, queue=...) (bindings: {self.bindings() or 'none'})"
-            )
-        envs: list[Envelope] = []
-        first_id: str | None = None
-        for q in queues:
-            env = build_envelope(
-                self,
-                q,
-                payload,
-                key=key,
-                tenant=tenant,
-                priority=priority,
-                delay=delay,
-                not_before=not_before,
-                dedup_id=dedup_id,
-                headers=headers,
-                coalesce=False,
-                topic=topic,
-                correlation_id=first_id,
-            )
-            # Fan-out siblings share one correlation id, so a trace finds them together.
-            first_id = first_id or env.correlation_id
-            envs.append(env)
-        if connection is not None:
-            self.backend.capabilities.require(self.backend.name, "transactional_put")
-        return self._store(envs, connection=connection)
+        return routing.publish(
+            self.runtime,
+            topic,
+            payload,
+            key=key,
+            tenant=tenant,
+            priority=priority,
+            delay=delay,
+            not_before=not_before,
+            dedup_id=dedup_id,
+            headers=headers,
+            connection=connection,
+        )
 
     # -- handlers ------------------------------------------------------------------
     def handler(
@@ -355,12 +361,8 @@ class Broker:
     def stats(self, queue: str | None = None) -> Any:
         """``Stats`` for every queue, or ``QueueStats`` for ``queue``."""
         if queue is None:
-            return self.backend.stats(None, now=self.clock.time())
-        return self._queue_stats(check_queue_name(queue), None)
-
-    def _queue_stats(self, queue: str, tenant: str | None) -> QueueStats:
-        snap: Stats = self.backend.stats(queue, now=self.clock.time(), tenant=tenant)
-        return snap.queues.get(queue) or QueueStats(name=queue)
+            return self.runtime.stats()
+        return self.runtime.queue_stats(check_queue_name(queue), None)
 
     def alert(
         self,
@@ -417,146 +419,17 @@ class Broker:
 
     def dead_letters(self, queue: str) -> DeadLetters:
         """The dead letters of ``queue``: ``.list()``, ``.redrive(ids)``, ``.purge(ids)``."""
-        return DeadLetters(self, check_queue_name(queue))
+        return DeadLetters(self.runtime, check_queue_name(queue))
 
-    def tenant(self, tenant: str) -> Any:
+    def tenant(self, tenant: str) -> TenantHandle:
         """A handle that sees and touches only ``tenant``'s messages.
 
         Raises:
             ConfigurationError: invalid tenant id.
         """
-        from pmsq.tenant import TenantHandle
-
         if check_tenant(tenant) is None:
             raise ConfigurationError("tenant() needs a tenant id, got None")
-        return TenantHandle(self, tenant)
-
-    # -- internals shared by Queue, Delivery and the workers ------------------------------
-    def _store(self, envs: Sequence[Envelope], *, connection: Any = None) -> list[str]:
-        ids = self.backend.put_many(envs, now=self.clock.time(), connection=connection)
-        if connection is None:
-            for q in {e.queue for e in envs}:
-                self._notify(q)
-        return ids
-
-    def _message(self, env: Envelope, attempt: int, *, lenient: bool = False) -> Message:
-        """Rebuild a ``Message``; ``lenient`` (operator reads) shows undecodable bodies as bytes.
-
-        Peeking and listing dead letters must work exactly when a body is
-        damaged or written by another codec: that is when an operator looks.
-        """
-        if env.format == BYTES_FORMAT:
-            payload: Any = env.data
-        elif lenient:
-            from pmsq.errors import SerializationError
-
-            try:
-                payload = self._decode(env)
-            except SerializationError:
-                payload = env.data
-        else:
-            payload = self._decode(env)
-        return Message(
-            id=env.id,
-            queue=env.queue,
-            payload=payload,
-            key=env.key,
-            tenant=env.tenant,
-            priority=env.priority,
-            headers=decode_headers(env.headers),
-            attempt=attempt,
-            enqueued_at=utc_from_epoch(env.enqueued_at),
-            dedup_id=env.dedup_id,
-            topic=env.topic,
-            correlation_id=env.correlation_id,
-            causation_id=env.causation_id,
-        )
-
-    def _decode(self, env: Envelope) -> Any:
-        if env.format != self.codec.format:
-            from pmsq.errors import SerializationError
-
-            raise SerializationError(
-                f"message {env.id} was written with codec {env.format!r}, but this broker "
-                f"uses {self.codec.format!r}; connect with that codec to read it"
-            )
-        return self.codec.decode(env.data)
-
-    def _deliveries(self, claimed: Sequence[Claimed]) -> list[Delivery]:
-        out = []
-        for c in claimed:
-            config = self.queue_config(c.envelope.queue)
-            try:
-                message = self._message(c.envelope, c.attempt)
-            except Exception as exc:
-                # An undecodable body can never succeed: dead-letter it, keep the rest flowing.
-                from pmsq.policy import describe_error
-
-                error_type, text = describe_error(exc)
-                self.backend.dead_letter(
-                    c.receipt,
-                    now=self.clock.time(),
-                    reason=f"payload cannot be decoded: {exc}",
-                    error_type=error_type,
-                    traceback=text,
-                    duration_ms=None,
-                )
-                continue
-            out.append(Delivery(self, c, message, config))
-        return out
-
-    def _notify(self, queue: str) -> None:
-        with self._wake:
-            self._generation[queue] = self._generation.get(queue, 0) + 1
-            self._wake.notify_all()
-
-    def _wait(self, queue: str, timeout: float | None) -> None:
-        """Sleep until a local put to ``queue``, the next due time, or the poll interval."""
-        wait = self.poll_interval if timeout is None else min(timeout, self.poll_interval)
-        with self._wake:
-            start = self._generation.get(queue, 0)
-            self._wake.wait_for(lambda: self._generation.get(queue, 0) != start, timeout=wait)
-
-    def _changes(self, queues: Sequence[str]) -> int:
-        """A counter that grows with every local put or settle touching one of ``queues``.
-
-        Take it before a claim finds nothing and pass it to :meth:`_wait_any`,
-        so a put landing between the two is not slept through.
-        """
-        with self._wake:
-            return sum(self._generation.get(q, 0) for q in queues)
-
-    def _wait_any(
-        self,
-        queues: Sequence[str],
-        since: int,
-        timeout: float,
-        wake: Callable[[], bool] | None = None,
-    ) -> None:
-        """One idle wait for a consumer of several queues (the workers).
-
-        Returns when :meth:`_changes` of ``queues`` moves past ``since`` (a
-        local put), when ``wake()`` turns true (re-checked on :meth:`_kick`),
-        or after ``timeout``, capped at ``poll_interval`` when ``queues`` is
-        not empty: writes by other processes are seen by polling, so that is
-        the cross-process wake-up bound.
-        """
-        if queues:
-            timeout = min(timeout, self.poll_interval)
-
-        def ready() -> bool:
-            if wake is not None and wake():
-                return True
-            return sum(self._generation.get(q, 0) for q in queues) != since
-
-        with self._wake:
-            self._wake.wait_for(ready, timeout=max(0.0, timeout))
-
-    def _kick(self) -> None:
-        """Make every local waiter re-check its condition (safe in a signal handler:
-        the condition's lock is reentrant)."""
-        with self._wake:
-            self._wake.notify_all()
+        return TenantHandle(self.runtime, tenant)
 
 
 def connect(

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
+from pmsq.envelopes import to_message
 from pmsq.errors import ConfigurationError
 from pmsq.message import DeadLetter, utc_from_epoch
-
-if TYPE_CHECKING:
-    from pmsq.broker import Broker
+from pmsq.runtime import Runtime
 
 __all__ = ["DeadLetters"]
 
@@ -28,8 +26,8 @@ def _ids(ids: Iterable[str] | str | None) -> list[str] | None:
 class DeadLetters:
     """The dead letters of one queue (of one tenant, when scoped)."""
 
-    def __init__(self, broker: Broker, queue: str, *, tenant: str | None = None) -> None:
-        self._broker = broker
+    def __init__(self, runtime: Runtime, queue: str, *, tenant: str | None = None) -> None:
+        self._runtime = runtime
         self.queue = queue
         self.tenant = tenant
 
@@ -46,12 +44,12 @@ class DeadLetters:
             isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
         ):
             raise ConfigurationError(f"limit must be None or an int >= 0, got {limit!r}")
-        rows = self._broker.backend.dead_letters(
+        rows = self._runtime.backend.dead_letters(
             self.queue, tenant=self.tenant, ids=_ids(ids), limit=limit
         )
         return [
             DeadLetter(
-                message=self._broker._message(r.envelope, r.attempts, lenient=True),
+                message=to_message(self._runtime.codec, r.envelope, r.attempts, lenient=True),
                 reason=r.reason,
                 error_type=r.error_type,
                 traceback=r.traceback,
@@ -67,11 +65,11 @@ class DeadLetters:
         With ``on_key_failure="block"`` a redriven message goes back to the
         head of its key.
         """
-        n = self._broker.backend.redrive(
-            self.queue, _ids(ids), now=self._broker.clock.time(), tenant=self.tenant
+        n = self._runtime.backend.redrive(
+            self.queue, _ids(ids), now=self._runtime.clock.time(), tenant=self.tenant
         )
         if n:
-            self._broker._notify(self.queue)
+            self._runtime.wakeups.notify(self.queue)
         return n
 
     def purge(self, ids: Iterable[str] | None = None) -> int:
@@ -79,9 +77,9 @@ class DeadLetters:
 
         Purging a dead letter that blocks its key releases the key.
         """
-        n = self._broker.backend.purge(self.queue, _ids(ids), tenant=self.tenant)
+        n = self._runtime.backend.purge(self.queue, _ids(ids), tenant=self.tenant)
         if n:
-            self._broker._notify(self.queue)
+            self._runtime.wakeups.notify(self.queue)
         return n
 
     def __len__(self) -> int:

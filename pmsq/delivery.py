@@ -18,7 +18,7 @@ from pmsq.message import Message
 from pmsq.policy import Ack, DeadLetterOutcome, Outcome, RetryAt, decide
 
 if TYPE_CHECKING:
-    from pmsq.broker import Broker
+    from pmsq.runtime import Runtime
 
 __all__ = ["Delivery", "settle_many"]
 
@@ -36,9 +36,9 @@ class Delivery:
     """
 
     def __init__(
-        self, broker: Broker, claimed: Claimed, message: Message, config: QueueConfig
+        self, runtime: Runtime, claimed: Claimed, message: Message, config: QueueConfig
     ) -> None:
-        self._broker = broker
+        self._runtime = runtime
         self._claimed = claimed
         self.message = message
         self._config = config
@@ -101,10 +101,10 @@ class Delivery:
             decide(
                 attempt=self.message.attempt,
                 config=self._config,
-                now=self._broker.clock.time(),
+                now=self._runtime.clock.time(),
                 retry_requested=True,
                 retry_delay=delay,
-                rng=self._broker.rng,
+                rng=self._runtime.rng,
             )
         )
 
@@ -127,8 +127,8 @@ class Delivery:
             raise ConfigurationError(f"extend takes seconds > 0, got {seconds!r}")
         with self._lock:
             self._check_held()
-            expires = self._broker.backend.extend(
-                self._claimed.receipt, float(seconds), now=self._broker.clock.time()
+            expires = self._runtime.backend.extend(
+                self._claimed.receipt, float(seconds), now=self._runtime.clock.time()
             )
             if expires is None:
                 self._lost()
@@ -175,9 +175,9 @@ class Delivery:
         with self._lock:
             if self._settled is not None:
                 return
-            self._broker.backend.release([self._claimed.receipt], now=self._broker.clock.time())
+            self._runtime.backend.release([self._claimed.receipt], now=self._runtime.clock.time())
             self._settled = "released"
-        self._broker._notify(self.message.queue)
+        self._runtime.wakeups.notify(self.message.queue)
 
     def _lost(self) -> None:
         self._settled = "lost"
@@ -191,9 +191,9 @@ class Delivery:
         return decide(
             attempt=self.message.attempt,
             config=self._config,
-            now=self._broker.clock.time(),
+            now=self._runtime.clock.time(),
             error=error,
-            rng=self._broker.rng,
+            rng=self._runtime.rng,
         )
 
     def __enter__(self) -> Delivery:
@@ -234,7 +234,7 @@ def settle_many(
     if not items:
         return []
     results: list[PmsqError | None] = [None] * len(items)
-    broker = items[0][0]._broker
+    runtime = items[0][0]._runtime
     pending: list[tuple[int, Delivery, str]] = []
     oks: list[bool] | None
     with contextlib.ExitStack() as held:
@@ -250,7 +250,9 @@ def settle_many(
             requests.append(request)
             pending.append((i, d, state))
         try:
-            oks = broker.backend.settle_many(requests, now=broker.clock.time()) if requests else []
+            oks = (
+                runtime.backend.settle_many(requests, now=runtime.clock.time()) if requests else []
+            )
         except PmsqError as exc:
             if len(pending) == 1:
                 results[pending[0][0]] = exc
@@ -270,5 +272,5 @@ def settle_many(
         return results
     for i, d, state in pending:
         if state != "acked" and results[i] is None:
-            broker._notify(d.message.queue)
+            runtime.wakeups.notify(d.message.queue)
     return results

@@ -3,150 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
-import math
-import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pmsq.backends.base import Claimed, Envelope
-from pmsq.codec import BYTES_FORMAT, encode_headers
-from pmsq.config import QueueConfig, check_key, check_tenant
-from pmsq.context import current_message
+from pmsq.backends.base import Envelope
+from pmsq.config import QueueConfig
+from pmsq.deadletters import DeadLetters
 from pmsq.delivery import Delivery
-from pmsq.errors import ConfigurationError, Empty, PayloadTooLarge
-from pmsq.ids import new_message_id
-from pmsq.message import Message, NewMessage, to_epoch
-
-if TYPE_CHECKING:
-    from pmsq.broker import Broker
+from pmsq.envelopes import build_envelope, to_message
+from pmsq.errors import ConfigurationError, Empty
+from pmsq.leases import get_many
+from pmsq.message import Message, NewMessage
+from pmsq.runtime import Runtime
+from pmsq.stats import QueueStats
 
 __all__ = ["Queue"]
-
-_MAX_PRIORITY = 2**31 - 1
-_MAX_DEDUP_LEN = 256
-
-
-def _check_dedup_id(dedup_id: object) -> str | None:
-    if dedup_id is None:
-        return None
-    if (
-        not isinstance(dedup_id, str)
-        or not dedup_id
-        or len(dedup_id) > _MAX_DEDUP_LEN
-        or not dedup_id.isprintable()
-    ):
-        raise ConfigurationError(
-            f"invalid dedup_id {dedup_id!r}: use a non-empty printable string of at most "
-            f"{_MAX_DEDUP_LEN} characters"
-        )
-    return dedup_id
-
-
-def _check_priority(priority: object) -> int:
-    if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > _MAX_PRIORITY:
-        raise ConfigurationError(
-            f"priority must be an int between -{_MAX_PRIORITY} and {_MAX_PRIORITY}, "
-            f"got {priority!r}"
-        )
-    return priority
-
-
-def _check_delay(delay: object) -> float:
-    if (
-        isinstance(delay, bool)
-        or not isinstance(delay, (int, float))
-        or not math.isfinite(delay)
-        or delay < 0
-        or delay > 1e10
-    ):
-        raise ConfigurationError(f"delay must be a finite number of seconds >= 0, got {delay!r}")
-    return float(delay)
-
-
-def build_envelope(
-    broker: Broker,
-    queue: str,
-    payload: Any,
-    *,
-    key: str | None,
-    tenant: str | None,
-    priority: int,
-    delay: float,
-    not_before: dt.datetime | float | None,
-    dedup_id: str | None,
-    headers: dict[str, Any] | None,
-    coalesce: bool,
-    topic: str | None = None,
-    correlation_id: str | None = None,
-    message_id: str | None = None,
-) -> Envelope:
-    """Validate options and encode ``payload`` into an ``Envelope``.
-
-    Raises:
-        ConfigurationError: an option is invalid.
-        SerializationError: the payload cannot be encoded.
-        PayloadTooLarge: the encoded payload exceeds ``max_payload_bytes``.
-    """
-    caps, backend_name = broker.backend.capabilities, broker.backend.name
-    key = check_key(key)
-    tenant = check_tenant(tenant)
-    priority = _check_priority(priority)
-    delay = _check_delay(delay)
-    dedup_id = _check_dedup_id(dedup_id)
-    if priority:
-        caps.require(backend_name, "priorities")
-    if dedup_id is not None:
-        caps.require(backend_name, "dedup")
-    if coalesce:
-        caps.require(backend_name, "coalesce")
-        if key is None:
-            raise ConfigurationError(
-                "coalesce=True needs a key: it replaces that key's newest waiting message"
-            )
-    now = broker.clock.time()
-    available_at = now + delay
-    if not_before is not None:
-        available_at = max(available_at, to_epoch(not_before))
-    if available_at > now:
-        caps.require(backend_name, "delays")
-    if isinstance(payload, (bytes, bytearray, memoryview)):
-        data, fmt = bytes(payload), BYTES_FORMAT
-    else:
-        data, fmt = broker.codec.encode(payload), broker.codec.format
-    if len(data) > broker.max_payload_bytes:
-        raise PayloadTooLarge(
-            f"payload for queue {queue!r} is {len(data):,} bytes encoded, over "
-            f"max_payload_bytes={broker.max_payload_bytes:,}; store large documents elsewhere "
-            "and put a reference, or raise max_payload_bytes in connect()"
-        )
-    mid = message_id or new_message_id(now)
-    if broker.put_hooks:
-        headers = dict(headers or {})
-        for hook in broker.put_hooks:
-            hook(queue, mid, topic, headers)
-    parent = current_message.get()
-    if parent is not None:
-        correlation = parent.correlation_id or parent.id
-        causation: str | None = parent.id
-    else:
-        correlation, causation = correlation_id or mid, None
-    return Envelope(
-        id=mid,
-        queue=queue,
-        data=data,
-        format=fmt,
-        key=key,
-        tenant=tenant,
-        priority=priority,
-        available_at=available_at,
-        enqueued_at=now,
-        headers=encode_headers(headers),
-        dedup_id=dedup_id,
-        topic=topic,
-        correlation_id=correlation,
-        causation_id=causation,
-        coalesce=bool(coalesce),
-    )
 
 
 class Queue:
@@ -156,8 +27,8 @@ class Queue:
     and gets only that tenant's messages.
     """
 
-    def __init__(self, broker: Broker, name: str, *, tenant: str | None = None) -> None:
-        self._broker = broker
+    def __init__(self, runtime: Runtime, name: str, *, tenant: str | None = None) -> None:
+        self._runtime = runtime
         self.name = name
         self.tenant = tenant
 
@@ -168,7 +39,7 @@ class Queue:
     @property
     def config(self) -> QueueConfig:
         """The queue's stored configuration."""
-        return self._broker.queue_config(self.name)
+        return self._runtime.queue_config(self.name)
 
     def _tenant_for(self, tenant: str | None) -> str | None:
         if self.tenant is None:
@@ -181,9 +52,7 @@ class Queue:
 
     def _connection(self, connection: Any) -> Any:
         if connection is not None:
-            self._broker.backend.capabilities.require(
-                self._broker.backend.name, "transactional_put"
-            )
+            self._runtime.require("transactional_put")
         return connection
 
     def put(
@@ -226,7 +95,7 @@ class Queue:
             StorageError: the store failed (``OutcomeUnknown``: maybe stored).
         """
         env = build_envelope(
-            self._broker,
+            self._runtime,
             self.name,
             payload,
             key=key,
@@ -238,7 +107,7 @@ class Queue:
             headers=headers,
             coalesce=coalesce,
         )
-        return self._broker._store([env], connection=self._connection(connection))[0]
+        return self._runtime.store([env], connection=self._connection(connection))[0]
 
     def put_many(self, items: Iterable[Any | NewMessage], *, connection: Any = None) -> list[str]:
         """Store several messages in one transaction: all or none.
@@ -258,7 +127,7 @@ class Queue:
             m = item if isinstance(item, NewMessage) else NewMessage(item)
             envs.append(
                 build_envelope(
-                    self._broker,
+                    self._runtime,
                     self.name,
                     m.payload,
                     key=m.key,
@@ -273,16 +142,7 @@ class Queue:
             )
         if not envs:
             return []
-        return self._broker._store(envs, connection=self._connection(connection))
-
-    def _claim(self, n: int, consumer: str | None = None) -> list[Claimed]:
-        backend = self._broker.backend
-        now = self._broker.clock.time()
-        if consumer is not None and backend.capabilities.history:
-            # Only backends that keep a journal take consumer= (see Backend.claim).
-            claim: Any = backend.claim
-            return list(claim(self.name, n, now=now, tenant=self.tenant, consumer=consumer))
-        return backend.claim(self.name, n, now=now, tenant=self.tenant)
+        return self._runtime.store(envs, connection=self._connection(connection))
 
     def get(self, timeout: float | None = 5.0) -> Delivery:
         """Lease the next message, waiting up to ``timeout`` seconds (``None``: forever).
@@ -303,30 +163,11 @@ class Queue:
 
         Returns:
             A possibly empty list of ``Delivery``.
-        """
-        return self._get_many(n, timeout)
 
-    def _get_many(
-        self, n: int, timeout: float | None, consumer: str | None = None
-    ) -> list[Delivery]:
-        """:meth:`get_many` on behalf of ``consumer`` (a worker id the journal records)."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ConfigurationError(f"get_many takes n >= 1, got {n!r}")
-        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
-            raise ConfigurationError(f"timeout must be seconds >= 0 or None, got {timeout!r}")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            claimed = self._claim(n, consumer)
-            if claimed:
-                deliveries = self._broker._deliveries(claimed)
-                if deliveries:
-                    return deliveries
-                # All were undecodable and are dead letters now: look again at once.
-                continue
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return []
-            self._broker._wait(self.name, remaining)
+        Raises:
+            ConfigurationError: ``n`` is not an int >= 1 or ``timeout`` is negative.
+        """
+        return get_many(self._runtime, self.name, n, timeout, tenant=self.tenant)
 
     def peek(self, n: int = 10) -> list[tuple[Message, str]]:
         """Read up to ``n`` waiting or in-flight messages without claiming them.
@@ -335,18 +176,16 @@ class Queue:
             ``(message, state)`` pairs; state is ``ready``, ``scheduled``,
             ``waiting_for_key`` or ``in_flight``.
         """
-        rows = self._broker.backend.peek(self.name, n, tenant=self.tenant)
+        rows = self._runtime.backend.peek(self.name, n, tenant=self.tenant)
+        codec = self._runtime.codec
         return [
-            (self._broker._message(env, attempt, lenient=True), state)
-            for env, attempt, state in rows
+            (to_message(codec, env, attempt, lenient=True), state) for env, attempt, state in rows
         ]
 
-    def stats(self) -> Any:
+    def stats(self) -> QueueStats:
         """This queue's ``QueueStats`` (this tenant's, on a tenant handle)."""
-        return self._broker._queue_stats(self.name, self.tenant)
+        return self._runtime.queue_stats(self.name, self.tenant)
 
-    def dead_letters(self) -> Any:
+    def dead_letters(self) -> DeadLetters:
         """This queue's dead letters (this tenant's, on a tenant handle)."""
-        from pmsq.deadletters import DeadLetters
-
-        return DeadLetters(self._broker, self.name, tenant=self.tenant)
+        return DeadLetters(self._runtime, self.name, tenant=self.tenant)

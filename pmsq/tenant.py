@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, overload
 
 from pmsq.config import check_queue_name
 from pmsq.deadletters import DeadLetters
 from pmsq.errors import ConfigurationError
 from pmsq.queue import Queue
+from pmsq.routing import publish
+from pmsq.runtime import Runtime
 from pmsq.stats import QueueStats, Stats
-
-if TYPE_CHECKING:
-    from pmsq.broker import Broker
 
 __all__ = ["TenantHandle"]
 
@@ -23,37 +22,49 @@ class TenantHandle:
     of other tenants' messages simply match nothing.
     """
 
-    def __init__(self, broker: Broker, tenant: str) -> None:
-        self._broker = broker
+    def __init__(self, runtime: Runtime, tenant: str) -> None:
+        self._runtime = runtime
         self.tenant = tenant
 
     def __repr__(self) -> str:
         return f"<TenantHandle {self.tenant!r}>"
 
     def queue(self, name: str) -> Queue:
-        """This tenant's view of queue ``name``."""
-        self._broker.queue(name)
-        return Queue(self._broker, name, tenant=self.tenant)
+        """This tenant's view of queue ``name`` (created with defaults if undeclared).
+
+        Raises:
+            ConfigurationError: invalid name.
+        """
+        self._runtime.ensure_queue(check_queue_name(name))
+        return Queue(self._runtime, name, tenant=self.tenant)
 
     def publish(
         self, topic: str, payload: Any, *, tenant: str | None = None, **options: Any
     ) -> list[str]:
-        """Publish as this tenant (see ``Broker.publish``)."""
+        """Publish as this tenant (see ``Broker.publish``).
+
+        Raises:
+            ConfigurationError: ``tenant`` names another tenant.
+            The errors of ``Broker.publish``.
+        """
         if tenant is not None and tenant != self.tenant:
             raise ConfigurationError(
                 f"this handle is scoped to tenant {self.tenant!r}; it cannot publish as {tenant!r}"
             )
-        return self._broker.publish(topic, payload, tenant=self.tenant, **options)
+        return publish(self._runtime, topic, payload, tenant=self.tenant, **options)
+
+    @overload
+    def stats(self, queue: None = None) -> Stats: ...
+
+    @overload
+    def stats(self, queue: str) -> QueueStats: ...
 
     def stats(self, queue: str | None = None) -> Stats | QueueStats:
         """This tenant's figures: ``Stats`` of every queue, or one ``QueueStats``."""
         if queue is not None:
-            return self._broker._queue_stats(check_queue_name(queue), self.tenant)
-        snap: Stats = self._broker.backend.stats(
-            None, now=self._broker.clock.time(), tenant=self.tenant
-        )
-        return snap
+            return self._runtime.queue_stats(check_queue_name(queue), self.tenant)
+        return self._runtime.stats(self.tenant)
 
     def dead_letters(self, queue: str) -> DeadLetters:
         """This tenant's dead letters of ``queue``."""
-        return DeadLetters(self._broker, check_queue_name(queue), tenant=self.tenant)
+        return DeadLetters(self._runtime, check_queue_name(queue), tenant=self.tenant)

@@ -83,7 +83,7 @@ class MultiConnectionMachine(BrokerStateMachine):
         """Close and reopen the current connection only; its held deliveries are abandoned."""
         old = self.broker
         old.close()
-        self.held = [h for h in self.held if h.delivery._broker is not old]
+        self.held = [h for h in self.held if h.delivery._runtime is not old.runtime]
         self.clock.advance(downtime)
         self.broker = self.brokers[self.current] = self.store.open(self.clock)
         self.reopened_at = self.steps

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     with open_store(args.url) as broker:
         require_queue(broker, args.queue)
         # A plain handle: broker.queue() would declare the queue, peeking must not write.
-        found = Queue(broker, args.queue, tenant=args.tenant).peek(args.n)
+        found = Queue(broker.runtime, args.queue, tenant=args.tenant).peek(args.n)
         now = broker.clock.time()
     if args.json:
         out = [

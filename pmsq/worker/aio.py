@@ -9,9 +9,9 @@ every store call (the backend is synchronous) go to worker threads through
 ``anyio.to_thread.run_sync`` with capacity limiters: one sized
 ``concurrency`` for sync handlers, a small one for store calls.
 
-Wake-ups: an idle dispatcher waits in a thread on ``Broker._wait_any``,
-which covers all its queues: a put in this process wakes it at once, puts
-by other processes are seen within ``broker.poll_interval`` (default
+Wake-ups: an idle dispatcher waits in a thread on ``WakeUps.wait_any``
+(``broker.runtime.wakeups``), which covers all its queues: a put in this
+process wakes it at once, puts by other processes are seen within ``broker.poll_interval`` (default
 0.05 s). ``stop()`` and finished handlers wake it through the same
 condition, so ``stop()`` works from any thread.
 """
@@ -140,7 +140,9 @@ class AsyncWorker:
         self._started = True
         specs = select_handlers(self.broker, self.queues)
         hooks = make_hooks(self.broker, self.middleware)
-        core = Lifecycle(self.broker, specs, self.concurrency, hooks, kick=self.broker._kick)
+        core = Lifecycle(
+            self.broker, specs, self.concurrency, hooks, kick=self.broker.runtime.wakeups.kick
+        )
         self._hb_event = anyio.Event()
         self._settle_wake = anyio.Event()
         self._handler_threads = anyio.CapacityLimiter(self.concurrency)
@@ -179,12 +181,14 @@ class AsyncWorker:
         assert core is not None
         while not core.stopping:
             core.clear_news()
-            since = broker._changes(core.queues)
+            since = broker.runtime.wakeups.changes(core.queues)
             try:
                 jobs: list[Job] = await self._drive(core.claim_round())
             except Exception:
                 log.exception("the worker's dispatcher failed; retrying in 1s")
-                await self._wait(functools.partial(broker._wait_any, (), 0, 1.0, core.has_news))
+                await self._wait(
+                    functools.partial(broker.runtime.wakeups.wait_any, (), 0, 1.0, core.has_news)
+                )
                 continue
             for job in jobs:
                 tg.start_soon(self._run_job, job)
@@ -193,7 +197,11 @@ class AsyncWorker:
             queues, timeout = core.wait_args()
             await self._wait(
                 functools.partial(
-                    broker._wait_any, queues, since if queues else 0, timeout, core.has_news
+                    broker.runtime.wakeups.wait_any,
+                    queues,
+                    since if queues else 0,
+                    timeout,
+                    core.has_news,
                 )
             )
 
@@ -210,7 +218,9 @@ class AsyncWorker:
         while not core.drained_or_late():
             left = min(1.0, core.deadline - time.monotonic())
             await self._wait(
-                functools.partial(self.broker._wait_any, (), 0, left, core.drained_or_late)
+                functools.partial(
+                    self.broker.runtime.wakeups.wait_any, (), 0, left, core.drained_or_late
+                )
             )
         if not core.idle():
             log.warning(

@@ -43,6 +43,7 @@ import attrs
 from pmsq.delivery import Delivery, settle_many
 from pmsq.errors import LeaseLost, PmsqError
 from pmsq.handlers import HandlerSpec
+from pmsq.leases import get_many
 from pmsq.policy import Outcome
 from pmsq.worker.heartbeat import Heartbeats, beat_interval
 from pmsq.worker.invoke import Invocation
@@ -355,7 +356,7 @@ class Lifecycle:
             self._kick()
 
     def _claim(self, queue: str, n: int) -> list[Delivery]:
-        return self.broker.queue(queue)._get_many(n, 0, self.consumer)
+        return get_many(self.broker.runtime, queue, n, 0, consumer=self.consumer)
 
     def claim_round(self) -> Generator[Effect, Any, list[Job]]:
         """Claim up to the free slots, queue by queue; return the jobs to start now.

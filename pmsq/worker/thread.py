@@ -18,10 +18,11 @@ Threads, all daemons so a hung handler never keeps the interpreter alive:
 * one heartbeat thread extends the leases of running handlers;
 * an event loop thread (anyio portal), only when some handler is ``async``.
 
-Wake-ups: the dispatcher sleeps in one ``Broker._wait_any`` covering all its
-queues. A put in this process wakes it at once; puts by other processes are
-seen within ``broker.poll_interval`` (default 0.05 s), when it polls with the
-store's cheap lock-free probe. A handler that finishes while every slot is
+Wake-ups: the dispatcher sleeps in one ``WakeUps.wait_any``
+(``broker.runtime.wakeups``) covering all its queues. A put in this process
+wakes it at once; puts by other processes are seen within
+``broker.poll_interval`` (default 0.05 s), when it polls with the store's
+cheap lock-free probe. A handler that finishes while every slot is
 taken wakes it to claim again.
 """
 
@@ -204,7 +205,9 @@ class Worker:
                 raise RuntimeError("a Worker runs once; create a new one to start again")
             specs = select_handlers(self.broker, self.queues)
             hooks = make_hooks(self.broker, self.middleware)
-            core = Lifecycle(self.broker, specs, self.concurrency, hooks, kick=self.broker._kick)
+            core = Lifecycle(
+                self.broker, specs, self.concurrency, hooks, kick=self.broker.runtime.wakeups.kick
+            )
             core.heartbeats.on_earlier = self._poke_heartbeat
             self._core = core
             self._pool = _Threads("pmsq-worker", self._mark)
@@ -269,7 +272,7 @@ class Worker:
             self._dispatcher.join()
             while not core.drained_or_late():
                 left = core.deadline - time.monotonic()
-                self.broker._wait_any((), 0, min(1.0, left), core.drained_or_late)
+                self.broker.runtime.wakeups.wait_any((), 0, min(1.0, left), core.drained_or_late)
             drained = core.idle()
             core.abandon()
             with self._parked_lock:
@@ -323,7 +326,7 @@ class Worker:
             core = self._core
             assert core is not None
             while not core.stopping:
-                self.broker._wait_any((), 0, 1.0, lambda: core.stopping)
+                self.broker.runtime.wakeups.wait_any((), 0, 1.0, lambda: core.stopping)
             self.stop(shutdown_timeout)
         except BaseException:
             self.stop(0)
@@ -374,7 +377,7 @@ class Worker:
 
         while True:
             core.clear_news()
-            since = broker._changes(core.queues)
+            since = broker.runtime.wakeups.changes(core.queues)
             settled = self._settle_parked()
             if core.stopping:
                 # Claim no more, but keep committing what finishing handlers park.
@@ -382,20 +385,20 @@ class Worker:
                     return
                 if not settled:
                     left = min(1.0, core.deadline - time.monotonic())
-                    broker._wait_any((), 0, max(0.0, left), settling_news)
+                    broker.runtime.wakeups.wait_any((), 0, max(0.0, left), settling_news)
                 continue
             try:
                 jobs: list[Job] = drive(core.claim_round(), self._perform)
             except Exception:
                 log.exception("the worker's dispatcher failed; retrying in 1s")
-                broker._wait_any((), 0, 1.0, news)
+                broker.runtime.wakeups.wait_any((), 0, 1.0, news)
                 continue
             for job in jobs:
                 pool.submit(functools.partial(self._run_job, job))
             if jobs or settled:
                 continue
             queues, timeout = core.wait_args()
-            broker._wait_any(queues, since if queues else 0, timeout, news)
+            broker.runtime.wakeups.wait_any(queues, since if queues else 0, timeout, news)
 
     def _settle_parked(self) -> bool:
         """Commit every parked settlement together and resume their lifecycles."""

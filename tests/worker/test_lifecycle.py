@@ -300,13 +300,13 @@ def test_worker_options_are_checked(broker: pmsq.Broker) -> None:
     assert w.stop() is True  # idempotent
 
 
-# -- the broker's wait (broker._changes / _wait_any / _kick, added for the workers) -----------
+# -- the broker's wait (broker.runtime.wakeups: changes / wait_any / kick, for the workers) ----
 def test_one_wait_covers_several_queues_and_wakes_on_a_local_put(broker: pmsq.Broker) -> None:
-    since = broker._changes(["a", "b"])
+    since = broker.runtime.wakeups.changes(["a", "b"])
     woke = threading.Event()
 
     def waiter() -> None:
-        broker._wait_any(["a", "b"], since, 30.0)  # capped at poll_interval ...
+        broker.runtime.wakeups.wait_any(["a", "b"], since, 30.0)  # capped at poll_interval ...
         woke.set()
 
     # ... so loop until the put lands, which must end the wait for queue "b".
@@ -315,8 +315,8 @@ def test_one_wait_covers_several_queues_and_wakes_on_a_local_put(broker: pmsq.Br
     broker.queue("b").put(1)
     t.join(30)
     assert woke.is_set()
-    assert broker._changes(["a", "b"]) > since
-    assert broker._changes(["a"]) == 0
+    assert broker.runtime.wakeups.changes(["a", "b"]) > since
+    assert broker.runtime.wakeups.changes(["a"]) == 0
 
 
 def test_wait_any_without_queues_waits_for_its_wake_condition(broker: pmsq.Broker) -> None:
@@ -324,13 +324,13 @@ def test_wait_any_without_queues_waits_for_its_wake_condition(broker: pmsq.Broke
     done = threading.Event()
 
     def waiter() -> None:
-        broker._wait_any((), 0, 60.0, flag.is_set)  # no queues: no poll cap
+        broker.runtime.wakeups.wait_any((), 0, 60.0, flag.is_set)  # no queues: no poll cap
         done.set()
 
     t = threading.Thread(target=waiter)
     t.start()
     assert not done.wait(3 * broker.poll_interval)  # not returned at the poll interval
     flag.set()
-    broker._kick()
+    broker.runtime.wakeups.kick()
     t.join(30)
     assert done.is_set()
