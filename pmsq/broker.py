@@ -1,4 +1,21 @@
-"""``Broker``: the facade an app holds. ``pmsq.connect(url)`` returns one."""
+"""``Broker``: the facade an app holds. ``pmsq.connect(url)`` returns one.
+
+The Broker keeps what concerns the whole connection (declarations, bindings,
+handlers, alerts) and hands each part it gives out the shared ``Runtime``,
+never itself, so no part imports this module:
+
+==================  ==========================================================
+``runtime.py``      ``Runtime``: store, codec, clock, config cache, put hooks
+``wakeups.py``      ``WakeUps``: local wake-ups and the idle wait of consumers
+``envelopes.py``    put options -> ``Envelope``; ``Envelope`` -> ``Message``
+``routing.py``      topic -> queues; ``publish``
+``queue.py``        ``Queue``: put, get, peek
+``leases.py``       claims -> ``Delivery`` values; the wait loop of ``get``
+``delivery.py``     ``Delivery``: the settle verbs; ``settle_many``
+``deadletters.py``  ``DeadLetters``: list, redrive, purge
+``tenant.py``       ``TenantHandle``: one tenant's view
+==================  ==========================================================
+"""
 
 from __future__ import annotations
 
