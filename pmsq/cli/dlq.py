@@ -29,7 +29,7 @@ examples:
   pmsq dlq list pms.db email --error SMTPTimeout --older-than 3600 --json
   pmsq dlq show pms.db email 06H04HJWE0KEBT2J2JSY5F1Q4M
   pmsq dlq redrive pms.db email 06H04HJWE0KEBT2J2JSY5F1Q4M
-  pmsq dlq redrive pms.db email --tenant acme          # all of acme's, after a yes
+  pmsq dlq redrive pms.db email --tenant acme    # all of acme's, after a yes
   pmsq dlq purge pms.db email --key property:4521 --yes
 """
 

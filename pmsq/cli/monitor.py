@@ -8,7 +8,9 @@ from pmsq.cli._common import add_url, open_store, positive_seconds
 
 EXAMPLES = """\
 columns:
-  ready      deliverable now           delay(ed)  waiting for a delay, backoff or its key
+  ready      deliverable now
+  delay(ed)  waiting for a delay, a retry backoff or an earlier message of
+             its key
   in flight  leased to a worker        dead       dead letters kept
   oldest     age of the oldest waiting message
   done/s     acks per second           fail/s     failed deliveries per second
@@ -24,7 +26,7 @@ terminal (piped, cron, CI) a plain snapshot is printed every refresh.
 examples:
   pmsq monitor /var/lib/pms/pms.db
   pmsq monitor sqlite:///pms.db --refresh 2 --tenants
-  pmsq monitor pms.db > monitor.log          # plain snapshots, one block per refresh
+  pmsq monitor pms.db > monitor.log     # plain snapshots, one block per refresh
 """
 
 
