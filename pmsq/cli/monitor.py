@@ -17,7 +17,8 @@ columns:
              (both measured over the last ~5 s)
   fail%      failed share over the last minute
   p50/p95    handler time over the last minute
-  trend      done/s over the last refreshes (at 100 columns and wider)
+  trend      done/s over the last refreshes (at 100 columns and wider), every
+             queue drawn on one scale: a full bar is the rate in the header
 
 Colours follow the alert rules (broker.alert(...)): red = critical (dead
 letters, failure rate), yellow = warning (depth, oldest age). Without a
