@@ -33,10 +33,10 @@ def _progress(day: DemoRun) -> Text:
     if fired:
         # A callback fires once, when its alert starts; the figure it carries is
         # the one at that moment (the table below shows the current one).
-        at = f" at {fired_at[-1]:.0f}s" if fired_at else ""
+        at = f", at {fired_at[-1]:.0f}s" if fired_at else ""
         text.append(
-            f"\nalert callbacks fired: {len(fired)}, each once when its alert started; "
-            f"latest{at}: {fired[-1].message}"
+            f"\nalert callbacks fired: {len(fired)} (each once, when its alert starts)"
+            f"\n  latest{at}: {fired[-1].message}"
         )
         text.stylize("yellow", text.plain.index("alert callbacks"))
     return text

@@ -207,6 +207,6 @@ def test_the_alert_line_says_callbacks_fire_once_when_an_alert_starts(tmp_path: 
         day.close()
     # The table shows today's count of dead letters; the callback's figure is from 3 s in.
     assert (
-        "alert callbacks fired: 1, each once when its alert started; "
-        "latest at 3s: email: 1 dead letter (alert above 0)"
+        "alert callbacks fired: 1 (each once, when its alert starts)\n"
+        "  latest, at 3s: email: 1 dead letter (alert above 0)"
     ) in text
