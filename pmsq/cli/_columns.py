@@ -48,7 +48,8 @@ def layout(
         tail_width: Longest free text shown without a terminal.
 
     Returns:
-        The lines, header first, none longer than ``width`` when given.
+        The lines, header first; none longer than ``width`` when given, as long
+        as the columns that are never cut fit in it.
     """
     fixed = len(header) - 1
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(fixed)]
