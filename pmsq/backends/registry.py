@@ -70,7 +70,10 @@ def open_backend(url: str, **options: Any) -> Backend:
         if scheme not in eps:
             hint = ""
             if scheme in _KNOWN_PLUGINS:
-                hint = f"; install the plugin: pip install {_KNOWN_PLUGINS[scheme]}"
+                hint = (
+                    "; install the plugin from a pmsq checkout (it is not on PyPI yet): "
+                    f"pip install ./plugins/{_KNOWN_PLUGINS[scheme]}"
+                )
             raise ConfigurationError(
                 f"unknown URL scheme {scheme!r} in {url!r}; installed schemes: "
                 f"{', '.join(installed_schemes())}{hint}"

@@ -29,7 +29,7 @@ examples:
   pmsq dlq list pms.db email --error SMTPTimeout --older-than 3600 --json
   pmsq dlq show pms.db email 06H04HJWE0KEBT2J2JSY5F1Q4M
   pmsq dlq redrive pms.db email 06H04HJWE0KEBT2J2JSY5F1Q4M
-  pmsq dlq redrive pms.db email --tenant acme          # all of acme's, after a yes
+  pmsq dlq redrive pms.db email --tenant acme    # all of acme's, after a yes
   pmsq dlq purge pms.db email --key property:4521 --yes
 """
 
@@ -172,20 +172,18 @@ def _list(args: argparse.Namespace, selected: list[DeadLetter], now: float) -> i
         return 0
     import shutil
 
+    from pmsq.cli._columns import layout
     from pmsq.monitor.figures import fmt_age
 
     if not selected:
         print(f"no matching dead letters in {args.queue!r}")
         return 0
 
-    def cut(text: str, width: int) -> str:
-        return text if len(text) <= width else text[: width - 1] + "…"
-
     rows = [
         (
             d.message.id,
-            cut(d.message.tenant or "-", 14),
-            cut(d.message.key or "-", 20),
+            d.message.tenant or "-",
+            d.message.key or "-",
             str(d.attempts),
             fmt_age(max(0.0, now - d.dead_at.timestamp())),
             _short_reason(d.reason),
@@ -193,15 +191,11 @@ def _list(args: argparse.Namespace, selected: list[DeadLetter], now: float) -> i
         for d in shown
     ]
     header = ("id", "tenant", "key", "tries", "dead for", "reason")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
-    # Plain aligned columns (greppable); on a terminal the reason gets what is left.
-    room = max(24, shutil.get_terminal_size().columns - sum(widths) - 2 * len(widths))
-    if not sys.stdout.isatty():
-        room = 10_000
-    for r in [header, *rows]:
-        cells = [r[0].ljust(widths[0]), r[1].ljust(widths[1]), r[2].ljust(widths[2])]
-        cells += [r[3].rjust(widths[3]), r[4].rjust(widths[4]), cut(r[5], room)]
-        print("  ".join(cells))
+    # On a terminal the lines fit it (the reason moves under its id when narrow);
+    # piped, each dead letter is one whole line, for grep.
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+    for line in layout(header, rows, width=width, right=(3, 4), shrink=(2, 1)):
+        print(line)
     more = len(selected) - len(shown)
     print(
         f"{len(selected)} dead letter{'s' if len(selected) != 1 else ''}"

@@ -8,14 +8,17 @@ from pmsq.cli._common import add_url, open_store, positive_seconds
 
 EXAMPLES = """\
 columns:
-  ready      deliverable now           delay(ed)  waiting for a delay, backoff or its key
+  ready      deliverable now
+  delay(ed)  waiting for a delay, a retry backoff or an earlier message of
+             its key
   in flight  leased to a worker        dead       dead letters kept
   oldest     age of the oldest waiting message
   done/s     acks per second           fail/s     failed deliveries per second
              (both measured over the last ~5 s)
   fail%      failed share over the last minute
   p50/p95    handler time over the last minute
-  trend      done/s over the last refreshes (at 100 columns and wider)
+  trend      done/s over the last refreshes (at 100 columns and wider), every
+             queue drawn on one scale: a full bar is the rate in the header
 
 Colours follow the alert rules (broker.alert(...)): red = critical (dead
 letters, failure rate), yellow = warning (depth, oldest age). Without a
@@ -24,7 +27,7 @@ terminal (piped, cron, CI) a plain snapshot is printed every refresh.
 examples:
   pmsq monitor /var/lib/pms/pms.db
   pmsq monitor sqlite:///pms.db --refresh 2 --tenants
-  pmsq monitor pms.db > monitor.log          # plain snapshots, one block per refresh
+  pmsq monitor pms.db > monitor.log     # plain snapshots, one block per refresh
 """
 
 

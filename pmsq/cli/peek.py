@@ -72,30 +72,30 @@ def run(args: argparse.Namespace) -> int:
         ]
         print(json.dumps(out, indent=2))
         return 0
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
+    import shutil
+    import sys
 
-    console = Console(highlight=False)
+    from pmsq.cli._columns import layout
+
     if not found:
-        console.print(f"queue {args.queue!r} has no waiting or in-flight messages")
+        print(f"queue {args.queue!r} has no waiting or in-flight messages")
         return 0
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1, 0, 0))
-    table.add_column("id", no_wrap=True)
-    table.add_column("state", no_wrap=True)
-    table.add_column("key", no_wrap=True, overflow="ellipsis", max_width=20)
-    table.add_column("tenant", no_wrap=True, overflow="ellipsis", max_width=12)
-    table.add_column("age", justify="right", no_wrap=True)
-    table.add_column("payload", overflow="ellipsis", no_wrap=True)
-    for m, state in found:
-        age = now - m.enqueued_at.timestamp()
-        table.add_row(
+    rows = [
+        (
             m.id,
             state if m.attempt == 0 else f"{state} #{m.attempt}",
             m.key or "-",
             m.tenant or "-",
-            fmt_age(max(0.0, age)),
-            _short(m.payload, 60),
+            fmt_age(max(0.0, now - m.enqueued_at.timestamp())),
+            _short(m.payload, 200),
         )
-    console.print(table)
+        for m, state in found
+    ]
+    # The id is what trace and dlq show need: never cut. On a terminal the
+    # payload moves under its id when the line would not fit; piped, each
+    # message is one line, for grep (--json has the whole payload).
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+    header = ("id", "state", "key", "tenant", "age", "payload")
+    for line in layout(header, rows, width=width, right=(4,), shrink=(2, 3), tail_width=200):
+        print(line)
     return 0

@@ -11,7 +11,7 @@ The queue must exist (declared by the app, or already used); the payload is
 JSON: quote it for the shell, or pass - to read it from standard input.
 
 examples:
-  pmsq put pms.db calendar '{"property": 4521, "event": "resync"}' --key property:4521
+  pmsq put pms.db calendar '{"event": "resync"}' --key property:4521
   pmsq put pms.db email '{"to": "guest@example.com"}' --tenant acme --delay 60
   echo '{"booking_id": 7}' | pmsq put pms.db payments - --dedup-id pay-7
 """

@@ -11,8 +11,8 @@ EXAMPLES = """\
 All three outputs come from the same pmsq.Stats snapshot.
 
 examples:
-  pmsq stats pms.db                          # a table of every queue, with alerts
-  pmsq stats pms.db email --tenants          # one queue, a line per tenant
+  pmsq stats pms.db                      # a table of every queue, with alerts
+  pmsq stats pms.db email --tenants      # one queue, a line per tenant
   pmsq stats pms.db --json | jq '.queues.email.dead'
   pmsq stats pms.db --prometheus > /var/lib/node_exporter/textfile/pmsq.prom
 """
@@ -25,8 +25,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="one snapshot of every queue (table, --json or --prometheus)",
         description=(
             "Print one snapshot of the store's queues: depth, in flight, dead, oldest age, "
-            "totals, per-minute rates, handler time, alerts. Exit 0 even when alerts are "
-            "raised (use pmsq doctor for a health verdict)."
+            "per-minute rates, handler time and alerts, then the totals since the store "
+            "was created (processed, failed, retried, dead-lettered). Exit 0 even when "
+            "alerts are raised (use pmsq doctor for a health verdict)."
         ),
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -66,9 +67,13 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from pmsq.monitor.render import render
+    from pmsq.monitor.totals import render_totals
 
     console = Console()
     console.print(
         render(snap, None, rules, console.width, tenants=args.tenants, title=f"pmsq {args.url}")
     )
+    if snap.queues:
+        console.print()
+        console.print(render_totals(snap, tenants=args.tenants))
     return 0

@@ -227,24 +227,32 @@ def _where(e: HistoryEvent) -> str:
 
 
 def _took(e: HistoryEvent) -> str:
+    """Handler time: ``6µs``, ``412µs``, ``4.2ms``, ``42ms``, ``1.5s``."""
     ms = e.detail.get("duration_ms")
     if ms is None:
         return ""
+    # Most handlers of a PMS run in microseconds; "0.0ms" would say nothing about them.
+    if ms < 0.001:
+        return "<1µs"
+    if ms < 1:
+        return f"{ms * 1000:.0f}µs"
     if ms < 10:
         return f"{ms:.1f}ms"
     return f"{ms:.0f}ms" if ms < 10_000 else f"{ms / 1000:.1f}s"
 
 
 def _error(e: HistoryEvent) -> str | None:
+    """The event's error as ``Type: message``, the type named once."""
     d = e.detail
-    text = d.get("error") or d.get("error_type")
-    if (
-        text
-        and d.get("error_type")
-        and not str(text).startswith(str(d["error_type"]).split(".")[-1])
-    ):
-        text = f"{d['error_type']}: {text}"
-    return str(text) if text else None
+    text = str(d.get("error") or d.get("error_type") or "")
+    kind = str(d.get("error_type") or "")
+    if not text:
+        return None
+    # The worker stores ``str(exc)`` prefixed with the dotted type, or with the
+    # bare class name for builtins: add the type only when neither is there.
+    if kind and not text.startswith((kind, kind.rsplit(".", 1)[-1])):
+        text = f"{kind}: {text}"
+    return text
 
 
 def describe(e: HistoryEvent) -> str:
@@ -268,7 +276,14 @@ def describe(e: HistoryEvent) -> str:
     if e.event == "retried":
         return f"again in {d.get('delay', 0):g}s"
     if e.event == "dead_lettered":
-        return str(d.get("reason", ""))
+        reason = str(d.get("reason", ""))
+        error = _error(e)
+        if error and reason.endswith(error):
+            # "failed 5 of 5 attempts: <error>": the error line below says the rest.
+            reason = reason[: -len(error)].rstrip(": ")
+        if d.get("fallback"):
+            reason = f"{reason}; copied to the fallback queue as {d['fallback']}".lstrip("; ")
+        return reason
     if e.event == "dedup_hit":
         return f"duplicate put ({d.get('dedup_id')}) not stored"
     if e.event == "coalesced":
@@ -278,58 +293,108 @@ def describe(e: HistoryEvent) -> str:
     return ""
 
 
-def timeline(message: MessageTrace) -> Any:
-    """A table of one message's events, readable at 80 columns."""
-    from rich import box
-    from rich.table import Table
-    from rich.text import Text
+_HEADERS = ("time (UTC)", "event", "#", "where", "took")
+_RIGHT = {2, 4}  # columns aligned right: the attempt and the handler time
+_INDENT = 4
 
-    head = f"{message.queue} · {message.id}"
-    extra = [
-        f"key {message.key}" if message.key else None,
-        f"tenant {message.tenant}" if message.tenant else None,
-        message.state,
-    ]
-    title = Text(head, style="bold")
-    title.append("  " + " · ".join(x for x in extra if x), style="dim")
-    if message.events:
-        title.append(f"\n{_utc(message.events[0].at).date().isoformat()}", style="dim")
-    table = Table(
-        box=box.SIMPLE_HEAD,
-        title=title,
-        title_justify="left",
-        pad_edge=False,
-        show_edge=False,
-        padding=(0, 1, 0, 0),
-    )
-    table.add_column("time (UTC)", no_wrap=True)
-    table.add_column("event", no_wrap=True)
-    table.add_column("#", justify="right", no_wrap=True)
-    table.add_column("where", overflow="fold", max_width=22)
-    table.add_column("took", justify="right", no_wrap=True)
-    table.add_column("detail", overflow="fold", ratio=1)
-    day = _utc(message.events[0].at).date() if message.events else None
-    for e in message.events:
-        when = _utc(e.at)
-        stamp = when.strftime("%H:%M:%S.%f")[:-3]
-        if when.date() != day:  # past midnight: say which day
-            day = when.date()
-            stamp = f"{day.isoformat()} {stamp}"
-        detail = Text(describe(e))
-        error = _error(e)
-        if error:
-            if detail:
-                detail.append("\n")
-            detail.append(error, style="red")
-        table.add_row(
-            stamp,
-            Text(e.event, style=_STYLE.get(e.event, "")),
-            str(e.attempt) if e.attempt else "",
-            _where(e),
-            _took(e),
-            detail,
+
+@attrs.frozen
+class _Row:
+    cells: tuple[str, str, str, str, str]
+    style: str
+    detail: str
+    error: str | None
+
+
+class Timeline:
+    """One message's events as aligned lines, readable at 80 columns.
+
+    The fixed columns (time, event, attempt, where, took) come first; the
+    detail follows on the same line when it fits, else on an indented line
+    below, and an error always gets an indented line of its own, wrapped at
+    word boundaries: a narrow table column would break its words apart.
+    """
+
+    def __init__(self, message: MessageTrace) -> None:
+        self.message = message
+        self.rows = [self._row(e) for e in message.events]
+
+    @staticmethod
+    def _row(e: HistoryEvent) -> _Row:
+        return _Row(
+            cells=("", e.event, str(e.attempt) if e.attempt else "", _where(e), _took(e)),
+            style=_STYLE.get(e.event, ""),
+            detail=describe(e),
+            error=_error(e),
         )
-    return table
+
+    def _title(self) -> Any:
+        from rich.text import Text
+
+        m = self.message
+        extra = [
+            f"key {m.key}" if m.key else None,
+            f"tenant {m.tenant}" if m.tenant else None,
+            m.state,
+        ]
+        title = Text(f"{m.queue} · {m.id}", style="bold")
+        title.append("  " + " · ".join(x for x in extra if x), style="dim")
+        if m.events:
+            title.append(f"\n{_utc(m.events[0].at).date().isoformat()}", style="dim")
+        return title
+
+    def _stamps(self) -> list[str]:
+        out = []
+        day = _utc(self.message.events[0].at).date() if self.message.events else None
+        for e in self.message.events:
+            when = _utc(e.at)
+            stamp = when.strftime("%H:%M:%S.%f")[:-3]
+            if when.date() != day:  # past midnight: say which day
+                day = when.date()
+                stamp = f"{day.isoformat()} {stamp}"
+            out.append(stamp)
+        return out
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        from rich.padding import Padding
+        from rich.text import Text
+
+        yield self._title()
+        rows = [
+            attrs.evolve(r, cells=(stamp, *r.cells[1:]))
+            for r, stamp in zip(self.rows, self._stamps(), strict=True)
+        ]
+        widths = [max([len(h), *(len(r.cells[i]) for r in rows)]) for i, h in enumerate(_HEADERS)]
+
+        def line(cells: Sequence[str]) -> str:
+            parts = [
+                c.rjust(w) if i in _RIGHT else c.ljust(w)
+                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            ]
+            return "  ".join(parts)
+
+        fixed = len(line(_HEADERS))
+        room = options.max_width - fixed - 2
+        yield Text(f"{line(_HEADERS)}  detail"[: options.max_width], style="bold")
+        yield Text("─" * min(options.max_width, fixed + 2 + max(6, room)), style="dim")
+        for r in rows:
+            text = Text(line(r.cells))
+            text.stylize(r.style, widths[0] + 2, widths[0] + 2 + len(r.cells[1]))
+            below = []
+            if r.detail and len(r.detail) <= room:
+                text.append("  " + r.detail)
+            elif r.detail:
+                below.append(Text(r.detail))
+            if r.error:
+                below.append(Text(r.error, style="red"))
+            yield Text(text.plain.rstrip(), spans=text.spans)
+            for extra in below:
+                yield Padding(extra, (0, 0, 0, _INDENT), expand=False)
+
+
+def timeline(message: MessageTrace) -> Timeline:
+    """A renderable of one message's events, readable at 80 columns."""
+    return Timeline(message)
 
 
 def _node_label(m: MessageTrace) -> Any:

@@ -1,6 +1,6 @@
 """OpenTelemetry tracing for pmsq: a PRODUCER span per put, a CONSUMER span per delivery.
 
-Install with ``pip install 'pmsq[otel]'`` and instrument a broker once::
+Install with ``pip install '.[otel]'`` in a pmsq checkout and instrument a broker once::
 
     from pmsq.contrib.otel import instrument
     instrument(broker)                      # the global tracer provider, or tracer_provider=
@@ -27,7 +27,10 @@ try:
     from opentelemetry import propagate, trace
     from opentelemetry.trace import SpanKind, Status, StatusCode
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError("pmsq.contrib.otel needs OpenTelemetry: pip install 'pmsq[otel]'") from exc
+    raise ImportError(
+        "pmsq.contrib.otel needs OpenTelemetry: pip install opentelemetry-api "
+        "(or the otel extra from a pmsq checkout: pip install '.[otel]')"
+    ) from exc
 
 from pmsq.broker import Broker
 from pmsq.message import Message

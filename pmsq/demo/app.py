@@ -87,6 +87,7 @@ class DemoRun:
         self.handled: list[Handled] = []
         self.calendars: dict[str, Calendar] = {}
         self.alerts_fired: list[pmsq.Alert] = []
+        self.alerts_fired_at: list[float] = []  # seconds into the day, as ``elapsed()``
         self.sms_sent = 0
         self.started = 0.0
         self.publishing_done = threading.Event()
@@ -119,6 +120,7 @@ class DemoRun:
     def _on_alert(self, alert: pmsq.Alert) -> None:
         with self.lock:
             self.alerts_fired.append(alert)
+            self.alerts_fired_at.append(self.elapsed())
 
     # -- handlers --------------------------------------------------------------
     def _record(self, msg: pmsq.Message) -> None:

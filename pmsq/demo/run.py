@@ -22,6 +22,7 @@ __all__ = ["run_demo"]
 def _progress(day: DemoRun) -> Text:
     with day.lock:
         published, fired = len(day.published), list(day.alerts_fired)
+        fired_at = list(day.alerts_fired_at)
     phase = "draining" if day.publishing_done.is_set() else "publishing"
     elapsed = day.elapsed()
     text = Text("PMS day ", style="bold")
@@ -30,7 +31,13 @@ def _progress(day: DemoRun) -> Text:
         f"{min(elapsed, day.duration):.0f}/{day.duration:.0f}s · {published:,} events published"
     )
     if fired:
-        text.append(f"\nalert callbacks fired: {len(fired)} (latest: {fired[-1].message})")
+        # A callback fires once, when its alert starts; the figure it carries is
+        # the one at that moment (the table below shows the current one).
+        at = f", at {fired_at[-1]:.0f}s" if fired_at else ""
+        text.append(
+            f"\nalert callbacks fired: {len(fired)} (each once, when its alert starts)"
+            f"\n  latest{at}: {fired[-1].message}"
+        )
         text.stylize("yellow", text.plain.index("alert callbacks"))
     return text
 

@@ -107,7 +107,7 @@ class PersistQueueSource(Source):
         except ImportError:
             raise ConfigurationError(
                 "reading a persist-queue file needs the persist-queue package: "
-                "pip install 'pmsq[persistqueue]' (or persist-queue)"
+                "pip install persist-queue (the persistqueue extra of pmsq)"
             ) from None
         serializer = pq_json if options.get("serializer") == "json" else pq_pickle
         # auto_resume=False: opening must not turn the file's unacked items back to ready.

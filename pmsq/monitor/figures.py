@@ -171,12 +171,19 @@ class Tracker:
             )
 
 
-def sparkline(values: Sequence[float], width: int = 10) -> str:
-    """The last ``width`` values as unicode bars scaled to their maximum."""
+def sparkline(values: Sequence[float], width: int = 10, top: float | None = None) -> str:
+    """The last ``width`` values as unicode bars.
+
+    Args:
+        values: The series, oldest first.
+        width: How many of the last values to draw.
+        top: The value drawn as a full bar (larger ones are full too);
+            default: the largest of the values drawn.
+    """
     tail = list(values)[-width:]
     if not tail:
         return ""
-    top = max(tail)
+    top = max(tail) if top is None else top
     if top <= 0:
         return _BARS[0] * len(tail)
     return "".join(_BARS[min(len(_BARS) - 1, round(v / top * (len(_BARS) - 1)))] for v in tail)

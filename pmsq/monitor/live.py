@@ -72,7 +72,10 @@ class _Screen:
         self.tracker.update(snap)
         return True
 
-    def renderable(self, width: int, header: RenderableType | None) -> RenderableType:
+    def renderable(
+        self, width: int, header: RenderableType | None, *, final: bool = False
+    ) -> RenderableType:
+        """The screen; the ``final`` one, left behind when the watch ends, has no quit hint."""
         parts: list[RenderableType] = []
         if header is not None:
             parts.append(header)
@@ -91,7 +94,8 @@ class _Screen:
             )
         if self.error is not None:
             parts.append(Text(f"cannot read the store: {self.error}", style="bold red"))
-        parts.append(Text("Ctrl-C to quit", style="dim"))
+        if not final:
+            parts.append(Text("Ctrl-C to quit", style="dim"))
         return Group(*parts)
 
     def plain(self) -> str:
@@ -145,11 +149,13 @@ def watch(
         return
     console = console or Console()
 
-    def frame() -> RenderableType:
+    def frame(final: bool = False) -> RenderableType:
         screen.take()
-        return screen.renderable(console.width, header() if header is not None else None)
+        extra = header() if header is not None else None
+        return screen.renderable(console.width, extra, final=final)
 
     with Live(frame(), console=console, auto_refresh=False, redirect_stdout=False) as live:
         while not stop.wait(refresh):
             live.update(frame(), refresh=True)
-        live.update(frame(), refresh=True)  # the screen left behind shows the final state
+        # The screen left behind shows the final state, without "Ctrl-C to quit".
+        live.update(frame(final=True), refresh=True)

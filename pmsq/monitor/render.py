@@ -33,6 +33,11 @@ __all__ = ["LEVEL_STYLES", "render", "render_alerts"]
 #: Colours of alert levels (also used by ``pmsq doctor`` and ``pmsq stats``).
 LEVEL_STYLES = {"critical": "bold red", "warning": "yellow", "ok": ""}
 _WIDE = 100
+_TREND_WIDTH = 10
+# Every trend bar shares one scale: the busiest queue's peak, and at least this
+# many messages per second, so that a queue doing 0.2 msg/s looks nearly idle
+# instead of filling its bar as it would if each row were scaled to itself.
+TREND_FLOOR = 5.0
 
 
 def _cell(text: str, level: str | None, dim: bool = False) -> Text:
@@ -42,7 +47,15 @@ def _cell(text: str, level: str | None, dim: bool = False) -> Text:
     return Text(text, style=style)
 
 
-def _row_cells(row: Row, wide: bool, history: Sequence[float] | None) -> list[Text]:
+def trend_top(history: Mapping[str, Sequence[float]] | None) -> float:
+    """The throughput drawn as a full trend bar: the highest shown, at least ``TREND_FLOOR``."""
+    shown = [v for series in (history or {}).values() for v in list(series)[-_TREND_WIDTH:]]
+    return max([TREND_FLOOR, *shown])
+
+
+def _row_cells(
+    row: Row, wide: bool, history: Sequence[float] | None, top: float = TREND_FLOOR
+) -> list[Text]:
     s = row.stats
     dim = row.tenant is not None
     name = row.queue if row.tenant is None else f" └ {row.tenant}"
@@ -60,7 +73,7 @@ def _row_cells(row: Row, wide: bool, history: Sequence[float] | None) -> list[Te
     ]
     if wide:
         cells += [_cell(fmt_ms(s.p50_ms), None, dim), _cell(fmt_ms(s.p95_ms), None, dim)]
-        cells.append(Text(sparkline(history or ()), style="cyan"))
+        cells.append(Text(sparkline(history or (), _TREND_WIDTH, top=top), style="cyan"))
     else:
         cells.append(_cell(f"{fmt_ms(s.p50_ms)}/{fmt_ms(s.p95_ms)}", None, dim))
     return cells
@@ -104,6 +117,7 @@ def render(
         A renderable: header, the queue table, the alert lines.
     """
     wide = width >= _WIDE
+    top = trend_top(history)
     alerts = evaluate(stats, rules, tenants=tenants)
     lines = rows(stats, previous, alerts, tenants=tenants)
     critical = sum(a.level == "critical" for a in alerts)
@@ -135,12 +149,13 @@ def render(
     if wide:
         table.add_column("p50", justify="right", no_wrap=True)
         table.add_column("p95", justify="right", no_wrap=True)
-        table.add_column("trend", no_wrap=True, min_width=10)
+        # The header names the shared scale: a full bar is this many acks per second.
+        table.add_column(f"trend ≤{fmt_rate(top)}/s", no_wrap=True, min_width=_TREND_WIDTH)
     else:
         table.add_column("p50/p95", justify="right", no_wrap=True)
     for row in lines:
         series = history.get(row.queue) if history is not None and row.tenant is None else None
-        table.add_row(*_row_cells(row, wide, series))
+        table.add_row(*_row_cells(row, wide, series, top))
     parts: list[RenderableType] = [header]
     if stats.queues:
         parts.append(table)

@@ -192,3 +192,21 @@ def test_demo_refuses_an_existing_file(tmp_path: Path) -> None:
     existing.write_text("keep me")
     assert main(["demo", "--db", str(existing), "--no-monitor"]) == 1
     assert existing.read_text() == "keep me"
+
+
+def test_the_alert_line_says_callbacks_fire_once_when_an_alert_starts(tmp_path: Path) -> None:
+    from pmsq.alerts import Alert
+    from pmsq.demo.run import _progress
+
+    day = DemoRun(str(tmp_path / "day.db"), duration=5)
+    try:
+        day.alerts_fired.append(Alert("email", None, "dead", "critical", 1, 0))
+        day.alerts_fired_at.append(3.2)
+        text = _progress(day).plain
+    finally:
+        day.close()
+    # The table shows today's count of dead letters; the callback's figure is from 3 s in.
+    assert (
+        "alert callbacks fired: 1 (each once, when its alert starts)\n"
+        "  latest, at 3s: email: 1 dead letter (alert above 0)"
+    ) in text

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 import pmsq
 from pmsq.monitor.live import watch
@@ -189,6 +190,26 @@ def test_live_dashboard_in_a_real_terminal(written_store: Path) -> None:
         assert email[4] == "1"  # dead
         assert "Ctrl-C to quit" in text
         subprocess.run(["tmux", "send-keys", "-t", name, "C-c"], check=True, timeout=30)
-        wait_for(lambda s: "EXIT=0" in s, "exit status 0 after Ctrl-C")
+        final = wait_for(lambda s: "EXIT=0" in s, "exit status 0 after Ctrl-C")
+        # The screen left behind is the final state, no longer inviting a Ctrl-C.
+        assert "Ctrl-C to quit" not in final
+        assert "● email: 1 dead letter (alert above 0)" in final
     finally:
         subprocess.run(["tmux", "kill-session", "-t", name], check=False, timeout=30)
+
+
+def test_only_the_running_screen_says_how_to_quit(tmp_path: Path) -> None:
+    from pmsq.monitor.live import _Screen
+
+    with pmsq.connect(str(tmp_path / "s.db"), durability="memory") as b:
+        b.declare_queue("calendar")
+        screen = _Screen(b, tenants=False, title="pmsq monitor")
+        assert screen.take()
+        console = Console(file=io.StringIO(), width=80, record=True)
+        console.print(screen.renderable(80, None))
+        running = console.export_text()
+        console.print(screen.renderable(80, None, final=True))
+        final = console.export_text()
+    assert "Ctrl-C to quit" in running
+    assert "calendar" in final
+    assert "Ctrl-C to quit" not in final

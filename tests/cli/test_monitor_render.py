@@ -10,7 +10,7 @@ from rich.console import Console, RenderableType
 
 from pmsq.alerts import AlertRule, evaluate
 from pmsq.monitor.figures import Tracker, fmt_age, fmt_ms, plain_text, rows, sparkline
-from pmsq.monitor.render import render
+from pmsq.monitor.render import TREND_FLOOR, render
 from pmsq.stats import QueueStats, Stats
 
 T0 = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
@@ -246,3 +246,25 @@ def test_tracker_measures_rates_over_a_window_not_between_adjacent_snapshots() -
     assert 5.0 <= age < 5.5
     assert 80 <= list(tracker.history["calendar"])[-1] <= 120  # 100 acks a second
     assert min(list(tracker.history["calendar"])[-8:]) > 0
+
+
+def test_trend_bars_share_one_scale_so_an_idle_queue_looks_idle() -> None:
+    busy = [80.0, 120.0, 100.0, 110.0]
+    idle = [0.2, 0.2, 0.2, 0.2]
+    text = text_of(
+        render(snapshot(10, 2), snapshot(0, 1), {}, 100, history={"calendar": busy, "email": idle}),
+        100,
+    )
+    assert line_of(text, "email").rstrip().endswith("▁▁▁▁")
+    assert line_of(text, "calendar").rstrip().endswith(sparkline(busy))
+    assert "trend ≤120/s" in line_of(text, "queue")
+    # Alone, 0.2 msg/s is still drawn against the floor of the scale, not as a full bar.
+    text = text_of(render(snapshot(10, 2), snapshot(0, 1), {}, 100, history={"email": idle}), 100)
+    assert line_of(text, "email").rstrip().endswith("▁▁▁▁")
+    assert f"trend ≤{TREND_FLOOR:.1f}/s" in line_of(text, "queue")
+
+
+def test_sparkline_against_a_given_top() -> None:
+    assert sparkline([1, 7], top=7) == "▂█"
+    assert sparkline([14], top=7) == "█"  # above the scale: a full bar, not an error
+    assert sparkline([0.2, 0.2], top=5) == "▁▁"

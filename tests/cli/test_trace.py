@@ -153,3 +153,80 @@ def test_a_backend_without_history_gets_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(CommandError, match="keeps no message history"):
         _find(broker, args)
     broker.close()
+
+
+class TemplateError(Exception):
+    """A handler error whose type the worker records with its module path."""
+
+
+@pytest.fixture
+def dead(tmp_path: Path) -> tuple[Path, str]:
+    """A store with a message that failed twice with a module-level error and was dead-lettered."""
+    path = tmp_path / "pms.db"
+    with pmsq.connect(str(path), durability="normal") as b:
+        b.declare_queue(
+            "email",
+            max_attempts=2,
+            backoff=pmsq.Backoff(base=0.0, factor=1.0, cap=0.0),
+            fallback="email.fallback",
+        )
+        b.declare_queue("email.fallback")
+        q = b.queue("email")
+        mid = q.put({"to": "guest"}, key="property:12", tenant="baltic-stays")
+        for _ in range(2):
+            with pytest.raises(TemplateError), q.get(timeout=0):
+                raise TemplateError("guest message has no text to render, the template is empty")
+    return path, mid
+
+
+def test_a_dead_letter_names_its_error_type_once_and_keeps_words_whole(
+    cli: Run, dead: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    path, mid = dead
+    code, out, err = cli("trace", str(path), mid)
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    kind = f"{__name__}.TemplateError"
+    message = "guest message has no text to render, the template is empty"
+    # Each failed attempt (retried, dead_lettered) shows its error, the type named once.
+    flat = " ".join(out.split())
+    assert flat.count(f"{kind}: {message}") == 2
+    assert flat.count(kind) == 2
+    # The dead_lettered line says why, where the copy went, and not the error again.
+    reason = " ".join(out.split("dead_lettered", 1)[1].split(kind, 1)[0].split())
+    assert "failed 2 of 2 attempts; copied to the fallback queue as" in reason
+    # Every word of the text is on some line whole: none is cut at the edge.
+    words = {w for line in lines for w in line.split()}
+    assert set(message.replace(",", "").split()) <= {w.rstrip(",") for w in words}
+
+
+@pytest.mark.parametrize(
+    ("ms", "shown"),
+    [
+        (0.0004, "<1µs"),
+        (0.005, "5µs"),
+        (0.4123, "412µs"),
+        (4.25, "4.2ms"),
+        (42.4, "42ms"),
+        (15_000.0, "15.0s"),
+        (None, ""),
+    ],
+)
+def test_handler_times_keep_their_precision(ms: float | None, shown: str) -> None:
+    from pmsq.backends.base import HistoryEvent
+    from pmsq.cli.trace import _took
+
+    detail = {} if ms is None else {"duration_ms": ms}
+    event = HistoryEvent(
+        at=0.0,
+        message_id="m",
+        queue="q",
+        tenant=None,
+        key=None,
+        correlation_id=None,
+        event="acked",
+        detail=detail,
+    )
+    assert _took(event) == shown

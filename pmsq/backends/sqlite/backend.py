@@ -34,6 +34,7 @@ from pmsq.backends.base import (
 from pmsq.backends.sqlite import admin, claims, journal, settle, transfer
 from pmsq.backends.sqlite.errors import translate
 from pmsq.backends.sqlite.journal import Journal
+from pmsq.backends.sqlite.paths import check_folder
 from pmsq.backends.sqlite.puts import ConfigReader, dump_config, put_one
 from pmsq.backends.sqlite.schema import (
     SchemaError,
@@ -202,6 +203,7 @@ class SQLiteBackend(Backend):
         memory = self.path == ":memory:"
         if not memory and os.path.isdir(self.path):
             raise StorageError(f"{self.path!r} is a directory; give a file path for the store")
+        check_folder(self.path, self.url)
         try:
             conn = sqlite3.connect(
                 self.path,
