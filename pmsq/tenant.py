@@ -8,6 +8,7 @@ from pmsq.config import check_queue_name
 from pmsq.deadletters import DeadLetters
 from pmsq.errors import ConfigurationError
 from pmsq.queue import Queue
+from pmsq.schedules.schedule import Schedule
 from pmsq.stats import QueueStats, Stats
 
 if TYPE_CHECKING:
@@ -57,3 +58,24 @@ class TenantHandle:
     def dead_letters(self, queue: str) -> DeadLetters:
         """This tenant's dead letters of ``queue``."""
         return DeadLetters(self._broker, check_queue_name(queue), tenant=self.tenant)
+
+    def schedule(self, name: str, *, tenant: str | None = None, **options: Any) -> Schedule:
+        """Create or update this tenant's schedule ``name`` (see ``Broker.schedule``)."""
+        return self._broker.schedule(name, tenant=self._own(tenant, "schedule"), **options)
+
+    def schedules(self) -> list[Schedule]:
+        """This tenant's schedules."""
+        from pmsq.schedules.service import list_schedules
+
+        return list_schedules(self._broker, tenant=self.tenant, all_tenants=False)
+
+    def unschedule(self, name: str) -> bool:
+        """Delete this tenant's schedule ``name``; whether it existed."""
+        return self._broker.unschedule(name, tenant=self.tenant)
+
+    def _own(self, tenant: str | None, verb: str) -> str:
+        if tenant is not None and tenant != self.tenant:
+            raise ConfigurationError(
+                f"this handle is scoped to tenant {self.tenant!r}; it cannot {verb} as {tenant!r}"
+            )
+        return self.tenant

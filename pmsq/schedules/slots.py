@@ -43,14 +43,15 @@ __all__ = [
     "check_cron",
     "check_every",
     "check_zone",
+    "missed_after",
     "plan",
     "slot_iso",
 ]
 
 CatchUp = Literal["latest", "all", "none"]
 CATCH_UP: tuple[str, ...] = ("latest", "all", "none")
-#: With ``catch_up="none"``, a slot found more than this many seconds after it
-#: came due counts as missed (the store was down) and makes no message.
+#: With ``catch_up="none"``, a slot found more than this many seconds (or half
+#: its period, if shorter) after it came due was missed and makes no message.
 MISSED_AFTER = 60.0
 #: ``catch_up="all"`` writes at most this many slots per run (one transaction);
 #: the cursor stops after the last one written and the next run goes on.
@@ -58,7 +59,7 @@ MAX_SLOTS_PER_RUN = 1000
 # No zone has ever shifted its clocks by more than this at once: a wall-clock
 # time this far before an instant's own cannot land after it.
 _MAX_SHIFT = dt.timedelta(hours=3)
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _US = 1_000_000
 
 
@@ -133,9 +134,7 @@ def check_catch_up(catch_up: object) -> CatchUp:
         ConfigurationError: otherwise.
     """
     if catch_up not in CATCH_UP:
-        raise ConfigurationError(
-            f"catch_up must be 'latest', 'all' or 'none', got {catch_up!r}"
-        )
+        raise ConfigurationError(f"catch_up must be 'latest', 'all' or 'none', got {catch_up!r}")
     return catch_up  # type: ignore[return-value]
 
 
@@ -255,8 +254,8 @@ def plan(timing: Timing, next_at: float, now: float, catch_up: CatchUp) -> Plan:
 
     Every slot from ``next_at`` up to ``now`` is due. ``"all"`` fires each
     (at most :data:`MAX_SLOTS_PER_RUN` per run); ``"latest"`` fires only the
-    latest; ``"none"`` fires the latest only if it came due less than
-    :data:`MISSED_AFTER` seconds ago (on time), else none.
+    latest; ``"none"`` fires the latest only if it is on time (see
+    :func:`missed_after`), else none.
 
     Returns:
         The slots to fire and the new cursor (``next_at`` unchanged when nothing is due).
@@ -275,6 +274,17 @@ def plan(timing: Timing, next_at: float, now: float, catch_up: CatchUp) -> Plan:
         return Plan(tuple(fire), upcoming)
     latest = timing.latest_at_or_before(now, next_at)
     upcoming = timing.next_after(now)
-    if catch_up == "none" and now - latest > MISSED_AFTER:
+    if catch_up == "none" and now - latest > missed_after(latest, upcoming):
         return Plan((), upcoming)
     return Plan((latest,), upcoming)
+
+
+def missed_after(slot: float, following: float | None) -> float:
+    """How late ``slot`` may be found and still count as on time (``catch_up="none"``).
+
+    :data:`MISSED_AFTER`, or half the time to the following slot if that is
+    shorter: a slot found nearer its successor than itself was missed.
+    """
+    if following is None:
+        return MISSED_AFTER
+    return min(MISSED_AFTER, (following - slot) / 2)

@@ -34,6 +34,7 @@ from pmsq.testing._delivery_tests import DeliveryTests
 from pmsq.testing._operator_tests import OperatorTests
 from pmsq.testing._order_tests import OrderTests
 from pmsq.testing._put_tests import PutTests
+from pmsq.testing._schedule_tests import ScheduleTests
 from pmsq.testing._transfer_tests import TransferTests
 from pmsq.testing.stateful import BrokerStateMachine, ScratchStore, make_state_machine
 
@@ -42,7 +43,9 @@ __all__ = ["BrokerConformance"]
 _QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 
 
-class BrokerConformance(DeliveryTests, OrderTests, PutTests, OperatorTests, TransferTests):
+class BrokerConformance(
+    DeliveryTests, OrderTests, PutTests, OperatorTests, TransferTests, ScheduleTests
+):
     """Subclass, implement ``make_broker``, and pytest runs the whole conformance suite.
 
     Class attributes to set: ``missing_capabilities``, ``reopens`` (False

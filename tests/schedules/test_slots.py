@@ -1,9 +1,8 @@
 """The pure slot logic against a brute-force reference built on ``zoneinfo`` alone.
 
-The reference walks every UTC minute of a window, reads the zone's wall
-clock with ``zoneinfo`` and applies DESIGN.md's rules literally: a matching
-wall-clock time fires at its first occurrence; wall-clock times skipped by a
-forward jump fire at the instant of the jump; one instant fires once.
+The reference (``pmsq.testing._schedule_tests.reference_slots``, shared with
+the conformance suite) walks every UTC minute of a window, reads the zone's
+wall clock with ``zoneinfo`` and applies DESIGN.md's rules literally.
 """
 
 from __future__ import annotations
@@ -24,11 +23,14 @@ from pmsq.schedules.slots import (
     check_cron,
     check_every,
     check_zone,
+    missed_after,
     plan,
     slot_iso,
 )
+from pmsq.testing._schedule_tests import cron_specs, reference_slots
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
+NY, LIS = "America/New_York", "Europe/Lisbon"
 ZONES = ["Europe/Lisbon", "America/New_York", "Australia/Lord_Howe", "UTC"]
 # Transitions of 2026-2027 in the zones above (UTC), and a quiet day.
 AROUND = [
@@ -43,55 +45,6 @@ AROUND = [
 ]
 
 
-def field(lo: int, hi: int) -> st.SearchStrategy[tuple[str, set[int]]]:
-    """A cron field and the set of values it matches (a small grammar)."""
-    values = st.sets(st.integers(lo, hi), min_size=1, max_size=4).map(
-        lambda s: (",".join(map(str, sorted(s))), s)
-    )
-    steps = st.integers(2, 30).map(lambda n: (f"*/{n}", set(range(lo, hi + 1, n))))
-    return st.one_of(st.just(("*", set(range(lo, hi + 1)))), values, steps)
-
-
-@st.composite
-def crons(draw: st.DrawFn) -> tuple[str, dict[str, set[int]]]:
-    minute = draw(field(0, 59))
-    hour = draw(field(0, 23))
-    dow = draw(st.one_of(st.just(("*", set(range(7)))), field(0, 6)))
-    text = f"{minute[0]} {hour[0]} * * {dow[0]}"
-    return text, {"minute": minute[1], "hour": hour[1], "dow": dow[1]}
-
-
-def matches(spec: dict[str, set[int]], wall: dt.datetime) -> bool:
-    return (
-        wall.minute in spec["minute"]
-        and wall.hour in spec["hour"]
-        and (wall.weekday() + 1) % 7 in spec["dow"]
-    )
-
-
-def reference(
-    spec: dict[str, set[int]], zone: zoneinfo.ZoneInfo, start: float, end: float
-) -> list[float]:
-    """Slots in ``(start, end]``, minute by minute (start and end on whole minutes)."""
-    out = []
-    u = start + 60
-    while u <= end:
-        now = dt.datetime.fromtimestamp(u, UTC).astimezone(zone)
-        before = dt.datetime.fromtimestamp(u - 60, UTC).astimezone(zone)
-        wall = now.replace(tzinfo=None)
-        fire = matches(spec, wall) and now.fold == 0
-        if now.utcoffset() > before.utcoffset():  # type: ignore[operator]
-            # The clocks jumped forward at u: wall times in between never happened.
-            skipped = before.replace(tzinfo=None) + dt.timedelta(minutes=1)
-            while skipped < wall:
-                fire = fire or matches(spec, skipped)
-                skipped += dt.timedelta(minutes=1)
-        if fire:
-            out.append(u)
-        u += 60
-    return out
-
-
 def ours(timing: Timing, start: float, end: float) -> list[float]:
     out = []
     for s in timing.iter_after(start):
@@ -103,7 +56,7 @@ def ours(timing: Timing, start: float, end: float) -> list[float]:
 
 @settings(max_examples=250, deadline=None)
 @given(
-    cron=crons(),
+    cron=cron_specs(),
     tz=st.sampled_from(ZONES),
     around=st.sampled_from(AROUND),
     shift_min=st.integers(-36 * 60, 36 * 60),
@@ -114,12 +67,12 @@ def test_cron_slots_match_the_zoneinfo_reference(
     start = around.timestamp() + shift_min * 60 - 24 * 3600
     end = start + 48 * 3600
     timing = Timing(cron[0], None, tz)
-    assert ours(timing, start, end) == reference(cron[1], zoneinfo.ZoneInfo(tz), start, end)
+    assert ours(timing, start, end) == reference_slots(cron[1], zoneinfo.ZoneInfo(tz), start, end)
 
 
 @settings(max_examples=150, deadline=None)
 @given(
-    cron=crons(),
+    cron=cron_specs(),
     tz=st.sampled_from(ZONES),
     around=st.sampled_from(AROUND),
     jumps=st.lists(st.integers(1, 6 * 3600), min_size=1, max_size=12),
@@ -146,7 +99,9 @@ def test_plans_over_clock_jumps_fire_each_slot_at_most_once(
             assert list(result.slots) == due[:MAX_SLOTS_PER_RUN]
         elif not due:
             assert result.slots == ()
-        elif catch_up == "latest" or now - due[-1] <= MISSED_AFTER:
+        elif catch_up == "latest" or now - due[-1] <= missed_after(
+            due[-1], timing.next_after(due[-1])
+        ):
             assert result.slots == (due[-1],)
         else:
             assert result.slots == ()
@@ -176,9 +131,11 @@ def test_every_slots_are_whole_periods_after_creation(
     assert first == pytest.approx(anchor + every, abs=1e-5), "one period after creation"
     t = anchor + offset
     nxt = timing.next_after(t)
-    assert nxt is not None and nxt > t
+    assert nxt is not None
+    assert nxt > t
     k = round((nxt - anchor) / every)
-    assert k >= 1 and nxt == pytest.approx(anchor + k * every, abs=1e-5)
+    assert k >= 1
+    assert nxt == pytest.approx(anchor + k * every, abs=1e-5)
     assert nxt - every <= t + 1e-5, "no slot is skipped"
     latest = timing.latest_at_or_before(nxt + every / 2, first)
     assert latest == nxt
@@ -189,27 +146,35 @@ def test_every_catch_up_policies_after_downtime() -> None:
     assert plan(timing, 60.0, 60.0 * 5 + 1, "all").slots == (60.0, 120.0, 180.0, 240.0, 300.0)
     assert plan(timing, 60.0, 60.0 * 5 + 1, "latest").slots == (300.0,)
     assert plan(timing, 60.0, 60.0 * 5 + 1, "none").slots == (300.0,), "300 is on time"
+    assert plan(timing, 60.0, 60.0 * 5 + 31, "none").slots == (), "nearer 360 than 300"
     hourly = Timing(None, 3600.0, anchor=0.0)
     late = plan(hourly, 3600.0, 3 * 3600.0 + MISSED_AFTER + 1, "none")
-    assert late.slots == () and late.next_at == 4 * 3600.0
+    assert late.slots == ()
+    assert late.next_at == 4 * 3600.0
     assert plan(timing, 60.0, 59.0, "all").slots == ()
     flood = plan(Timing(None, 1.0, anchor=0.0), 1.0, 1e6, "all")
-    assert len(flood.slots) == MAX_SLOTS_PER_RUN and flood.next_at == MAX_SLOTS_PER_RUN + 1
+    assert len(flood.slots) == MAX_SLOTS_PER_RUN
+    assert flood.next_at == MAX_SLOTS_PER_RUN + 1
 
 
 @pytest.mark.parametrize(
     ("tz", "cron", "after", "expected"),
     [
         # New York springs forward at 02:00 EST: 02:30 fires at 03:00 EDT, once.
-        ("America/New_York", "30 2 * * *", "2026-03-07T12:00", ["2026-03-08T07:00", "2026-03-09T06:30"]),
+        (NY, "30 2 * * *", "2026-03-07T12:00", ["2026-03-08T07:00", "2026-03-09T06:30"]),
         # 02:00, 02:30 and 03:00 all land on 03:00 EDT: one slot.
-        ("America/New_York", "*/30 1-3 * * *", "2026-03-08T06:00", ["2026-03-08T06:30", "2026-03-08T07:00", "2026-03-08T07:30"]),
+        (
+            NY,
+            "*/30 1-3 * * *",
+            "2026-03-08T06:00",
+            ["2026-03-08T06:30", "2026-03-08T07:00", "2026-03-08T07:30"],
+        ),
         # New York falls back: 01:30 happens twice and fires once (EDT).
-        ("America/New_York", "30 1 * * *", "2026-10-31T12:00", ["2026-11-01T05:30", "2026-11-02T06:30"]),
+        (NY, "30 1 * * *", "2026-10-31T12:00", ["2026-11-01T05:30", "2026-11-02T06:30"]),
         # Lisbon springs forward at 01:00 WET: 01:15 fires at 02:00 WEST (01:00 UTC).
-        ("Europe/Lisbon", "15 1 * * *", "2026-03-28T12:00", ["2026-03-29T01:00", "2026-03-30T00:15"]),
+        (LIS, "15 1 * * *", "2026-03-28T12:00", ["2026-03-29T01:00", "2026-03-30T00:15"]),
         # Lisbon falls back at 02:00 WEST: 01:45 fires once, at 00:45 UTC.
-        ("Europe/Lisbon", "45 1 * * *", "2026-10-24T12:00", ["2026-10-25T00:45", "2026-10-26T01:45"]),
+        (LIS, "45 1 * * *", "2026-10-24T12:00", ["2026-10-25T00:45", "2026-10-26T01:45"]),
     ],
 )
 def test_dst_examples(tz: str, cron: str, after: str, expected: list[str]) -> None:
