@@ -31,6 +31,7 @@ from pmsq.schedules.slots import (
     plan,
     slot_iso,
 )
+from pmsq.schedules.timer import poke_timers
 
 if TYPE_CHECKING:
     from pmsq.broker import Broker
@@ -131,7 +132,7 @@ def declare(
         ),
         now=now,
     )
-    broker._kick()  # a worker's schedule timer may sleep past the new first slot
+    poke_timers(broker)  # a worker's timer here may sleep past the new first slot
     return _public(broker, stored)
 
 
