@@ -18,6 +18,7 @@ _COMMANDS = (
     "monitor",
     "stats",
     "queues",
+    "schedules",
     "put",
     "peek",
     "dlq",
