@@ -408,11 +408,17 @@ class Broker:
     def check_alerts(self) -> list[Alert]:
         """Evaluate every queue against its rule; call callbacks of alerts that just started.
 
+        A schedule whose next slot is over a minute overdue (no worker fired
+        it) is a warning on its queue too.
+
         Returns:
             The alerts raised now (also those already raised at the last check).
         """
+        from pmsq.schedules.health import read_schedules, schedule_alerts
+
         snap: Stats = self.stats()
         alerts = evaluate(snap, load_rules(self.backend, snap.queues))
+        alerts += schedule_alerts(read_schedules(self), self.clock.time())
         self._alert_book.fire(alerts)
         return alerts
 
