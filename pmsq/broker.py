@@ -480,9 +480,19 @@ class Broker:
         from pmsq.schedules.service import declare
 
         return declare(
-            self, name, queue=queue, cron=cron, every=every, tz=tz, payload=payload, key=key,
-            tenant=tenant, priority=priority, headers=headers, catch_up=catch_up,
-        )  # fmt: skip
+            self,
+            name,
+            queue=queue,
+            cron=cron,
+            every=every,
+            tz=tz,
+            payload=payload,
+            key=key,
+            tenant=tenant,
+            priority=priority,
+            headers=headers,
+            catch_up=catch_up,
+        )
 
     def schedules(self) -> list[Schedule]:
         """Every stored ``pmsq.Schedule`` (all tenants'), ordered by tenant and name."""

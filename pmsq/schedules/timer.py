@@ -53,6 +53,7 @@ class ScheduleTimer:
         self.broker = broker
         self._poked = threading.Event()
         self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
         with _timers_lock:
             _timers.setdefault(broker, weakref.WeakSet()).add(self)
 
@@ -86,9 +87,16 @@ class ScheduleTimer:
         self._poked.set()
 
     def stop(self) -> None:
-        """Ask the loop to end (the thread driver also wakes at once)."""
+        """End the loop; with the thread driver, wait for its thread to finish.
+
+        Once it returns the timer touches the store no more (the worker's
+        ``stop`` promises that, so the broker may be closed next).
+        """
         self._stopped.set()
         self._poked.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
 
     @property
     def stopped(self) -> bool:
@@ -108,7 +116,8 @@ def start_timer_thread(broker: Broker) -> ScheduleTimer | None:
     if not ScheduleTimer.wanted(broker):
         return None
     timer = ScheduleTimer(broker)
-    threading.Thread(target=timer.run_blocking, name="pmsq-schedules", daemon=True).start()
+    timer._thread = threading.Thread(target=timer.run_blocking, name="pmsq-schedules", daemon=True)
+    timer._thread.start()
     return timer
 
 
