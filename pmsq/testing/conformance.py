@@ -14,6 +14,11 @@ reopen the same store. Override :meth:`drop_store` to remove a server-side
 store afterwards. A test of a capability the backend declares missing checks
 that using it raises ``ConfigurationError`` naming the capability.
 
+Schedules (:mod:`pmsq.testing._schedule_tests`) run against backends that mix
+in ``pmsq.backends.schedule_family.ScheduleStore``; for others the suite
+checks that every schedule call raises ``ConfigurationError`` naming the
+backend and ``schedules``.
+
 Besides one test per guarantee, the class runs the hypothesis state machine
 of :mod:`pmsq.testing.stateful` against :class:`pmsq.testing.QueueModel`:
 :attr:`stateful_settings` by default, :attr:`stateful_settings_slow` in the
