@@ -186,7 +186,9 @@ class Timing:
     def _every_after(self, t: float) -> Iterator[float]:
         assert self.every is not None
         a, p = _to_us(self.anchor), _to_us(self.every)
-        k = max(1, (math.floor(t * _US) - a) // p + 1)
+        # Rounded like the slots themselves, so a stored slot read back as a float
+        # (a hair below its exact microsecond) is never returned again.
+        k = max(1, (_to_us(t) - a) // p + 1)
         while True:
             yield (a + k * p) / _US
             k += 1

@@ -8,6 +8,7 @@ wall clock with ``zoneinfo`` and applies DESIGN.md's rules literally.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import zoneinfo
 
 import pytest
@@ -139,6 +140,13 @@ def test_every_slots_are_whole_periods_after_creation(
     assert nxt - every <= t + 1e-5, "no slot is skipped"
     latest = timing.latest_at_or_before(nxt + every / 2, first)
     assert latest == nxt
+    # A cursor read back from the store (a float) yields the very next slot, never itself.
+    chain = [first]
+    for _ in range(20):
+        following = timing.next_after(chain[-1])
+        assert following is not None
+        chain.append(following)
+    assert all(b - a == pytest.approx(every, abs=2e-6) for a, b in itertools.pairwise(chain))
 
 
 def test_every_catch_up_policies_after_downtime() -> None:
