@@ -55,7 +55,7 @@ def ours(timing: Timing, start: float, end: float) -> list[float]:
     return out
 
 
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     cron=cron_specs(),
     tz=st.sampled_from(ZONES),
