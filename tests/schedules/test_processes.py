@@ -1,6 +1,6 @@
-"""Four worker processes fire an ``every=1`` schedule while being SIGKILLed: one message per slot.
+"""Four ``pmsq worker`` processes fire an ``every=1`` schedule while being SIGKILLed.
 
-Each process runs a real ``pmsq.Worker`` on one SQLite file. Every ~1.2 s one
+Each process is ``pmsq worker app:broker`` on one SQLite file. Every ~1.2 s one
 of them is killed with SIGKILL (mid-transaction, perhaps) and a new one
 started. ``catch_up="all"``, so no slot may be skipped either: the slots
 found are exactly the run's slots, each once.
@@ -19,30 +19,34 @@ from pathlib import Path
 
 import pmsq
 
-WORKER = """
-import sys, pmsq
-broker = pmsq.connect(sys.argv[1])
+APP = """
+import os, pmsq
+
+broker = pmsq.connect(os.environ["APP_DB"])
 broker.declare_queue("idle")
+
 
 @broker.handler("idle")
 def idle(msg):
     pass
-
-pmsq.Worker(broker, concurrency=2).run()
 """
 
 
 def test_sigkilled_workers_make_exactly_one_message_per_slot(tmp_path: Path) -> None:
     db = str(tmp_path / "pms.db")
     with pmsq.connect(db) as b:
-        b.declare_queue("ticks")  # no handler anywhere: the messages stay to be counted
+        # No handler anywhere: the messages stay to be counted. A dedup window of a
+        # millisecond leaves exactly-once to the schedule's compare-and-set alone.
+        b.declare_queue("ticks", dedup_window=0.001)
         b.declare_queue("idle")
         b.schedule("tick", queue="ticks", every=1.0, catch_up="all")
         (created,) = b.schedules()
     assert created.next_at is not None
     first = created.next_at
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    start = lambda: subprocess.Popen([sys.executable, "-c", WORKER, db], env=env)  # noqa: E731
+    (tmp_path / "sched_app.py").write_text(APP)
+    env = {**os.environ, "APP_DB": db, "PYTHONPATH": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "pmsq", "worker", "sched_app:broker", "--concurrency", "2"]
+    start = lambda: subprocess.Popen(command, env=env, cwd=tmp_path)  # noqa: E731
     procs = [start() for _ in range(4)]
     rng = random.Random(16)
     kills = 0
