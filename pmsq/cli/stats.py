@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         read_schedules,
         schedule_alerts,
         schedule_section,
+        schedules_prometheus,
         schedules_to_dicts,
     )
 
@@ -71,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     if args.prometheus:
         from pmsq.monitor.prometheus import to_prometheus
 
-        print(to_prometheus(snap, evaluate(snap, rules)), end="")
+        alerts = evaluate(snap, rules) + schedule_alerts(plans, now)
+        print(to_prometheus(snap, alerts) + schedules_prometheus(plans, now), end="")
         return 0
     from rich.console import Console
 

@@ -31,6 +31,7 @@ __all__ = [
     "schedule_alerts",
     "schedule_lines",
     "schedule_section",
+    "schedules_prometheus",
     "schedules_to_dicts",
 ]
 
@@ -159,3 +160,48 @@ def schedule_lines(schedules: Sequence[Schedule], now: float) -> str:
         f"next {_when(s.next_at)}, last {_when(s.last_at)}, lag {fmt_lag(lag(s, at))}"
         for s in schedules
     )
+
+
+def _prom_labels(s: Schedule) -> str:
+    pairs = [("schedule", s.name), ("queue", s.queue), ("tenant", s.tenant or "")]
+    esc = [(k, v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')) for k, v in pairs]
+    return "{" + ",".join(f'{k}="{v}"' for k, v in esc) + "}"
+
+
+def schedules_prometheus(schedules: Sequence[Schedule], now: float) -> str:
+    """Schedule gauges in the Prometheus text format (appended to ``pmsq stats --prometheus``).
+
+    ``pmsq_schedule_overdue_seconds`` (how far past due the next slot is; 0 when
+    on time), ``pmsq_schedule_lag_seconds`` (how late the last slot fired) and
+    ``pmsq_schedule_next_timestamp_seconds``. Empty without schedules.
+    """
+    if not schedules:
+        return ""
+    families = (
+        ("pmsq_schedule_overdue_seconds", "Seconds the next slot is past due.", _overdue),
+        ("pmsq_schedule_lag_seconds", "Seconds the last slot fired after it was due.", _last_lag),
+        ("pmsq_schedule_next_timestamp_seconds", "When the next slot is due.", _next_at),
+    )
+    lines: list[str] = []
+    for name, text, get in families:
+        lines += [f"# HELP {name} {text}", f"# TYPE {name} gauge"]
+        for s in schedules:
+            value = get(s, now)
+            if value is not None:
+                lines.append(f"{name}{_prom_labels(s)} {value!r}")
+    return "\n".join(lines) + "\n"
+
+
+def _overdue(s: Schedule, now: float) -> float | None:
+    """Prometheus getter: seconds overdue."""
+    return s.overdue(now)
+
+
+def _last_lag(s: Schedule, now: float) -> float | None:
+    """Prometheus getter: the last firing's lag."""
+    return s.lag
+
+
+def _next_at(s: Schedule, now: float) -> float | None:
+    """Prometheus getter: the next slot as epoch seconds."""
+    return None if s.next_at is None else s.next_at.timestamp()

@@ -80,3 +80,19 @@ def test_plain_monitor_and_stats_json_list_schedules(
     data = json.loads(capsys.readouterr().out)
     (row,) = data["schedules"]
     assert (row["name"], row["tenant"], row["every"]) == ("nightly-rates", "acme", 3600.0)
+
+
+def test_prometheus_text_has_schedule_gauges_and_the_alert(
+    broker: pmsq.Broker, clock: pmsq.ManualClock, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pmsq.schedules.health import schedules_prometheus
+
+    clock.advance(3600 + 90)  # due 90 s ago, nobody fired it
+    text = schedules_prometheus(broker.schedules(), clock.time())
+    labels = '{schedule="nightly-rates",queue="channel-sync",tenant="acme"}'
+    assert f"pmsq_schedule_overdue_seconds{labels} 90.0" in text.splitlines()
+    assert "pmsq_schedule_lag_seconds{" not in text, "no firing yet, no lag"
+    broker.run_schedules()
+    text = schedules_prometheus(broker.schedules(), clock.time())
+    assert f"pmsq_schedule_lag_seconds{labels} 90.0" in text.splitlines()
+    assert f"pmsq_schedule_overdue_seconds{labels} 0.0" in text.splitlines()
