@@ -11,9 +11,16 @@ refuse every call with a ``ConfigurationError`` naming itself and
 from __future__ import annotations
 
 import datetime as dt
+import os
+import random
+import signal
+import subprocess
+import sys
 import threading
+import time
 import uuid
 import zoneinfo
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,12 +28,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pmsq.backends.schedule_family import ScheduleStore
-from pmsq.broker import Broker
+from pmsq.broker import Broker, connect
 from pmsq.clock import ManualClock
 from pmsq.errors import ConfigurationError
 from pmsq.testing._suite import SuiteBase
 
-__all__ = ["ScheduleTests", "cron_specs", "reference_slots"]
+__all__ = ["ScheduleTests", "check_sigkilled_workers", "cron_specs", "reference_slots"]
 
 _UTC = dt.UTC
 #: Clock changes of 2026 in Lisbon and New York (UTC), and a quiet day.
@@ -100,6 +107,79 @@ def reference_slots(
 
 def _iso(t: float) -> str:
     return dt.datetime.fromtimestamp(t, _UTC).isoformat()
+
+
+_WORKER_APP = """
+import os, pmsq
+
+broker = pmsq.connect(os.environ["APP_DB"])
+broker.declare_queue("idle")
+
+
+@broker.handler("idle")
+def idle(msg):
+    pass
+"""
+
+
+def check_sigkilled_workers(url: str, workdir: Path, *, seconds: float = 10.0) -> int:
+    """Run four ``pmsq worker`` processes on ``url`` firing an ``every=1`` schedule,
+    SIGKILL one every ~1.2 s (starting a new one), and check every slot made
+    exactly one message, none skipped. Returns the number of slots checked.
+
+    The store at ``url`` must be empty. The queue's dedup window is a
+    millisecond, so exactly-once rests on the schedule's compare-and-set alone.
+    """
+    with connect(url) as b:
+        # No handler anywhere: the messages stay to be counted.
+        b.declare_queue("ticks", dedup_window=0.001)
+        b.declare_queue("idle")
+        b.schedule("tick", queue="ticks", every=1.0, catch_up="all")
+        (created,) = b.schedules()
+    assert created.next_at is not None
+    first = created.next_at
+    (workdir / "sched_app.py").write_text(_WORKER_APP)
+    env = {**os.environ, "APP_DB": url, "PYTHONPATH": str(workdir), "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "pmsq", "worker", "sched_app:broker", "--concurrency", "2"]
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(command, env=env, cwd=workdir)
+
+    procs = [start() for _ in range(4)]
+    rng = random.Random(16)
+    kills = 0
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            time.sleep(rng.uniform(0.6, 1.8))
+            victim = rng.randrange(len(procs))
+            procs[victim].send_signal(signal.SIGKILL)
+            procs[victim].wait()
+            kills += 1
+            procs[victim] = start()
+        time.sleep(1.5)  # let the survivors fire what is due
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    with connect(url) as b:
+        (s,) = b.schedules()
+        assert s.last_at is not None
+        slots = []
+        while batch := b.queue("ticks").get_many(1000, timeout=0):
+            for d in batch:
+                slots.append(d.message.headers["pmsq.schedule"]["slot"])
+                d.ack()
+    n = round((s.last_at - first).total_seconds()) + 1
+    expected = [(first + dt.timedelta(seconds=k)).isoformat() for k in range(n)]
+    assert kills >= 4
+    assert n >= seconds * 0.8, "the workers kept firing through the kills"
+    assert sorted(slots) == expected, "every slot exactly once, none skipped"
+    return n
 
 
 class ScheduleTests(SuiteBase):

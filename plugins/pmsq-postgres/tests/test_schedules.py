@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import psycopg
 from pmsq_postgres.schema import SCHEMA_VERSION
 
 import pmsq
+from pmsq.testing._schedule_tests import check_sigkilled_workers
 
 
 def test_a_version_1_store_gains_the_schedules_table(pg_url: str, schema: str) -> None:
@@ -24,3 +27,7 @@ def test_a_version_1_store_gains_the_schedules_table(pg_url: str, schema: str) -
         got = {d.message.id for d in b.queue("q").get_many(10, timeout=0)}
         assert mid in got
         assert len(got) == 2
+
+
+def test_sigkilled_workers_make_exactly_one_message_per_slot(pg_url: str, tmp_path: Path) -> None:
+    assert check_sigkilled_workers(pg_url, tmp_path) >= 8
