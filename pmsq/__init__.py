@@ -30,6 +30,7 @@ from pmsq.errors import (
 from pmsq.handlers import HandlerSpec
 from pmsq.message import DeadLetter, Message, NewMessage
 from pmsq.queue import Queue
+from pmsq.schedules import Schedule
 from pmsq.stats import QueueStats, Stats
 from pmsq.tenant import TenantHandle
 from pmsq.worker import AsyncWorker, Middleware, Worker
@@ -70,6 +71,7 @@ __all__ = [
     "RateLimit",
     "Reject",
     "Retry",
+    "Schedule",
     "SerializationError",
     "Stats",
     "StorageError",

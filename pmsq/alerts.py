@@ -144,7 +144,8 @@ class Alert:
     Attributes:
         queue: The queue.
         tenant: The tenant, for a per-tenant figure; ``None`` for the whole queue.
-        metric: ``"depth"``, ``"oldest_age"``, ``"failure_rate"`` or ``"dead"``.
+        metric: ``"depth"``, ``"oldest_age"``, ``"failure_rate"``, ``"dead"``, or
+            ``"schedule:<name>"`` for a schedule that has not fired in time.
         level: ``"warning"`` (yellow) or ``"critical"`` (red).
         value: The figure observed.
         threshold: The rule's limit it exceeded.
@@ -168,6 +169,9 @@ class Alert:
             what, limit = f"{int(self.value)} messages waiting", f"{int(self.threshold)}"
         elif self.metric == "oldest_age":
             what, limit = f"oldest message waited {self.value:.0f}s", f"{self.threshold:g}s"
+        elif self.metric.startswith("schedule:"):  # pmsq.schedules.health
+            what = f"schedule {self.metric[9:]!r} has not fired for {self.value:.0f}s"
+            limit = f"{self.threshold:g}s"
         else:
             what, limit = f"{self.value:.0%} of deliveries failed", f"{self.threshold:.0%}"
         return f"{where}: {what} (alert above {limit})"

@@ -40,6 +40,7 @@ from pmsq.message import Message
 from pmsq.once import once_sqlite
 from pmsq.queue import Queue
 from pmsq.runtime import PutHook, Runtime
+from pmsq.schedules.schedule import Schedule
 from pmsq.stats import Stats
 from pmsq.tenant import TenantHandle
 from pmsq.topics import check_pattern
@@ -426,11 +427,17 @@ class Broker:
     def check_alerts(self) -> list[Alert]:
         """Evaluate every queue against its rule; call callbacks of alerts that just started.
 
+        A schedule whose next slot is over a minute overdue (no worker fired
+        it) is a warning on its queue too.
+
         Returns:
             The alerts raised now (also those already raised at the last check).
         """
+        from pmsq.schedules.health import read_schedules, schedule_alerts
+
         snap: Stats = self.stats()
         alerts = evaluate(snap, load_rules(self.backend, snap.queues))
+        alerts += schedule_alerts(read_schedules(self.runtime), self.clock.time())
         self._alert_book.fire(alerts)
         return alerts
 
@@ -447,6 +454,80 @@ class Broker:
         if check_tenant(tenant) is None:
             raise ConfigurationError("tenant() needs a tenant id, got None")
         return TenantHandle(self.runtime, tenant)
+
+    # -- schedules (pmsq.schedules) ---------------------------------------------------------
+    def schedule(
+        self,
+        name: str,
+        *,
+        queue: str,
+        cron: str | None = None,
+        every: float | None = None,
+        tz: str = "UTC",
+        payload: Any = None,
+        key: str | None = None,
+        tenant: str | None = None,
+        priority: int = 0,
+        headers: dict[str, Any] | None = None,
+        catch_up: str = "latest",
+    ) -> Schedule:
+        """Create or update a stored schedule; every worker of the store fires its slots.
+
+        Args:
+            name: Unique per store (per tenant for a tenant's schedule).
+            queue: A declared queue that receives one message per slot.
+            cron: Five-field cron expression read on the wall clock of ``tz``.
+            every: Or a period in seconds; slots start one period from now.
+            tz: IANA time zone of ``cron``.
+            payload: Payload of each message.
+            key: Key of each message.
+            tenant: Tenant of the schedule and its messages.
+            priority: Priority of each message.
+            headers: Headers of each message (``pmsq.schedule`` is added).
+            catch_up: Missed slots after downtime: ``"latest"`` one message,
+                ``"all"`` one each, ``"none"`` none.
+
+        Returns:
+            The stored ``pmsq.Schedule``.
+
+        Raises:
+            ConfigurationError: bad cron, zone, period, name or option, an
+                unknown queue, or a backend without schedules (nothing is stored).
+        """
+        from pmsq.schedules.service import declare
+
+        return declare(
+            self.runtime,
+            name,
+            queue=queue,
+            cron=cron,
+            every=every,
+            tz=tz,
+            payload=payload,
+            key=key,
+            tenant=tenant,
+            priority=priority,
+            headers=headers,
+            catch_up=catch_up,
+        )
+
+    def schedules(self) -> list[Schedule]:
+        """Every stored ``pmsq.Schedule`` (all tenants'), ordered by tenant and name."""
+        from pmsq.schedules.service import list_schedules
+
+        return list_schedules(self.runtime, tenant=None, all_tenants=True)
+
+    def unschedule(self, name: str, *, tenant: str | None = None) -> bool:
+        """Delete a schedule (the tenantless one unless ``tenant``); whether it existed."""
+        from pmsq.schedules.service import remove
+
+        return remove(self.runtime, name, tenant=tenant)
+
+    def run_schedules(self) -> int:
+        """Fire every slot due now, exactly once across processes; how many messages it made."""
+        from pmsq.schedules.service import run_due
+
+        return run_due(self.runtime)
 
 
 def connect(

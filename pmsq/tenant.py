@@ -10,6 +10,7 @@ from pmsq.errors import ConfigurationError
 from pmsq.queue import Queue
 from pmsq.routing import publish
 from pmsq.runtime import Runtime
+from pmsq.schedules.schedule import Schedule
 from pmsq.stats import QueueStats, Stats
 
 __all__ = ["TenantHandle"]
@@ -68,3 +69,28 @@ class TenantHandle:
     def dead_letters(self, queue: str) -> DeadLetters:
         """This tenant's dead letters of ``queue``."""
         return DeadLetters(self._runtime, check_queue_name(queue), tenant=self.tenant)
+
+    def schedule(self, name: str, *, tenant: str | None = None, **options: Any) -> Schedule:
+        """Create or update this tenant's schedule ``name`` (see ``Broker.schedule``)."""
+        from pmsq.schedules.service import declare
+
+        return declare(self._runtime, name, tenant=self._own(tenant, "schedule"), **options)
+
+    def schedules(self) -> list[Schedule]:
+        """This tenant's schedules."""
+        from pmsq.schedules.service import list_schedules
+
+        return list_schedules(self._runtime, tenant=self.tenant, all_tenants=False)
+
+    def unschedule(self, name: str) -> bool:
+        """Delete this tenant's schedule ``name``; whether it existed."""
+        from pmsq.schedules.service import remove
+
+        return remove(self._runtime, name, tenant=self.tenant)
+
+    def _own(self, tenant: str | None, verb: str) -> str:
+        if tenant is not None and tenant != self.tenant:
+            raise ConfigurationError(
+                f"this handle is scoped to tenant {self.tenant!r}; it cannot {verb} as {tenant!r}"
+            )
+        return self.tenant

@@ -20,6 +20,7 @@ _COMMANDS = (
     "monitor",
     "stats",
     "queues",
+    "schedules",
     "put",
     "peek",
     "dlq",

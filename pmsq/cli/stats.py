@@ -48,21 +48,33 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the snapshot."""
     from pmsq.alerts import evaluate, load_rules
+    from pmsq.schedules.health import (
+        read_schedules,
+        schedule_alerts,
+        schedule_section,
+        schedules_prometheus,
+        schedules_to_dicts,
+    )
 
     with open_store(args.url) as broker:
         if args.queue is not None:
             require_queue(broker, args.queue)
         snap = broker.backend.stats(args.queue, now=broker.clock.time())
         rules = load_rules(broker.backend, snap.queues)
+        plans = [s for s in read_schedules(broker.runtime) if args.queue in (None, s.queue)]
+        now = broker.clock.time()
     if args.json:
         data = snap.to_dict()
         data["alerts"] = [a.to_dict() for a in evaluate(snap, rules)]
+        data["alerts"] += [a.to_dict() for a in schedule_alerts(plans, now)]
+        data["schedules"] = schedules_to_dicts(plans, now)
         print(json.dumps(data, indent=2, sort_keys=True))
         return 0
     if args.prometheus:
         from pmsq.monitor.prometheus import to_prometheus
 
-        print(to_prometheus(snap, evaluate(snap, rules)), end="")
+        alerts = evaluate(snap, rules) + schedule_alerts(plans, now)
+        print(to_prometheus(snap, alerts) + schedules_prometheus(plans, now), end="")
         return 0
     from rich.console import Console
 
@@ -76,4 +88,6 @@ def run(args: argparse.Namespace) -> int:
     if snap.queues:
         console.print()
         console.print(render_totals(snap, tenants=args.tenants))
+    if plans:
+        console.print(schedule_section(plans, now))
     return 0

@@ -24,6 +24,13 @@ from pmsq.broker import Broker
 from pmsq.errors import PmsqError
 from pmsq.monitor.figures import Tracker, plain_text, queue_history
 from pmsq.monitor.render import render
+from pmsq.schedules import Schedule
+from pmsq.schedules.health import (
+    read_schedules,
+    schedule_alerts,
+    schedule_lines,
+    schedule_section,
+)
 
 __all__ = ["install_stop_signals", "watch"]
 
@@ -57,6 +64,7 @@ class _Screen:
         self.title = title
         self.tracker = Tracker()
         self.rules: dict[str, AlertRule] = {}
+        self.schedules: list[Schedule] = []
         self.error: str | None = None
 
     def take(self) -> bool:
@@ -64,6 +72,7 @@ class _Screen:
         try:
             snap = self.broker.stats()
             self.rules = load_rules(self.broker.backend, snap.queues)
+            self.schedules = read_schedules(self.broker.runtime)
         except PmsqError as exc:
             # A store briefly locked or being replaced must not end the watch.
             self.error = str(exc)
@@ -92,6 +101,8 @@ class _Screen:
                     title=self.title,
                 )
             )
+        if self.schedules and current is not None:
+            parts.append(schedule_section(self.schedules, self.broker.clock.time()))
         if self.error is not None:
             parts.append(Text(f"cannot read the store: {self.error}", style="bold red"))
         if not final:
@@ -103,9 +114,12 @@ class _Screen:
         if self.error is not None or current is None:
             return f"pmsq: cannot read the store: {self.error}"
         alerts = evaluate(current, self.rules, tenants=self.tenants)
-        return plain_text(
+        now = self.broker.clock.time()
+        alerts += schedule_alerts(self.schedules, now)
+        text = plain_text(
             current, self.tracker.previous, alerts, tenants=self.tenants, source=self.title
         )
+        return text + schedule_lines(self.schedules, now)
 
 
 def watch(

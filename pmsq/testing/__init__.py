@@ -28,6 +28,7 @@ if "pytest" in sys.modules:
         "pmsq.testing._order_tests",
         "pmsq.testing._put_tests",
         "pmsq.testing._operator_tests",
+        "pmsq.testing._schedule_tests",
         "pmsq.testing._suite",
     )
 

@@ -14,6 +14,11 @@ reopen the same store. Override :meth:`drop_store` to remove a server-side
 store afterwards. A test of a capability the backend declares missing checks
 that using it raises ``ConfigurationError`` naming the capability.
 
+Schedules (:mod:`pmsq.testing._schedule_tests`) run against backends that mix
+in ``pmsq.backends.schedule_family.ScheduleStore``; for others the suite
+checks that every schedule call raises ``ConfigurationError`` naming the
+backend and ``schedules``.
+
 Besides one test per guarantee, the class runs the hypothesis state machine
 of :mod:`pmsq.testing.stateful` against :class:`pmsq.testing.QueueModel`:
 :attr:`stateful_settings` by default, :attr:`stateful_settings_slow` in the
@@ -34,6 +39,7 @@ from pmsq.testing._delivery_tests import DeliveryTests
 from pmsq.testing._operator_tests import OperatorTests
 from pmsq.testing._order_tests import OrderTests
 from pmsq.testing._put_tests import PutTests
+from pmsq.testing._schedule_tests import ScheduleTests
 from pmsq.testing._transfer_tests import TransferTests
 from pmsq.testing.stateful import BrokerStateMachine, ScratchStore, make_state_machine
 
@@ -42,7 +48,9 @@ __all__ = ["BrokerConformance"]
 _QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 
 
-class BrokerConformance(DeliveryTests, OrderTests, PutTests, OperatorTests, TransferTests):
+class BrokerConformance(
+    DeliveryTests, OrderTests, PutTests, OperatorTests, TransferTests, ScheduleTests
+):
     """Subclass, implement ``make_broker``, and pytest runs the whole conformance suite.
 
     Class attributes to set: ``missing_capabilities``, ``reopens`` (False

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 
+from pmsq.schedules.timer import run_async_timer
 from pmsq.worker.lifecycle import Call, Effect, Job, Lifecycle, Settle
 from pmsq.worker.middleware import Middleware
 from pmsq.worker.options import (
@@ -162,6 +163,12 @@ class AsyncWorker:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._heartbeat_loop)
+                tg.start_soon(
+                    run_async_timer,
+                    self.broker.runtime,
+                    self.broker.run_schedules,
+                    self._store_threads,
+                )
                 tg.start_soon(self._settle_loop)
                 await self._dispatch(tg)
                 await self._drain()

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.from_thread
 
+from pmsq.schedules.timer import ScheduleTimer, start_timer_thread
 from pmsq.worker.lifecycle import PARKED, Call, Effect, Job, Lifecycle, Settle, drive
 from pmsq.worker.middleware import Middleware
 from pmsq.worker.options import (
@@ -161,6 +162,7 @@ class Worker:
         self._pool: _Threads | None = None
         self._dispatcher: threading.Thread | None = None
         self._heartbeat: threading.Thread | None = None
+        self._schedules: ScheduleTimer | None = None
         self._hb_cv = threading.Condition()
         self._hb_dirty = False
         self._hb_stop = False
@@ -226,6 +228,8 @@ class Worker:
             self._state = "running"
             self._heartbeat.start()
             self._dispatcher.start()
+            # fires due schedule slots
+            self._schedules = start_timer_thread(self.broker.runtime, self.broker.run_schedules)
         log.info(
             "worker started: queues %s, concurrency %d",
             ", ".join(core.queues),
@@ -269,6 +273,8 @@ class Worker:
                 )
             assert self._dispatcher is not None
             assert self._heartbeat is not None
+            if self._schedules is not None:
+                self._schedules.stop()
             self._dispatcher.join()
             while not core.drained_or_late():
                 left = core.deadline - time.monotonic()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import pmsq
+from pmsq.backends.sqlite.schema import SCHEMA_VERSION
 from tests.cli.conftest import Run
 
 
@@ -107,7 +108,7 @@ def test_doctor_on_a_healthy_store(cli: Run, store: Path) -> None:
     assert code == 0
     lines = out.splitlines()
     assert "✓ integrity check (quick_check) passed" in lines
-    assert "✓ schema version 2 (this pmsq reads up to 2)" in lines
+    assert f"✓ schema version {SCHEMA_VERSION} (this pmsq reads up to {SCHEMA_VERSION})" in lines
     assert "✓ 3 queues, 6 messages waiting or in flight" in lines
     assert "! email: 1 dead letter" in lines
     assert f"    → inspect with pmsq dlq list {store} email, fix the cause, then " in out

@@ -46,6 +46,7 @@ from pmsq_postgres import admin, claims, metrics, puts, settle, transfer
 from pmsq_postgres.errors import RETRYABLE, translate
 from pmsq_postgres.notify import Listener, channel_name
 from pmsq_postgres.once import begin_if_idle, once_postgres
+from pmsq_postgres.schedules import PostgresSchedules
 from pmsq_postgres.schema import SchemaError, create_or_migrate
 from pmsq_postgres.tx import SqlText, Tx
 from pmsq_postgres.url import parse_url
@@ -67,7 +68,7 @@ class _Again(Exception):
         self.cause = cause
 
 
-class PostgresBackend(Backend):
+class PostgresBackend(PostgresSchedules, Backend):
     """pmsq on PostgreSQL: the same guarantees as SQLite, shared by many hosts.
 
     Args:

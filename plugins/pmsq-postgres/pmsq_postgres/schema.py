@@ -29,11 +29,12 @@ from typing import Any
 
 import psycopg
 
+from pmsq_postgres.schedules import SCHEDULES_DDL
 from pmsq_postgres.tx import SqlText
 
 __all__ = ["SCHEMA_VERSION", "SchemaError", "create_or_migrate", "drop_schema"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 READY, IN_FLIGHT, DEAD, SCHEDULED = 0, 1, 2, 3
 
 _V1 = """
@@ -129,7 +130,9 @@ CREATE TABLE {s}.once (
 """
 
 # Forward migrations: MIGRATIONS[n] upgrades a store from version n to n + 1.
-MIGRATIONS: dict[int, str] = {}
+MIGRATIONS: dict[int, str] = {
+    1: SCHEDULES_DDL,  # version 2: recurring schedules
+}
 
 
 class SchemaError(Exception):
@@ -183,6 +186,8 @@ def create_or_migrate(conn: psycopg.Connection[Any], sql: SqlText) -> int:
             conn.execute(sql("CREATE SCHEMA IF NOT EXISTS {s}"))
             # One round trip: a script without parameters runs as a simple query.
             conn.execute(sql(_V1).encode())
+            for version in range(1, SCHEMA_VERSION):  # a new store gets every migration too
+                conn.execute(sql(MIGRATIONS[version]).encode())
             conn.execute(
                 sql("INSERT INTO {s}.meta (k, v) VALUES ('store', 'pmsq'), ('schema_version', %s)"),
                 (str(SCHEMA_VERSION),),

@@ -36,6 +36,7 @@ from pmsq.backends.sqlite.errors import translate
 from pmsq.backends.sqlite.journal import Journal
 from pmsq.backends.sqlite.paths import check_folder
 from pmsq.backends.sqlite.puts import ConfigReader, dump_config, put_one
+from pmsq.backends.sqlite.schedules import SQLiteSchedules
 from pmsq.backends.sqlite.schema import (
     SchemaError,
     check_file_size,
@@ -139,7 +140,7 @@ class _PlainRows:
         return cur.executemany(sql, rows)
 
 
-class SQLiteBackend(Backend):
+class SQLiteBackend(SQLiteSchedules, Backend):
     """The reference backend: a SQLite file (or memory) shared by threads and processes.
 
     Args:

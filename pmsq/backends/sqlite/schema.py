@@ -19,6 +19,7 @@ import os
 import sqlite3
 
 from pmsq.backends.sqlite.journal import JOURNAL_DDL
+from pmsq.backends.sqlite.schedules import SCHEDULES_DDL
 
 __all__ = [
     "APPLICATION_ID",
@@ -30,7 +31,7 @@ __all__ = [
 
 # "pmsq" in ASCII, written to the header so foreign tools can tell the file's owner.
 APPLICATION_ID = 0x706D7371
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 READY, IN_FLIGHT, DEAD, SCHEDULED = 0, 1, 2, 3
 
@@ -130,6 +131,7 @@ CREATE INDEX IF NOT EXISTS pmsq_ix_rate ON pmsq_rate (queue, scope, ts);
 # so every store runs the same statements.
 MIGRATIONS: dict[int, str] = {
     1: JOURNAL_DDL,  # version 2: the message journal (pmsq trace)
+    2: SCHEDULES_DDL,  # version 3: recurring schedules
 }
 
 
