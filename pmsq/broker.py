@@ -17,6 +17,7 @@ from pmsq.backends.registry import open_backend
 from pmsq.clock import Clock, SystemClock
 from pmsq.codec import BYTES_FORMAT, Codec, JsonCodec, decode_headers
 from pmsq.config import Backoff, QueueConfig, RateLimit, check_queue_name, check_tenant
+from pmsq.connections import app_connection, joined_once
 from pmsq.deadletters import DeadLetters
 from pmsq.delivery import Delivery
 from pmsq.errors import ConfigurationError, Unroutable
@@ -346,10 +347,8 @@ class Broker:
         is written through ``connection`` and committed only by the app, with
         its effects.
         """
-        hook = getattr(self.backend, "once", None)
-        if hook is not None:
-            return hook(message, connection, consumer)  # type: ignore[no-any-return]
-        return once_sqlite(message, connection, consumer)
+        hook = getattr(self.backend, "once", None) or once_sqlite
+        return joined_once(connection, lambda raw: hook(message, raw, consumer))
 
     # -- operators -------------------------------------------------------------------
     def stats(self, queue: str | None = None) -> Any:
@@ -433,7 +432,8 @@ class Broker:
 
     # -- internals shared by Queue, Delivery and the workers ------------------------------
     def _store(self, envs: Sequence[Envelope], *, connection: Any = None) -> list[str]:
-        ids = self.backend.put_many(envs, now=self.clock.time(), connection=connection)
+        with app_connection(connection) as raw:
+            ids = self.backend.put_many(envs, now=self.clock.time(), connection=raw)
         if connection is None:
             for q in {e.queue for e in envs}:
                 self._notify(q)
