@@ -17,7 +17,7 @@ from pmsq.backends.registry import open_backend
 from pmsq.clock import Clock, SystemClock
 from pmsq.codec import BYTES_FORMAT, Codec, JsonCodec, decode_headers
 from pmsq.config import Backoff, QueueConfig, RateLimit, check_queue_name, check_tenant
-from pmsq.connections import app_connection, joined_once
+from pmsq.connections import app_connection, bindings_through, joined_once
 from pmsq.deadletters import DeadLetters
 from pmsq.delivery import Delivery
 from pmsq.errors import ConfigurationError, Unroutable
@@ -258,11 +258,13 @@ class Broker:
             Unroutable: no binding matches (nothing is stored).
             The errors of ``Queue.put``.
         """
-        queues = self.route(topic)
+        check_topic(topic)
+        bindings = bindings_through(self.backend, connection)
+        queues = sorted({q for p, q in bindings if matches(p, topic)})
         if not queues:
             raise Unroutable(
                 f"no queue is subscribed to topic {topic!r}; bind one with "
-                f"broker.subscribe(pattern, queue=...) (bindings: {self.bindings() or 'none'})"
+                f"broker.subscribe(pattern, queue=...) (bindings: {bindings or 'none'})"
             )
         envs: list[Envelope] = []
         first_id: str | None = None

@@ -34,7 +34,7 @@ from typing import Any
 
 from pmsq.errors import ConfigurationError
 
-__all__ = ["app_connection", "joined_once"]
+__all__ = ["app_connection", "bindings_through", "joined_once"]
 
 
 def _family(connection: Any) -> str:
@@ -86,6 +86,29 @@ def joined_once(
     """
     with app_connection(connection, "once(connection=...)") as raw, record(raw) as first:
         yield first
+
+
+def bindings_through(backend: Any, connection: Any) -> list[tuple[str, str]]:
+    """The store's topic bindings, for a ``publish`` that writes through ``connection``.
+
+    A backend with ``bindings_on(raw)`` (SQLite) reads them through the app's
+    connection: the app's transaction may hold the store's write lock, and a
+    read through the backend's own connection would queue behind the
+    backend's writers, which wait for that very lock (an in-process worker
+    and a request deadlocked until ``busy_timeout``).
+
+    Args:
+        backend: The broker's backend.
+        connection: What the app passed as ``connection=``, or ``None``.
+
+    Returns:
+        ``(pattern, queue)`` pairs.
+    """
+    reader = getattr(backend, "bindings_on", None)
+    if connection is None or reader is None:
+        return backend.bindings()  # type: ignore[no-any-return]
+    with app_connection(connection) as raw:
+        return reader(raw)  # type: ignore[no-any-return]
 
 
 def _sqlalchemy(connection: Any, what: str) -> Any:
