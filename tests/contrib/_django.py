@@ -40,7 +40,7 @@ def fresh_database(path: Path, **pmsq: Any) -> Iterator[None]:
     # The same dict as settings.DATABASES["default"]: the system check sees it too.
     conn.settings_dict["NAME"] = str(path)
     settings = {
-        "URL": f"sqlite:///{path}",
+        # No URL: the store lives in DATABASES["default"], wherever that points.
         "DATABASE": "default",
         "OPTIONS": {"durability": "normal", "busy_timeout": 10.0},
         "QUEUES": {"confirmations": {"max_attempts": 3}, "default": {"max_attempts": 2}},

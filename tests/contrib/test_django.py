@@ -152,11 +152,45 @@ def test_system_check_passes_on_a_good_setup(db: Path) -> None:
     assert checks.run_checks(tags=["pmsq"]) == []
 
 
+def test_an_in_memory_database_cannot_hold_the_store(db: Path) -> None:
+    conn = connection
+    conn.close()
+    old = conn.settings_dict["NAME"]
+    conn.settings_dict["NAME"] = ":memory:"
+    try:
+        found = checks.run_checks(tags=["pmsq"])
+        assert [e.id for e in found] == ["pmsq.E003"]
+        assert "in-memory" in found[0].msg
+    finally:
+        conn.close()
+        conn.settings_dict["NAME"] = old
+
+
+def test_the_store_follows_the_database_to_a_test_database(db: Path, tmp_path: Path) -> None:
+    # What Django's test runner does: point the connection at another NAME.
+    first = broker()
+    broker().queue("confirmations").put({"booking": 1})
+    connection.close()
+    old = connection.settings_dict["NAME"]
+    connection.settings_dict["NAME"] = str(tmp_path / "test_app.sqlite3")
+    try:
+        assert broker() is not first
+        assert _waiting("confirmations") == []
+        with transaction.atomic():
+            broker().queue("confirmations").put({"booking": 2}, connection=connection)
+        assert _waiting("confirmations") == [{"booking": 2}]
+    finally:
+        connection.close()
+        connection.settings_dict["NAME"] = old
+    assert _waiting("confirmations") == [{"booking": 1}]
+
+
 @pytest.mark.parametrize(
     ("setting", "expected"),
     [
         (None, "pmsq.E001"),
-        ({"DATABASE": "default"}, "pmsq.E001"),
+        ({}, "pmsq.E001"),
+        ({"URL": ""}, "pmsq.E001"),
         ({"URL": "sqlite:///x.db", "COLOR": "red"}, "pmsq.E001"),
         ({"URL": "sqlite:///x.db", "DATABASE": "replica"}, "pmsq.E001"),
         ({"URL": "nosuch://somewhere"}, "pmsq.E002"),

@@ -208,3 +208,22 @@ def test_system_check_passes(project: None) -> None:
     from django.core import checks
 
     assert checks.run_checks(tags=["pmsq"]) == []
+
+
+def test_without_a_url_the_store_lives_in_djangos_database(
+    project: None, pg_server: PgServer
+) -> None:
+    from django.db import connection, transaction
+    from django.test import override_settings
+    from pgserver import drop_schema
+
+    from pmsq.contrib.django import broker
+
+    try:
+        with override_settings(PMSQ={"DATABASE": "default", "QUEUES": {"confirmations": {}}}):
+            with transaction.atomic():
+                broker().queue("confirmations").put({"booking": 1}, connection=connection)
+            assert broker().backend.schema == "pmsq"  # type: ignore[attr-defined]
+            assert _waiting("confirmations") == [{"booking": 1}]
+    finally:
+        drop_schema(pg_server.url, "pmsq")

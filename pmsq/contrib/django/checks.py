@@ -26,7 +26,7 @@ def check_store(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     from django.conf import settings
     from django.core import checks
 
-    from pmsq.contrib.django.conf import read_settings
+    from pmsq.contrib.django.conf import read_settings, store_url
     from pmsq.contrib.django.registry import broker
 
     try:
@@ -34,22 +34,27 @@ def check_store(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     except PmsqError as exc:
         return [checks.Error(str(exc), id="pmsq.E001", hint="see docs/django.md")]
     errors: list[Any] = []
-    if conf.database is not None:
+    if conf.database is not None and conf.url is not None:
         problem = same_database(conf.url, settings.DATABASES[conf.database])
         if problem:
             errors.append(
                 checks.Error(
                     f'settings.PMSQ["DATABASE"] is {conf.database!r}, but {problem}',
                     id="pmsq.E003",
-                    hint='point PMSQ["URL"] at that database, or remove PMSQ["DATABASE"] '
-                    "(then puts are not part of the app's transactions)",
+                    hint='leave PMSQ["URL"] out (the store then lives in that database), '
+                    'or remove PMSQ["DATABASE"] (puts are then not part of the app\'s '
+                    "transactions)",
                 )
             )
+    try:
+        url = store_url(conf)
+    except PmsqError as exc:
+        return [*errors, checks.Error(str(exc), id="pmsq.E003")]
     try:
         broker()
     except PmsqError as exc:
         errors.append(
-            checks.Error(f"the pmsq store {conf.url!r} cannot be opened: {exc}", id="pmsq.E002")
+            checks.Error(f"the pmsq store {url!r} cannot be opened: {exc}", id="pmsq.E002")
         )
     return errors
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
+from urllib.parse import quote
 
 import attrs
 
 from pmsq.errors import ConfigurationError
 
-__all__ = ["PmsqSettings", "read_settings"]
+__all__ = ["PmsqSettings", "read_settings", "store_url"]
 
 _KNOWN = {"URL", "DATABASE", "OPTIONS", "QUEUES", "SUBSCRIPTIONS", "HANDLERS_MODULE"}
 
@@ -18,7 +20,8 @@ class PmsqSettings:
     """``settings.PMSQ`` as checked values.
 
     Attributes:
-        url: The store URL (``pmsq.connect``'s first argument).
+        url: The store URL (``pmsq.connect``'s first argument); ``None``: the
+            URL of ``database`` (see :func:`store_url`).
         database: The ``DATABASES`` alias the store lives in (outbox puts go
             through its connection), or ``None`` when the store is elsewhere.
         options: Keyword arguments of ``pmsq.connect``.
@@ -27,7 +30,7 @@ class PmsqSettings:
         handlers_module: Module name imported from every installed app.
     """
 
-    url: str
+    url: str | None
     database: str | None = None
     options: dict[str, Any] = attrs.field(factory=dict)
     queues: dict[str, dict[str, Any]] = attrs.field(factory=dict)
@@ -61,11 +64,16 @@ def read_settings() -> PmsqSettings:
             f"known: {', '.join(sorted(_KNOWN))}"
         )
     url = raw.get("URL")
-    if not isinstance(url, str) or not url:
+    database = raw.get("DATABASE")
+    if url is None and database is None:
+        raise ConfigurationError(
+            'settings.PMSQ needs "DATABASE" (the store lives in that Django database) '
+            'or "URL" (the store URL, e.g. "sqlite:///queues.sqlite3")'
+        )
+    if url is not None and (not isinstance(url, str) or not url):
         raise ConfigurationError(
             f'settings.PMSQ["URL"] must be the store URL, e.g. "sqlite:///db.sqlite3", got {url!r}'
         )
-    database = raw.get("DATABASE")
     if database is not None:
         databases = getattr(settings, "DATABASES", {})
         if database not in databases:
@@ -108,3 +116,41 @@ def _dict(raw: dict[str, Any], key: str) -> dict[str, Any]:
             f"settings.PMSQ[{key!r}] must be a dict, got {type(value).__name__}"
         )
     return value
+
+
+def store_url(conf: PmsqSettings) -> str:
+    """The store URL: ``URL``, or else the URL of the ``DATABASE`` connection's settings.
+
+    Derived from the live connection settings, so it follows the test runner
+    to the test database.
+
+    Raises:
+        ConfigurationError: the database is in memory or not SQLite/PostgreSQL.
+    """
+    if conf.url is not None:
+        return conf.url
+    from django.db import connections
+
+    assert conf.database is not None  # read_settings requires one of the two
+    params = connections[conf.database].settings_dict
+    engine = str(params.get("ENGINE", ""))
+    name = str(params.get("NAME") or "")
+    if engine.endswith("sqlite3"):
+        if not name or name == ":memory:" or "mode=memory" in name:
+            raise ConfigurationError(
+                f"DATABASES[{conf.database!r}] is an in-memory SQLite database, which no "
+                "other connection can open: give it a file (for tests: "
+                '"TEST": {"NAME": BASE_DIR / "test.sqlite3"})'
+            )
+        return "sqlite:///" + os.path.abspath(name)
+    if "postgresql" in engine or "postgis" in engine:
+        user = quote(str(params.get("USER") or ""), safe="")
+        password = quote(str(params.get("PASSWORD") or ""), safe="")
+        auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+        host = str(params.get("HOST") or "")
+        port = f":{params['PORT']}" if params.get("PORT") else ""
+        return f"postgresql://{auth}{quote(host, safe='/')}{port}/{quote(name, safe='')}"
+    raise ConfigurationError(
+        f'settings.PMSQ["DATABASE"] is {conf.database!r}, a {engine!r} database; the store '
+        "can live in a SQLite or PostgreSQL database only (or give PMSQ a URL of its own)"
+    )

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import attrs
 
 import pmsq
-from pmsq.contrib.django.conf import read_settings
+from pmsq.contrib.django.conf import read_settings, store_url
 
 __all__ = ["broker", "handler", "reset"]
 
@@ -25,6 +25,7 @@ class _Registration:
 
 _lock = threading.Lock()
 _broker: pmsq.Broker | None = None
+_url: str | None = None
 _registrations: dict[str, _Registration] = {}
 
 
@@ -78,16 +79,21 @@ def broker() -> pmsq.Broker:
         ConfigurationError: ``settings.PMSQ`` is missing or invalid.
         StorageError: the store cannot be opened.
     """
-    global _broker
-    b = _broker
-    if b is not None:
-        return b
+    global _broker, _url
     conf = read_settings()
+    url = store_url(conf)
+    b = _broker
+    if b is not None and url == _url:
+        return b
     _discover(conf.handlers_module)
     with _lock:
         if _broker is not None:
-            return _broker
-        b = pmsq.connect(conf.url, **conf.options)
+            if url == _url:
+                return _broker
+            # The database moved (the test runner switched to the test database).
+            _broker.close()
+            _broker = None
+        b = pmsq.connect(url, **conf.options)
         try:
             for name, kwargs in conf.queues.items():
                 b.declare_queue(name, **kwargs)
@@ -100,7 +106,7 @@ def broker() -> pmsq.Broker:
         except BaseException:
             b.close()
             raise
-        _broker = b
+        _broker, _url = b, url
         return b
 
 
