@@ -118,8 +118,9 @@ def _sqlalchemy(connection: Any, what: str) -> Any:
     # By name: importing sqlalchemy.ext.asyncio needs greenlet, which sync apps may lack.
     if type(connection).__name__ in ("AsyncConnection", "AsyncSession", "AsyncEngine"):
         raise ConfigurationError(
-            f"{what} got a SQLAlchemy {type(connection).__name__}; pass its sync side "
-            "(`await session.run_sync(lambda s: queue.put(..., connection=s))`)"
+            f"{what} got a SQLAlchemy {type(connection).__name__}: the outbox writes through "
+            "a sync DB-API connection; use a sync Session or Connection for this work "
+            "(FastAPI runs plain `def` endpoints in a thread pool)"
         )
     if isinstance(connection, Engine):
         raise ConfigurationError(
