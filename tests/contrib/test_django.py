@@ -352,3 +352,34 @@ def test_pmsq_worker_refuses_bad_options(tmp_path: Path) -> None:
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode != 0
     assert b"no handler for queue(s) nosuch" in out
+
+
+def test_pmsq_worker_supervises_several_processes(tmp_path: Path) -> None:
+    db = tmp_path / "procs.sqlite3"
+    n = 20
+    with fresh_database(db):
+        with transaction.atomic():
+            for i in range(n):
+                broker().publish("booking.created", {"booking": i}, connection=connection)
+    proc = _manage(db, "pmsq_worker", "--processes", "2", "--concurrency", "2")
+    try:
+        deadline = time.monotonic() + 90
+        while _count(db, "SELECT COUNT(*) FROM bookings_confirmation") < n:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.monotonic() < deadline, "the supervised workers did not finish in 90 s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out.decode()
+    # Two children, each a Django process of its own (distinct pids in the log lines).
+    pids = {
+        line.split("[", 1)[1].split("]", 1)[0]
+        for line in out.decode().splitlines()
+        if "worker started" in line
+    }
+    assert len(pids) == 2, out.decode()
+    assert _count(db, "SELECT COUNT(DISTINCT booking_id) FROM bookings_confirmation") == n
