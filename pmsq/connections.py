@@ -38,8 +38,13 @@ __all__ = ["app_connection", "bindings_through", "joined_once"]
 
 
 def _family(connection: Any) -> str:
-    """The top-level package of ``connection``'s type (``"sqlalchemy"``, ``"django"``, ...)."""
-    return type(connection).__module__.partition(".")[0]
+    """``"sqlalchemy"`` or ``"django"`` when ``connection``'s class comes from one (or "")."""
+    # The MRO, not the class alone: apps subclass Session (class AppSession(Session)).
+    for cls in type(connection).__mro__:
+        top = cls.__module__.partition(".")[0]
+        if top in ("sqlalchemy", "django"):
+            return top
+    return ""
 
 
 @contextlib.contextmanager

@@ -213,3 +213,16 @@ def test_the_app_sees_its_own_uncommitted_message_and_commits_once(
         session.commit()
     assert statements == ["COMMIT"]
     assert _stored(store) == [{"booking": 9}]
+
+
+def test_an_apps_own_session_subclass_is_understood(
+    store: pmsq.Broker, engine: Engine, db_path: Path
+) -> None:
+    class AppSession(Session):
+        pass
+
+    with AppSession(engine) as session:
+        session.add(Booking(id=11, guest="Sub"))
+        store.queue("calendar").put({"booking": 11}, connection=session)
+        session.commit()
+    assert _stored(store) == [{"booking": 11}]
