@@ -12,6 +12,7 @@ which differs between two servers and changes on a restart).
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +42,8 @@ class DatabaseIdentity:
         self._where = where
         self._lock = threading.Lock()
         self._store: tuple[Any, ...] | None = None
+        # A connection never changes database or server: one check per connection.
+        self._verified: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
 
     def check(self, conn: psycopg.Connection[Any], what: str) -> None:
         """Refuse ``conn`` unless it reaches the store's database on the store's server.
@@ -53,13 +56,17 @@ class DatabaseIdentity:
             ConfigurationError: another database or another server.
             psycopg.Error: the query failed (the caller translates it).
         """
+        if conn in self._verified:
+            return
         theirs = tuple(conn.cursor(row_factory=tuple_row).execute(IDENTITY_SQL).fetchone() or ())
         with self._lock:
             if self._store is None or theirs != self._store:
                 # Read again before refusing: a restarted server has a new start time.
                 self._store = tuple(self._read_store())
             ours = self._store
-        if theirs != ours:
+        if theirs == ours:
+            self._verified.add(conn)
+        else:
             raise ConfigurationError(
                 f"{what} must reach the database of the pmsq store {self._where}, but this "
                 f"connection is on database {theirs[0] if theirs else '?'!r} "

@@ -7,6 +7,7 @@ another Django configuration was set up first in this process.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 pytest.importorskip("django")
 pytest.importorskip("django_tasks")
 
-from pgserver import PgServer
+from pgserver import PgServer, drop_schema
 
 import pmsq
 
@@ -38,12 +39,18 @@ def _database(url: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def django_pg(pg_server: PgServer) -> None:
+def django_url(pg_server: PgServer) -> Iterator[str]:
+    """A database of its own for Django's tables, dropped after the module."""
     import django
+    import psycopg
     from django.conf import settings
 
     if settings.configured:
         pytest.skip("Django is already configured in this process (run this file on its own)")
+    name = f"django_{os.getpid()}"
+    with psycopg.connect(pg_server.url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = pg_server.url.rsplit("/", 1)[0] + f"/{name}"
     sys.path.insert(0, str(CONTRIB))
     settings.configure(
         SECRET_KEY="pmsq-tests",
@@ -54,19 +61,29 @@ def django_pg(pg_server: PgServer) -> None:
             "pmsq.contrib.django",
             "djproject.bookings",
         ],
-        DATABASES={"default": _database(pg_server.url)},
-        PMSQ={"URL": pg_server.url, "DATABASE": "default"},
+        DATABASES={"default": _database(url)},
+        PMSQ={"DATABASE": "default"},
         TASKS={"default": {"BACKEND": "pmsq.contrib.django.tasks.PmsqBackend"}},
         DEFAULT_AUTO_FIELD="django.db.models.AutoField",
     )
     django.setup()
     from django.core.management import call_command
+    from django.db import connection
 
     call_command("migrate", run_syncdb=True, verbosity=0)
+    try:
+        yield url
+    finally:
+        from pmsq.contrib.django import reset
+
+        reset()
+        connection.close()
+        with psycopg.connect(pg_server.url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
-def project(django_pg: None, pg_url: str, schema: str) -> Iterator[None]:
+def project(django_url: str, schema: str) -> Iterator[None]:
     """This test's store (its own schema) in Django's database; empty app tables."""
     from django.db import connection
     from django.test import override_settings
@@ -78,7 +95,7 @@ def project(django_pg: None, pg_url: str, schema: str) -> Iterator[None]:
     Confirmation.objects.all().delete()
     with override_settings(
         PMSQ={
-            "URL": pg_url,
+            "URL": f"{django_url}?schema={schema}",
             "DATABASE": "default",
             "QUEUES": {"confirmations": {}, "default": {"max_attempts": 2}},
             "SUBSCRIPTIONS": {"booking.*": ["confirmations"]},
@@ -89,6 +106,7 @@ def project(django_pg: None, pg_url: str, schema: str) -> Iterator[None]:
         finally:
             reset()
             connection.close()
+            drop_schema(django_url, schema)
 
 
 def _waiting(queue: str) -> list[object]:
@@ -210,12 +228,9 @@ def test_system_check_passes(project: None) -> None:
     assert checks.run_checks(tags=["pmsq"]) == []
 
 
-def test_without_a_url_the_store_lives_in_djangos_database(
-    project: None, pg_server: PgServer
-) -> None:
+def test_without_a_url_the_store_lives_in_djangos_database(project: None, django_url: str) -> None:
     from django.db import connection, transaction
     from django.test import override_settings
-    from pgserver import drop_schema
 
     from pmsq.contrib.django import broker
 
@@ -226,4 +241,4 @@ def test_without_a_url_the_store_lives_in_djangos_database(
             assert broker().backend.schema == "pmsq"  # type: ignore[attr-defined]
             assert _waiting("confirmations") == [{"booking": 1}]
     finally:
-        drop_schema(pg_server.url, "pmsq")
+        drop_schema(django_url, "pmsq")
