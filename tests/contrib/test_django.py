@@ -70,6 +70,14 @@ def test_atomic_rollback_keeps_neither(db: Path, via: str) -> None:
     assert _waiting("confirmations") == []
 
 
+def test_connections_by_alias_works_like_the_default_proxy(db: Path) -> None:
+    from django.db import connections
+
+    with transaction.atomic(using="default"):
+        broker().queue("confirmations").put({"booking": 6}, connection=connections["default"])
+    assert _waiting("confirmations") == [{"booking": 6}]
+
+
 def test_a_savepoint_rolled_back_takes_its_message_with_it(db: Path) -> None:
     with transaction.atomic():
         Booking.objects.create(guest="kept")

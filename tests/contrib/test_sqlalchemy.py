@@ -226,3 +226,10 @@ def test_an_apps_own_session_subclass_is_understood(
         store.queue("calendar").put({"booking": 11}, connection=session)
         session.commit()
     assert _stored(store) == [{"booking": 11}]
+
+
+def test_a_closed_connection_is_refused(store: pmsq.Broker, engine: Engine) -> None:
+    conn = engine.connect()
+    conn.close()
+    with pytest.raises(pmsq.ConfigurationError, match="closed"):
+        store.queue("calendar").put(1, connection=conn)
