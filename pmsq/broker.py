@@ -33,6 +33,7 @@ from pmsq.backends.registry import open_backend
 from pmsq.clock import Clock, SystemClock
 from pmsq.codec import Codec, JsonCodec
 from pmsq.config import Backoff, QueueConfig, RateLimit, check_queue_name, check_tenant
+from pmsq.connections import joined_once
 from pmsq.deadletters import DeadLetters
 from pmsq.errors import ConfigurationError
 from pmsq.handlers import HandlerSpec
@@ -370,10 +371,8 @@ class Broker:
         is written through ``connection`` and committed only by the app, with
         its effects.
         """
-        hook = getattr(self.backend, "once", None)
-        if hook is not None:
-            return hook(message, connection, consumer)  # type: ignore[no-any-return]
-        return once_sqlite(message, connection, consumer)
+        hook = getattr(self.backend, "once", None) or once_sqlite
+        return joined_once(connection, lambda raw: hook(message, raw, consumer))
 
     # -- operators -------------------------------------------------------------------
     def stats(self, queue: str | None = None) -> Any:

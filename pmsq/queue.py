@@ -81,8 +81,10 @@ class Queue:
             dedup_id: A repeat within the queue's dedup window returns the first id.
             headers: String-keyed JSON metadata.
             coalesce: Replace the payload of ``key``'s newest undelivered message instead.
-            connection: The app's open ``sqlite3.Connection`` to the same file:
-                the message commits (or rolls back) with the app's transaction.
+            connection: The app's connection to the store's database (DB-API,
+                SQLAlchemy ``Connection``/``Session``, Django connection; see
+                ``pmsq.connections``): the message commits or rolls back with the app's
+                transaction.
 
         Returns:
             The message id (the earlier one on a dedup hit or coalesce).

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from pmsq.backends.base import Envelope
+from pmsq.connections import bindings_through
 from pmsq.envelopes import build_envelope
 from pmsq.errors import Unroutable
 from pmsq.runtime import Runtime
@@ -55,12 +56,15 @@ def publish(
         Unroutable: no binding matches (nothing is stored).
         The errors of ``Queue.put``.
     """
-    queues = route(runtime, topic)
+    check_topic(topic)
+    # Read through the app's connection when there is one: the backend's own
+    # connection may be waiting for the lock the app's open transaction holds.
+    bindings = bindings_through(runtime.backend, connection)
+    queues = sorted({q for p, q in bindings if matches(p, topic)})
     if not queues:
         raise Unroutable(
             f"no queue is subscribed to topic {topic!r}; bind one with "
-            "broker.subscribe(pattern, queue=...) "
-            f"(bindings: {runtime.backend.bindings() or 'none'})"
+            f"broker.subscribe(pattern, queue=...) (bindings: {bindings or 'none'})"
         )
     envs: list[Envelope] = []
     first_id: str | None = None

@@ -17,6 +17,7 @@ from pmsq.backends.base import Backend, Claimed, Envelope
 from pmsq.clock import Clock
 from pmsq.codec import Codec
 from pmsq.config import QueueConfig
+from pmsq.connections import app_connection
 from pmsq.stats import QueueStats, Stats
 from pmsq.wakeups import WakeUps
 
@@ -101,7 +102,8 @@ class Runtime:
         With ``connection`` the app commits later; its consumers are not woken
         early and find the messages by polling once the app has committed.
         """
-        ids = self.backend.put_many(envs, now=self.clock.time(), connection=connection)
+        with app_connection(connection) as raw:
+            ids = self.backend.put_many(envs, now=self.clock.time(), connection=raw)
         if connection is None:
             for q in {e.queue for e in envs}:
                 self.wakeups.notify(q)

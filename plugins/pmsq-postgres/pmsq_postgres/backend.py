@@ -44,6 +44,7 @@ from pmsq.message import Message
 from pmsq.stats import Stats
 from pmsq_postgres import admin, claims, metrics, puts, settle, transfer
 from pmsq_postgres.errors import RETRYABLE, translate
+from pmsq_postgres.identity import IDENTITY_SQL, DatabaseIdentity
 from pmsq_postgres.notify import Listener, channel_name
 from pmsq_postgres.once import begin_if_idle, once_postgres
 from pmsq_postgres.schedules import PostgresSchedules
@@ -127,6 +128,9 @@ class PostgresBackend(PostgresSchedules, Backend):
         self.durability = durability
         self.busy_timeout = float(busy_timeout)
         self._where = f"{parsed.display} (schema {parsed.schema!r})"
+        self._identity = DatabaseIdentity(
+            lambda: self._read(lambda tx: tx.one(IDENTITY_SQL)), self._where
+        )
         self._sql = SqlText(parsed.schema)
         self._configs = puts.ConfigReader()
         self._metrics = metrics.Metrics()
@@ -334,6 +338,7 @@ class PostgresBackend(PostgresSchedules, Backend):
         conn = begin_if_idle(connection, "put(connection=...)")
         tx = Tx(conn, self._sql)
         try:
+            self._identity.check(conn, "put(connection=...)")
             found = tx.one("SELECT to_regclass(%s) IS NOT NULL", (f'"{self.schema}".messages',))
             if not found or not found[0]:
                 raise ConfigurationError(
@@ -606,6 +611,12 @@ class PostgresBackend(PostgresSchedules, Backend):
         Raises:
             ConfigurationError: ``connection`` is not a psycopg connection to this database.
         """
+        try:
+            self._identity.check(
+                begin_if_idle(connection, "once(connection=...)"), "once(connection=...)"
+            )
+        except psycopg.Error as exc:
+            raise translate(exc, self._where, busy_timeout=self.busy_timeout) from exc
         return once_postgres(message, connection, consumer, self._sql)
 
     def change_token(self) -> object:

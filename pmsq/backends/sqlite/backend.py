@@ -378,6 +378,26 @@ class SQLiteBackend(SQLiteSchedules, Backend):
             rows = conn.execute("SELECT pattern, queue FROM pmsq_bindings ORDER BY 1, 2")
             return [(r[0], r[1]) for r in rows]
 
+    def bindings_on(self, connection: Any) -> list[tuple[str, str]]:
+        """The bindings, read through the app's connection (``publish(connection=)``).
+
+        Not under our lock: the app's transaction may hold the file's write
+        lock, which a writer holding our lock is waiting for.
+        """
+        if not isinstance(connection, sqlite3.Connection):
+            raise ConfigurationError(
+                f"connection= must be a sqlite3.Connection for the SQLite backend, "
+                f"got {type(connection).__name__}"
+            )
+        self._check_same_file(connection)
+        try:
+            rows = _PlainRows(connection).execute(
+                "SELECT pattern, queue FROM pmsq_bindings ORDER BY 1, 2"
+            )
+            return [(r[0], r[1]) for r in rows]
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path, busy_timeout=self.busy_timeout) from exc
+
     # -- puts ------------------------------------------------------------------
     def put_many(
         self, envelopes: Sequence[Envelope], *, now: float, connection: Any = None
