@@ -31,7 +31,7 @@ from pmsq.backends.base import (
     StoredDeadLetter,
     StoredMessage,
 )
-from pmsq.backends.sqlite import admin, claims, journal, settle, transfer
+from pmsq.backends.sqlite import admin, claims, files, journal, settle, transfer
 from pmsq.backends.sqlite.errors import translate
 from pmsq.backends.sqlite.journal import Journal
 from pmsq.backends.sqlite.puts import ConfigReader, dump_config, put_one
@@ -204,7 +204,8 @@ class SQLiteBackend(Backend):
             raise StorageError(f"{self.path!r} is a directory; give a file path for the store")
         try:
             conn = sqlite3.connect(
-                self.path,
+                self.path if memory else files.uri(self.path),  # a quoted URI: see files.uri
+                uri=not memory,
                 timeout=self.busy_timeout,
                 isolation_level=None,
                 check_same_thread=False,
