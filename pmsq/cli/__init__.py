@@ -26,6 +26,7 @@ _COMMANDS = (
     "migrate",
     "doctor",
     "backup",
+    "restore",
     "trace",
 )
 
