@@ -107,7 +107,7 @@ def test_doctor_on_a_healthy_store(cli: Run, store: Path) -> None:
     assert code == 0
     lines = out.splitlines()
     assert "✓ integrity check (quick_check) passed" in lines
-    assert "✓ schema version 2 (this pmsq reads up to 2)" in lines
+    assert "✓ schema version 3 (this pmsq reads up to 3)" in lines
     assert "✓ 3 queues, 6 messages waiting or in flight" in lines
     assert "! email: 1 dead letter" in lines
     assert f"    → inspect with pmsq dlq list {store} email, fix the cause, then " in out
