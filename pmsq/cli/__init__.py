@@ -29,6 +29,7 @@ _COMMANDS = (
     "migrate",
     "doctor",
     "backup",
+    "restore",
     "trace",
 )
 

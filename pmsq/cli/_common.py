@@ -12,6 +12,7 @@ from typing import Any
 
 import pmsq
 from pmsq.backends.registry import split_scheme
+from pmsq.backends.sqlite.files import readonly_uri
 from pmsq.config import check_queue_name
 from pmsq.errors import PmsqError
 
@@ -67,7 +68,7 @@ def probe_sqlite(path: str) -> None:
     if os.path.getsize(path) == 0:
         raise CommandError(f"{path} is an empty file, not a pmsq store")
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+        conn = sqlite3.connect(readonly_uri(path), uri=True, timeout=5.0)
     except sqlite3.Error:
         return
     try:

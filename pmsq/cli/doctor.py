@@ -13,9 +13,11 @@ from pmsq.errors import PmsqError
 
 EXAMPLES = """\
 Checks: the file opens as a pmsq store, PRAGMA quick_check, the schema
-version, each queue's dead letters and alerts, the WAL size and the free
-disk space. Exit 0 when healthy (warnings allowed), 1 when a problem needs
-action. Read-only apart from opening the store.
+version, each queue's dead letters and alerts, the WAL size, the free disk
+space against the store's size, a -wal/-shm deleted under a running process
+(split brain), and a network file system. Exit 0 when healthy (warnings
+allowed), 1 when a problem needs action. Read-only apart from opening the
+store.
 
 examples:
   pmsq doctor /var/lib/pms/pms.db
@@ -24,6 +26,8 @@ examples:
 
 _WAL_WARN_BYTES = 256 * 1024 * 1024
 _FREE_WARN_BYTES = 512 * 1024 * 1024
+# Less than this free and the next checkpoint or transaction may fail already.
+_FULL_BYTES = 256 * 1024
 
 
 @attrs.frozen
@@ -48,11 +52,40 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
-def _file_findings(path: str) -> list[Finding]:
+def _free_bytes(path: str) -> int:
+    return shutil.disk_usage(os.path.dirname(os.path.abspath(path)) or ".").free
+
+
+def _file_findings(path: str, detached: list[tuple[int, str]], mounts: str) -> list[Finding]:
+    from pmsq.backends.sqlite import files
+
     out = []
     size = os.path.getsize(path)
     wal = os.path.getsize(path + "-wal") if os.path.exists(path + "-wal") else 0
     out.append(Finding("ok", f"store file {size:,} bytes, WAL {wal:,} bytes"))
+    if detached:
+        pids = ", ".join(sorted({str(pid) for pid, _ in detached}))
+        out.append(
+            Finding(
+                "problem",
+                f"the store's -wal/-shm were deleted or replaced while process(es) {pids} "
+                "had them open: those processes write to files nobody else sees "
+                "(split brain; their commits will be lost)",
+                f"stop process(es) {pids} now (their last commits are in the deleted WAL "
+                "and are lost when they exit), then check the store with pmsq doctor; "
+                "never delete -wal/-shm files of a store in use",
+            )
+        )
+    fs_type = files.file_system_type(path, mounts=mounts)
+    if fs_type in files.NETWORK_FS:
+        out.append(
+            Finding(
+                "warning",
+                f"the store is on a network file system ({fs_type})",
+                "SQLite's locks and WAL shared memory do not work across machines there: "
+                "use a local disk (and pmsq backup to copy the store elsewhere)",
+            )
+        )
     if wal > _WAL_WARN_BYTES:
         out.append(
             Finding(
@@ -62,8 +95,19 @@ def _file_findings(path: str) -> list[Finding]:
                 "from checkpointing; find and close it, the WAL then shrinks on its own",
             )
         )
-    free = shutil.disk_usage(os.path.dirname(os.path.abspath(path)) or ".").free
-    if free < _FREE_WARN_BYTES:
+    free = _free_bytes(path)
+    if free < size + wal:
+        out.append(
+            Finding(
+                "problem" if free < _FULL_BYTES else "warning",
+                f"the disk is too small for the store: {free:,} bytes free for a store of "
+                f"{size + wal:,} bytes (file and WAL)",
+                "a backlog as large again, a checkpoint or a backup beside it would not fit "
+                "and writes, acks included, would fail: give the store a larger disk, or "
+                "free space on this one",
+            )
+        )
+    elif free < _FREE_WARN_BYTES:
         out.append(
             Finding(
                 "warning",
@@ -74,8 +118,14 @@ def _file_findings(path: str) -> list[Finding]:
     return out
 
 
-def examine(url: str) -> list[Finding]:
-    """Every finding about the store at ``url``, in report order (never raises PmsqError)."""
+def examine(url: str, *, proc: str = "/proc", mounts: str = "/proc/mounts") -> list[Finding]:
+    """Every finding about the store at ``url``, in report order (never raises PmsqError).
+
+    Args:
+        url: The store.
+        proc: Where to look for the processes that have the store open.
+        mounts: The mount table that tells a network file system.
+    """
     import pmsq
     from pmsq.alerts import evaluate, load_rules
     from pmsq.backends.sqlite.schema import SCHEMA_VERSION
@@ -83,11 +133,18 @@ def examine(url: str) -> list[Finding]:
     findings: list[Finding] = []
     path = sqlite_path(url)
     if path is not None:
+        from pmsq.backends.sqlite.files import detached_sidecars
+
+        # Before anything opens the file: even a read-only connection would
+        # start a new WAL beside the one the live processes lost.
+        detached = detached_sidecars(path, proc=proc) if path != ":memory:" else []
+        if detached and os.path.isfile(path):
+            return _file_findings(path, detached, mounts)
         try:
             probe_sqlite(path)
         except CommandError as exc:
             return [Finding("problem", str(exc), "check the path your app passes to connect()")]
-        findings += _file_findings(path)
+        findings += _file_findings(path, detached, mounts)
     try:
         broker = pmsq.connect(url)
     except PmsqError as exc:

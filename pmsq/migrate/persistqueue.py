@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from pmsq.backends.base import Envelope, StoredMessage
+from pmsq.backends.sqlite.files import readonly_uri
 from pmsq.codec import BYTES_FORMAT, JsonCodec
 from pmsq.config import QueueConfig
 from pmsq.errors import ConfigurationError, SerializationError
@@ -123,7 +124,7 @@ class PersistQueueSource(Source):
     def _check_table(self) -> None:
         """Refuse a file without the queue's table before persist-queue would create one."""
         try:
-            conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
+            conn = sqlite3.connect(readonly_uri(self.db_path), uri=True)
             try:
                 tables = [
                     r[0]

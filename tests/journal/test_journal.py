@@ -213,7 +213,7 @@ def test_a_version_1_store_migrates_and_keeps_its_messages(db_path: Path) -> Non
         mid = b.queue("calendar").put("before the upgrade", key="k")
     _downgrade_to_v1(db_path)
     with pmsq.connect(str(db_path), durability="normal") as b:
-        assert b.backend.get_meta("schema_version") == str(SCHEMA_VERSION) == "3"
+        assert b.backend.get_meta("schema_version") == str(SCHEMA_VERSION)
         with b.queue("calendar").get(timeout=0) as d:
             assert d.message.id == mid
         assert events(b, mid) == ["delivered", "acked"]  # history starts with the upgrade

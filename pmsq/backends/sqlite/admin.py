@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pmsq.backends.base import Envelope, StoredDeadLetter
+from pmsq.backends.sqlite import counters
 from pmsq.backends.sqlite.journal import Journal
 from pmsq.backends.sqlite.rows import MESSAGE_COLUMNS, envelope_from_row, tenant_in
 from pmsq.backends.sqlite.settle import SLOT_SECONDS, TOTAL_SLOT, promote_next
@@ -162,22 +163,16 @@ def stats(conn: sqlite3.Connection, queue: str | None, now: float, tenant: str |
     if tenant is not None:
         where += (" AND " if where else "WHERE ") + "tenant = ?"
         args.append(tenant_in(tenant))
-    for q, t, state, head, count, oldest in conn.execute(
-        "SELECT queue, tenant, state, head, COUNT(*), MIN(enqueued_at) FROM pmsq_messages "
-        f"{where} GROUP BY queue, tenant, state, head",
-        args,
-    ):
+    # Maintained counts and one index seek per (queue, tenant): no backlog scan.
+    counts = counters.read(conn, queue, None if tenant is None else tenant_in(tenant))
+    oldest = counters.oldest_waiting(conn, (p for p, c in counts.items() if c[0] or c[1]))
+    for (q, t), (ready, delayed, in_flight, dead) in counts.items():
         d = per.figures(q, t)
-        if state == 0 and head:
-            d["ready"] += count
-        elif state in (0, 3):
-            d["delayed"] += count
-        elif state == 1:
-            d["in_flight"] += count
-        else:
-            d["dead"] += count
-        if state in (0, 3) and (d["oldest"] is None or oldest < d["oldest"]):
-            d["oldest"] = oldest
+        d["ready"] += ready
+        d["delayed"] += delayed
+        d["in_flight"] += in_flight
+        d["dead"] += dead
+        d["oldest"] = oldest.get((q, t))
     recent = int(now // SLOT_SECONDS) - (60 // SLOT_SECONDS) + 1
     metric_where = "WHERE (slot = 0 OR slot >= ?)" + where.replace("WHERE", " AND", 1)
     for q, t, slot, processed, failed, retried, dead, hist in conn.execute(

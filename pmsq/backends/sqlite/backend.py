@@ -31,7 +31,7 @@ from pmsq.backends.base import (
     StoredDeadLetter,
     StoredMessage,
 )
-from pmsq.backends.sqlite import admin, claims, journal, settle, transfer
+from pmsq.backends.sqlite import admin, claims, files, journal, settle, transfer, wal
 from pmsq.backends.sqlite.errors import translate
 from pmsq.backends.sqlite.journal import Journal
 from pmsq.backends.sqlite.paths import check_folder
@@ -149,6 +149,9 @@ class SQLiteBackend(SQLiteSchedules, Backend):
             ``"normal"`` (survives a process crash) or ``"memory"`` (no fsync; tests).
         busy_timeout: Seconds to wait for another process's write lock.
         history: Seconds the message journal keeps events (``None``: no journal).
+        checkpoints: ``"auto"``: pmsq sizes and checkpoints the WAL to fit the
+            disk; ``"external"``: it never checkpoints (for a WAL replication
+            tool such as Litestream, which checkpoints after copying).
 
     Raises:
         StorageError: the file is corrupt, foreign, from a newer pmsq, or cannot be opened.
@@ -164,18 +167,20 @@ class SQLiteBackend(SQLiteSchedules, Backend):
         durability: Durability = "full",
         busy_timeout: float = 30.0,
         history: float | None = DEFAULT_HISTORY,
+        checkpoints: str = "auto",
         **unknown: Any,
     ) -> None:
         if unknown:
             raise ConfigurationError(
                 f"unknown option(s) for the SQLite backend: {', '.join(sorted(unknown))}; "
-                "it takes durability, busy_timeout and history"
+                "it takes durability, busy_timeout, history and checkpoints"
             )
         if durability not in _SYNC:
             raise ConfigurationError(
                 f"durability must be 'full', 'normal' or 'memory', got {durability!r}"
             )
         self.path = parse_sqlite_url(url)
+        self._wal = wal.WalGuard(self.path, wal.check_checkpoints(checkpoints))
         self.url = url
         self.durability = durability
         self.busy_timeout = busy_timeout
@@ -207,7 +212,8 @@ class SQLiteBackend(SQLiteSchedules, Backend):
         check_folder(self.path, self.url)
         try:
             conn = sqlite3.connect(
-                self.path,
+                self.path if memory else files.uri(self.path),  # a quoted URI: see files.uri
+                uri=not memory,
                 timeout=self.busy_timeout,
                 isolation_level=None,
                 check_same_thread=False,
@@ -235,6 +241,7 @@ class SQLiteBackend(SQLiteSchedules, Backend):
             # After a burst (or a full disk) the WAL is cut back to this size once
             # checkpointed, instead of keeping its peak size forever.
             conn.execute("PRAGMA journal_size_limit = 8388608")
+            self._wal.configure(conn)
             conn.execute("BEGIN IMMEDIATE")
             try:
                 create_or_migrate(conn)
@@ -290,6 +297,19 @@ class SQLiteBackend(SQLiteSchedules, Backend):
                     self._conn.execute("PRAGMA synchronous = FULL")
 
     def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        saved = self._metrics.snapshot()
+        try:
+            result = self._transaction_once(fn)
+        except StorageError as exc:
+            # A full disk the WAL filled: hand its space back and try once more.
+            if not (wal.is_full(exc.__cause__) and self._wal.relieve(self._conn)):
+                raise
+            self._metrics.restore(saved)
+            result = self._transaction_once(fn)
+        self._wal.after_commit(self._conn)
+        return result
+
+    def _transaction_once(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")

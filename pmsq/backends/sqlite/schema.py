@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import sqlite3
 
+from pmsq.backends.sqlite.counters import COUNTERS_DDL
 from pmsq.backends.sqlite.journal import JOURNAL_DDL
 from pmsq.backends.sqlite.schedules import SCHEDULES_DDL
 
@@ -31,7 +32,7 @@ __all__ = [
 
 # "pmsq" in ASCII, written to the header so foreign tools can tell the file's owner.
 APPLICATION_ID = 0x706D7371
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 READY, IN_FLIGHT, DEAD, SCHEDULED = 0, 1, 2, 3
 
@@ -126,12 +127,14 @@ CREATE TABLE IF NOT EXISTS pmsq_rate (
 CREATE INDEX IF NOT EXISTS pmsq_ix_rate ON pmsq_rate (queue, scope, ts);
 """
 
-# Forward migrations: MIGRATIONS[n] upgrades a store from version n to n + 1.
-# A new store is created at version 1 and migrated forward like an old one,
-# so every store runs the same statements.
-MIGRATIONS: dict[int, str] = {
+# Forward migrations: MIGRATIONS[n] upgrades a store from version n to n + 1,
+# as a script of plain statements or as a sequence of statements (for those,
+# like triggers, that hold semicolons). A new store is created at version 1
+# and migrated forward like an old one, so every store runs the same statements.
+MIGRATIONS: dict[int, str | tuple[str, ...]] = {
     1: JOURNAL_DDL,  # version 2: the message journal (pmsq trace)
     2: SCHEDULES_DDL,  # version 3: recurring schedules
+    3: COUNTERS_DDL,  # version 4: maintained counts for stats() (counters.py)
 }
 
 
@@ -231,7 +234,8 @@ def create_or_migrate(conn: sqlite3.Connection) -> int:
 def _migrate(conn: sqlite3.Connection, found: int) -> None:
     version = found
     while version < SCHEMA_VERSION:
-        for statement in _split(MIGRATIONS[version]):
+        step = MIGRATIONS[version]
+        for statement in _split(step) if isinstance(step, str) else step:
             conn.execute(statement)
         version += 1
     if found != version:

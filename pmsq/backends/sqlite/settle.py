@@ -251,6 +251,17 @@ class Metrics:
     def __bool__(self) -> bool:
         return bool(self._counts)
 
+    def snapshot(self) -> tuple[dict[tuple[str, str], list[int]], ...]:
+        """The counts so far, for ``restore`` when a transaction is run again."""
+        return (
+            {k: list(v) for k, v in self._counts.items()},
+            {k: list(v) for k, v in self._hist.items()},
+        )
+
+    def restore(self, saved: tuple[dict[tuple[str, str], list[int]], ...]) -> None:
+        """Go back to a ``snapshot``: the counts of a rolled-back transaction are dropped."""
+        self._counts, self._hist = saved[0], saved[1]
+
     def add(
         self,
         queue: str,
