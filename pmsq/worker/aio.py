@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 
+from pmsq.worker.invoke import HandlerAbandoned
 from pmsq.worker.lifecycle import Call, Effect, Job, Lifecycle, Settle
 from pmsq.worker.middleware import Middleware
 from pmsq.worker.options import (
@@ -267,17 +268,14 @@ class AsyncWorker:
         try:
             if inv.spec.is_async:
                 await inv.run_async()
-                return None
-            with anyio.move_on_after(inv.spec.timeout) as scope:
-                # Abandoned at the timeout: the thread runs on, its late
-                # result is dropped by the invocation.
+            else:
+                # Waited for until it really returns, past its timeout too
+                # (pmsq.worker.invoke); abandoned only by a forced stop.
                 await anyio.to_thread.run_sync(
                     inv.run_sync, abandon_on_cancel=True, limiter=self._handler_threads
                 )
-            if scope.cancelled_caught:
-                inv.abandon(inv.timeout_error)
         except BaseException:
-            inv.abandon(None)
+            inv.abandon(HandlerAbandoned("the worker was cancelled while the handler ran"))
             raise
         return None
 

@@ -45,7 +45,7 @@ from pmsq.errors import LeaseLost, PmsqError
 from pmsq.handlers import HandlerSpec
 from pmsq.policy import Outcome
 from pmsq.worker.heartbeat import Heartbeats, beat_interval
-from pmsq.worker.invoke import Invocation
+from pmsq.worker.invoke import HandlerAbandoned, Invocation
 from pmsq.worker.middleware import Hooks
 
 if TYPE_CHECKING:
@@ -432,8 +432,13 @@ class Lifecycle:
                 else:
                     self.hooks("on_release", message)
                 return
-            outcome = d.outcome_for(inv.error)
-            self.hooks("after_process", message, outcome, inv.error, inv.duration_ms)
+            error = inv.error
+            if error is None and not inv.returned:
+                # Never an ack for a handler that did not return (a driver bug
+                # would otherwise lose the message).
+                error = HandlerAbandoned("the handler did not return")
+            outcome = d.outcome_for(error)
+            self.hooks("after_process", message, outcome, error, inv.duration_ms)
             # The handler is done, so its slot is free while the settlement commits:
             # the next claim overlaps this commit, and concurrent settlements share
             # one transaction (group commit). Until it commits the message is
@@ -460,7 +465,22 @@ class Lifecycle:
         return settle_many([(e.delivery, e.outcome, e.duration_ms) for e in effects])
 
     def beat(self, job: Job) -> None:
-        """Extend ``job``'s lease by its queue's lease (blocking; the drivers' heartbeat)."""
+        """Extend ``job``'s lease by its queue's lease (blocking; the drivers' heartbeat).
+
+        A handler still running past its ``timeout`` keeps its lease (and
+        its key) until it returns; the first beat after the timeout says so.
+        """
+        if job.invocation.overdue(time.perf_counter()):
+            message = job.delivery.message
+            log.warning(
+                "handler of message %s in queue %r runs past its timeout of %ss; it is "
+                "waited for (lease and key kept) and settled as a timeout failure when "
+                'it returns; use isolation="process" for handlers that may hang',
+                message.id,
+                message.queue,
+                job.spec.timeout,
+                extra={"pmsq": {"event": "handler_overdue", "message_id": message.id}},
+            )
         try:
             job.delivery.extend(job.lease)
         except LeaseLost:

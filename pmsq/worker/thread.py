@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.from_thread
 
+from pmsq.worker.invoke import HandlerAbandoned, Invocation
 from pmsq.worker.lifecycle import PARKED, Call, Effect, Job, Lifecycle, Settle, drive
 from pmsq.worker.middleware import Middleware
 from pmsq.worker.options import (
@@ -53,7 +54,6 @@ from pmsq.worker.options import (
 
 if TYPE_CHECKING:
     from pmsq.broker import Broker
-    from pmsq.worker.invoke import Invocation
 
 __all__ = ["Worker"]
 
@@ -456,27 +456,11 @@ class Worker:
         inv = effect.invocation
         if inv.spec.is_async:
             self._run_async(inv)
-        elif inv.spec.timeout is None:
-            inv.run_sync()
         else:
-            self._run_sync_bounded(inv)
+            # Waited for until it really returns, past its timeout too: its
+            # lease and its key are kept meanwhile (pmsq.worker.invoke).
+            inv.run_sync()
         return None
-
-    def _run_sync_bounded(self, inv: Invocation) -> None:
-        # The handler gets a thread of its own so this one can stop waiting
-        # at the timeout; the stuck thread is abandoned, not killed.
-        done = threading.Event()
-
-        def call() -> None:
-            try:
-                inv.run_sync()
-            finally:
-                done.set()
-
-        assert self._pool is not None
-        self._pool.submit(call)
-        if not done.wait(inv.spec.timeout):
-            inv.abandon(inv.timeout_error)
 
     def _run_async(self, inv: Invocation) -> None:
         portal = self._portal
@@ -484,7 +468,9 @@ class Worker:
         try:
             portal.start_task_soon(inv.run_async).result()
         except (CancelledError, RuntimeError):
-            inv.abandon(None)  # the event loop was stopped under it (forced stop)
+            # Only a forced stop cancels the loop's tasks (run_async keeps
+            # whatever a handler raises, BaseExceptions included).
+            inv.abandon(HandlerAbandoned("the worker's event loop stopped under the handler"))
 
     def _poke_heartbeat(self) -> None:
         with self._hb_cv:

@@ -211,47 +211,6 @@ def test_heartbeat_keeps_a_long_handler_lease(live: pmsq.Broker, start: Start) -
     assert live.stats("long-sync").failed == 0  # no lease ever expired
 
 
-def test_handler_timeout_counts_as_failure_and_late_return_is_ignored(
-    live: pmsq.Broker, start: Start, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO, logger="pmsq.worker")
-    live.declare_queue("hung-sync", max_attempts=1)
-    live.declare_queue("hung-async", max_attempts=1)
-    release = threading.Event()
-    returned = threading.Event()
-    cancelled = threading.Event()
-
-    @live.handler("hung-sync", timeout=0.3)
-    def hung_sync(message: pmsq.Message) -> None:
-        release.wait(20)
-        returned.set()  # the late return of a thread nobody can kill
-
-    @live.handler("hung-async", timeout=0.3)
-    async def hung_async(message: pmsq.Message) -> None:
-        try:
-            await anyio.sleep(20)
-        finally:
-            cancelled.set()
-
-    live.queue("hung-sync").put("x")
-    live.queue("hung-async").put("y")
-    start(live)
-    for name in ("hung-sync", "hung-async"):
-        wait_for(lambda name=name: live.stats(name).dead == 1, what=f"{name} dead-lettered")  # type: ignore[misc]
-        [dead] = live.dead_letters(name).list()
-        assert dead.error_type == "TimeoutError"
-        assert "timeout of 0.3s" in dead.reason
-    assert cancelled.is_set()  # the async handler was cancelled at its timeout
-    release.set()
-    wait_for(returned.is_set, what="the sync handler's late return")
-    wait_for(lambda: live.stats("hung-sync").in_flight == 0)
-    # The late return settled nothing: still one dead letter, nothing acked, no lease noise.
-    s = live.stats("hung-sync")
-    assert (s.dead, s.processed, s.dead_lettered) == (1, 0, 1)
-    assert not _records(caplog, "lease_lost")
-    assert not _records(caplog, "settle_failed")
-
-
 # -- shutdown -------------------------------------------------------------------------
 def test_graceful_stop_finishes_in_flight_and_leaves_the_rest_unspent(
     live: pmsq.Broker, start: Start
