@@ -167,6 +167,8 @@ class AsyncWorker:
                 tg.cancel_scope.cancel()
         finally:
             core.abandon()
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(core.close)
             hooks("on_worker_stop", self)
             log.info("async worker stopped", extra={"pmsq": {"event": "worker_stopped"}})
 
@@ -266,7 +268,16 @@ class AsyncWorker:
             return None
         inv = effect.invocation
         try:
-            if inv.spec.is_async:
+            if inv.spec.isolation == "process":
+                assert self._core is not None
+                assert self._core.processes is not None
+                await anyio.to_thread.run_sync(
+                    inv.run_in_process,
+                    self._core.processes,
+                    abandon_on_cancel=True,
+                    limiter=self._handler_threads,
+                )
+            elif inv.spec.is_async:
                 await inv.run_async()
             else:
                 # Waited for until it really returns, past its timeout too

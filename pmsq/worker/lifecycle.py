@@ -46,6 +46,7 @@ from pmsq.handlers import HandlerSpec
 from pmsq.policy import Outcome
 from pmsq.worker.heartbeat import Heartbeats, beat_interval
 from pmsq.worker.invoke import HandlerAbandoned, Invocation
+from pmsq.worker.isolation import ProcessPool
 from pmsq.worker.middleware import Hooks
 
 if TYPE_CHECKING:
@@ -173,6 +174,10 @@ class Lifecycle:
         self.concurrency = concurrency
         self.hooks = hooks
         self.heartbeats: Heartbeats[Job] = Heartbeats()
+        #: Child processes for handlers with ``isolation="process"`` (None: there are none).
+        self.processes: ProcessPool | None = None
+        if any(spec.isolation == "process" for spec in self.specs.values()):
+            self.processes = ProcessPool()
         self._kick = kick
         self._lock = threading.Lock()
         self._running = 0
@@ -235,6 +240,12 @@ class Lifecycle:
         """The drain is over: from now on nothing is settled or released (leases expire)."""
         self.abandoned = True
         self.stopping = True
+
+    def close(self) -> None:
+        """Release what the run holds outside the store: handler processes still
+        running after the drain are killed (blocking; once, after :meth:`abandon`)."""
+        if self.processes is not None:
+            self.processes.close(kill=True)
 
     def idle_timeout(self) -> float:
         """How long a driver with nothing to do may wait before claiming again."""

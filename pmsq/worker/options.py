@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from pmsq.errors import ConfigurationError
 from pmsq.handlers import HandlerSpec
+from pmsq.worker.isolation import check_importable
 from pmsq.worker.logs import OutcomeLog
 from pmsq.worker.middleware import Hooks, Middleware
 
@@ -64,7 +65,8 @@ def select_handlers(broker: Broker, queues: Sequence[str] | None) -> dict[str, H
     """The handlers a worker serves: those of ``queues``, or every registered one.
 
     Raises:
-        ConfigurationError: no handler at all, or a named queue without one.
+        ConfigurationError: no handler at all, a named queue without one, or a
+            handler with ``isolation="process"`` a child process cannot import.
     """
     handlers = broker.handlers
     names = sorted(handlers) if queues is None else list(dict.fromkeys(queues))
@@ -79,7 +81,11 @@ def select_handlers(broker: Broker, queues: Sequence[str] | None) -> dict[str, H
         raise ConfigurationError(
             "no handlers to run: register one with @broker.handler(queue) before starting a worker"
         )
-    return {q: handlers[q] for q in names}
+    specs = {q: handlers[q] for q in names}
+    for spec in specs.values():
+        if spec.isolation == "process":
+            check_importable(spec)
+    return specs
 
 
 def make_hooks(broker: Broker, middleware: Sequence[Middleware]) -> Hooks:

@@ -287,6 +287,7 @@ class Worker:
                 self._hb_stop = True
                 self._hb_cv.notify_all()
             self._heartbeat.join()
+            core.close()
             if self._portal is not None:
                 with contextlib.suppress(RuntimeError):
                     self._portal.call(self._portal.stop, True)
@@ -454,7 +455,11 @@ class Worker:
         if isinstance(effect, Settle):
             return effect.run()
         inv = effect.invocation
-        if inv.spec.is_async:
+        if inv.spec.isolation == "process":
+            assert self._core is not None
+            assert self._core.processes is not None
+            inv.run_in_process(self._core.processes)
+        elif inv.spec.is_async:
             self._run_async(inv)
         else:
             # Waited for until it really returns, past its timeout too: its

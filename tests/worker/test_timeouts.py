@@ -89,9 +89,10 @@ def test_a_sync_handler_past_its_timeout_keeps_its_key_until_its_thread_returns(
 
 
 def test_a_handler_past_its_timeout_that_still_returns_is_a_failure_not_an_ack(
-    live: pmsq.Broker, start: Start
+    live: pmsq.Broker, start: Start, caplog: pytest.LogCaptureFixture
 ) -> None:
-    live.declare_queue("late-sync", max_attempts=1)
+    caplog.set_level(logging.INFO, logger="pmsq.worker")
+    live.declare_queue("late-sync", max_attempts=1, lease=0.3)
     live.declare_queue("late-async", max_attempts=1)
     release = threading.Event()
     cancelled = threading.Event()
@@ -112,8 +113,9 @@ def test_a_handler_past_its_timeout_that_still_returns_is_a_failure_not_an_ack(
     start(live)
     wait_for(lambda: live.stats("late-async").dead == 1, what="the async timeout")
     assert cancelled.is_set()
+    wait_for(lambda: _records(caplog, "handler_overdue"), what="the sync handler to overrun")
     assert live.stats("late-sync").in_flight == 1  # still running, still leased
-    release.set()
+    release.set()  # it returns, successfully but too late
     wait_for(lambda: live.stats("late-sync").dead == 1, what="the sync timeout")
     for name in ("late-sync", "late-async"):
         [dead] = live.dead_letters(name).list()
