@@ -5,22 +5,20 @@ loops: how many messages to claim from which queue (bounded prefetch,
 per-handler ``concurrency``, ``tenant_concurrency``, rotation over queues),
 what to do with each claimed message, and when it is done. Its two
 generators, :meth:`Lifecycle.claim_round` and :meth:`Lifecycle.process`,
-yield *effects* instead of doing I/O themselves:
-
-* ``Call(fn)``: a blocking call into the store (claim, settle, release);
-  the thread Worker calls it, the AsyncWorker sends it to a thread;
-* ``Invoke(invocation)``: run the handler; the thread Worker runs sync
-  handlers in its threads and async ones on its own event loop, the
-  AsyncWorker awaits async handlers and sends sync ones to threads;
-* ``Settle(delivery, outcome)``: commit a finished handler's outcome; a
-  driver may gather several and commit them together
-  (:meth:`Lifecycle.settle_many`: one transaction, one fsync), sending each
-  generator its own result.
+yield *effects* (``pmsq.worker.effects``) instead of doing I/O themselves,
+and the loops that drive them (``pmsq.worker.loops``) are generators too.
 
 The driver sends each effect's result back (or throws its exception in), so
 the decisions (``pmsq.policy.decide`` through ``Delivery.outcome_for``),
-settlement, hooks and bookkeeping exist once. Drivers add only scheduling:
-where handlers run, how to wait, how to stop.
+settlement batching, hooks and bookkeeping exist once. Drivers add only
+scheduling: where handlers run, how to wait, how to stop.
+
+Settlement batching: a finished handler's ``Settle`` is *parked*
+(:meth:`Lifecycle.park`), its generator left open; the dispatcher commits
+everything parked since its last round in one transaction
+(:meth:`Lifecycle.commit_parked`: one fsync) and resumes each generator
+with its own result. With many short handlers this turns one commit per
+message into one per round.
 
 Thread safety: the counters are guarded by one lock, because the thread
 Worker calls in from its dispatcher, handler and heartbeat threads.
@@ -43,7 +41,7 @@ import attrs
 from pmsq.delivery import Delivery, settle_many
 from pmsq.errors import LeaseLost, PmsqError
 from pmsq.handlers import HandlerSpec
-from pmsq.policy import Outcome
+from pmsq.worker.effects import PARKED, Call, Effect, Invoke, Settle, drive
 from pmsq.worker.heartbeat import Heartbeats, beat_interval
 from pmsq.worker.invoke import HandlerAbandoned, Invocation
 from pmsq.worker.isolation import ProcessPool
@@ -63,36 +61,6 @@ log = logging.getLogger("pmsq.worker")
 _MAX_TENANT_BACKOFF = 1.0
 
 
-@attrs.frozen
-class Call:
-    """Effect: call ``fn()`` (blocking store I/O) and send back its result."""
-
-    fn: Callable[[], Any]
-
-
-@attrs.frozen
-class Invoke:
-    """Effect: run ``invocation`` (sync or async handler, bounded by its timeout)."""
-
-    invocation: Invocation
-
-
-@attrs.frozen
-class Settle:
-    """Effect: commit ``outcome`` for ``delivery``; alone (:meth:`run`) or batched."""
-
-    delivery: Delivery
-    outcome: Outcome
-    duration_ms: float | None
-
-    def run(self) -> None:
-        """Settle this one delivery now (blocking)."""
-        self.delivery.settle(self.outcome, duration_ms=self.duration_ms)
-
-
-Effect = Call | Invoke | Settle
-
-
 @attrs.define(eq=False)
 class Job:
     """One claimed message on its way through the lifecycle (hashable by identity)."""
@@ -100,48 +68,13 @@ class Job:
     delivery: Delivery
     spec: HandlerSpec
     invocation: Invocation
-    lease: float
     # The handler slot was given back (the handler ended; its settlement may still be committing).
     freed: bool = False
 
-
-#: What :func:`drive` returns when ``park`` took an effect: the generator waits, open.
-PARKED: Any = object()
-
-
-def drive(
-    gen: Generator[Effect, Any, Any],
-    perform: Callable[[Effect], Any],
-    *,
-    park: Callable[[Effect], bool] | None = None,
-    value: Any = None,
-    error: Exception | None = None,
-) -> Any:
-    """Run a lifecycle generator to its end, performing each effect synchronously.
-
-    ``park(effect)`` may take an effect instead (returning True): then
-    ``drive`` returns :data:`PARKED` and leaves the generator open, to be
-    resumed later by ``drive(gen, perform, value=...)`` or ``error=...``
-    with that effect's result.
-    """
-    parked = False
-    try:
-        while True:
-            try:
-                effect = gen.throw(error) if error is not None else gen.send(value)
-            except StopIteration as stop:
-                return stop.value
-            value, error = None, None
-            if park is not None and park(effect):
-                parked = True
-                return PARKED
-            try:
-                value = perform(effect)
-            except Exception as exc:
-                error = exc
-    finally:
-        if not parked:
-            gen.close()
+    @property
+    def lease(self) -> float:
+        """The lease length the message was claimed with: what each heartbeat extends it by."""
+        return self.delivery.config.lease
 
 
 class Lifecycle:
@@ -190,6 +123,9 @@ class Lifecycle:
         self._claim_errors = 0
         # Plain attributes, written without the lock: ``request_stop`` runs in
         # signal handlers, which must never wait for a lock.
+        # Settlements parked by finished handlers: (generator, effect), for commit_parked.
+        self._parked: list[tuple[Generator[Effect, Any, Any], Settle]] = []
+        self._parked_lock = threading.Lock()
         self._news = False
         self.stopping = False
         self.deadline = math.inf
@@ -210,8 +146,13 @@ class Lifecycle:
         return 0 if self.stopping else max(0, self.concurrency - self._running)
 
     def has_news(self) -> bool:
-        """Something a waiting driver cares about happened since :meth:`clear_news`."""
-        return self._news or self.stopping
+        """Something the dispatcher cares about happened since :meth:`clear_news`."""
+        return self._news or self.stopping or bool(self._parked)
+
+    @property
+    def parked(self) -> int:
+        """Settlements waiting for the dispatcher to commit them."""
+        return len(self._parked)
 
     def post_news(self) -> None:
         """Tell a waiting driver to look again (thread-safe)."""
@@ -221,6 +162,10 @@ class Lifecycle:
     def clear_news(self) -> None:
         """Forget news already acted upon (call before deciding to wait)."""
         self._news = False
+
+    def settling_news(self) -> bool:
+        """What a draining dispatcher waits for: a parked settlement, or the end of the drain."""
+        return bool(self._parked) or self.drained_or_late()
 
     def drained_or_late(self) -> bool:
         """The drain is over: nothing held, or the grace period ran out."""
@@ -237,9 +182,18 @@ class Lifecycle:
         self._kick()
 
     def abandon(self) -> None:
-        """The drain is over: from now on nothing is settled or released (leases expire)."""
+        """The drain is over: from now on nothing is settled or released (leases expire).
+
+        Parked settlements are dropped (their leases run out) and the
+        heartbeat is woken to end.
+        """
         self.abandoned = True
         self.stopping = True
+        with self._parked_lock:
+            left, self._parked = self._parked, []
+        for gen, _ in left:
+            gen.close()
+        self.heartbeats.on_earlier()
 
     def close(self) -> None:
         """Release what the run holds outside the store: handler processes still
@@ -403,7 +357,6 @@ class Lifecycle:
                 except PmsqError as exc:
                     log.warning("could not hand back message %s: %s", d.message.id, exc)
             spec = self.specs[queue]
-            lease = self.broker.queue_config(queue).lease
             for d in keep:
                 self.hooks("on_claim", d.message)
                 invocation = Invocation(
@@ -412,7 +365,7 @@ class Lifecycle:
                     gate=lambda: not self.stopping,
                     before=functools.partial(self.hooks, "before_process"),
                 )
-                jobs.append(Job(delivery=d, spec=spec, invocation=invocation, lease=lease))
+                jobs.append(Job(delivery=d, spec=spec, invocation=invocation))
         return jobs
 
     # -- one message ---------------------------------------------------------------
@@ -466,6 +419,59 @@ class Lifecycle:
             self.heartbeats.remove(job)
             self._finished(job)
 
+    def run_in_process(self, inv: Invocation) -> None:
+        """Run a process-isolated handler (blocking, in a thread of the driver)."""
+        assert self.processes is not None
+        inv.run_in_process(self.processes)
+
+    @staticmethod
+    def internal_error(job: Job) -> None:
+        """Log a bug that ended ``job``'s lifecycle early (from an ``except`` block)."""
+        log.exception(
+            "internal error handling message %s; it comes back when its lease expires",
+            job.delivery.message.id,
+        )
+
+    # -- settlement batching ---------------------------------------------------------
+    def park(self, gen: Generator[Effect, Any, Any], effect: Effect) -> bool:
+        """The drivers' ``park`` for :func:`drive`: keep a ``Settle`` for :meth:`commit_parked`.
+
+        The caller tells the dispatcher (:meth:`post_news`) once it is free.
+        """
+        if not isinstance(effect, Settle):
+            return False
+        with self._parked_lock:
+            self._parked.append((gen, effect))
+        return True
+
+    def commit_parked(self) -> bool:
+        """Commit every parked settlement in one call, then resume their lifecycles.
+
+        Blocking (a ``Call`` of the dispatcher). Returns whether anything was parked.
+        """
+        with self._parked_lock:
+            batch, self._parked = self._parked, []
+        if not batch:
+            return False
+        try:
+            errors = self.settle_many([effect for _, effect in batch])
+        except Exception as exc:  # a bug, not a store error: each message's lifecycle reports it
+            log.exception(
+                "settling %d message(s) failed; they come back when their leases expire",
+                len(batch),
+            )
+            errors = [exc] * len(batch)  # type: ignore[list-item]
+        for (gen, effect), error in zip(batch, errors, strict=True):
+            try:
+                # After its Settle a lifecycle only runs hooks and bookkeeping.
+                drive(gen, _no_more_effects, error=error)
+            except Exception:
+                log.exception(
+                    "internal error handling message %s; it comes back when its lease expires",
+                    effect.delivery.message.id,
+                )
+        return True
+
     @staticmethod
     def settle_many(effects: Sequence[Settle]) -> list[PmsqError | None]:
         """Commit several ``Settle`` effects together; per effect, its error or ``None``.
@@ -510,3 +516,7 @@ class Lifecycle:
             log.warning(
                 "could not extend the lease of message %s: %s", job.delivery.message.id, exc
             )
+
+
+def _no_more_effects(effect: Effect) -> Any:
+    raise RuntimeError(f"a lifecycle yielded {effect!r} after its settlement")

@@ -23,17 +23,9 @@ import pmsq
 from pmsq.clock import ManualClock
 from pmsq.context import current_message
 from pmsq.policy import Ack, DeadLetterOutcome
-from worker._support import Running, wait_for
+from worker._support import Running, log_records, wait_for
 
 Start = Callable[..., Running]
-
-
-def _records(caplog: pytest.LogCaptureFixture, event: str) -> list[dict[str, Any]]:
-    return [
-        r.pmsq  # type: ignore[attr-defined]
-        for r in caplog.records
-        if r.name == "pmsq.worker" and getattr(r, "pmsq", {}).get("event") == event
-    ]
 
 
 # -- throughput and exactly-once -------------------------------------------------------
@@ -100,11 +92,11 @@ def test_failures_retry_with_backoff_then_dead_letter_with_traceback(
     assert dead.error_type == "ValueError"
     assert dead.traceback is not None
     assert "boom on attempt 3" in dead.traceback
-    failures = _records(caplog, "failure")
+    failures = log_records(caplog, "failure")
     assert [f["attempt"] for f in failures] == [1, 2]
     assert failures[0]["error"] == "ValueError: boom on attempt 1"
-    wait_for(lambda: _records(caplog, "dead_letter"), what="the log line (after the settle)")
-    [line] = _records(caplog, "dead_letter")
+    wait_for(lambda: log_records(caplog, "dead_letter"), what="the log line (after the settle)")
+    [line] = log_records(caplog, "dead_letter")
     assert line["message_id"] == mid
     assert line["key"] == "property:1"
     assert line["tenant"] == "acme"
@@ -510,4 +502,4 @@ def test_store_errors_while_claiming_are_logged_and_survived(
     mid = live.queue("fragile").put("x")
     start(live)
     wait_for(lambda: handled == [mid], what="handled after the store recovered")
-    assert len(_records(caplog, "claim_failed")) == 2
+    assert len(log_records(caplog, "claim_failed")) == 2

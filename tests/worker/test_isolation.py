@@ -13,13 +13,12 @@ import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import pmsq
 from worker import process_handlers
-from worker._support import Running, wait_for
+from worker._support import Running, log_records, wait_for
 
 Start = Callable[..., Running]
 _NOW = pmsq.Backoff(base=0, jitter=False)
@@ -41,14 +40,6 @@ def _gone(pid: int) -> bool:
     except ProcessLookupError:
         return True
     return False
-
-
-def _records(caplog: pytest.LogCaptureFixture, event: str) -> list[dict[str, Any]]:
-    return [
-        r.pmsq  # type: ignore[attr-defined]
-        for r in caplog.records
-        if r.name == "pmsq.worker" and getattr(r, "pmsq", {}).get("event") == event
-    ]
 
 
 @pytest.mark.parametrize("flavour", ["sync", "async"])
@@ -104,7 +95,7 @@ def test_a_handler_process_that_dies_fails_its_message_and_the_worker_survives(
         [(_, _, pid, _)] = _events(log)
         os.kill(pid, signal.SIGKILL)
     wait_for(lambda: live.stats("psp").processed == 1, what="the retry to succeed")
-    [failure] = _records(caplog, "failure")
+    [failure] = log_records(caplog, "failure")
     assert failure["message_id"] == mid
     assert failure["attempt"] == 1
     expected = "exited with code 3" if how == "os._exit" else "was killed by SIGKILL"

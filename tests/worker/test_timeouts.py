@@ -17,17 +17,9 @@ import anyio
 import pytest
 
 import pmsq
-from worker._support import Running, wait_for
+from worker._support import Running, log_records, wait_for
 
 Start = Callable[..., Running]
-
-
-def _records(caplog: pytest.LogCaptureFixture, event: str) -> list[dict[str, Any]]:
-    return [
-        r.pmsq  # type: ignore[attr-defined]
-        for r in caplog.records
-        if r.name == "pmsq.worker" and getattr(r, "pmsq", {}).get("event") == event
-    ]
 
 
 def test_a_sync_handler_past_its_timeout_keeps_its_key_until_its_thread_returns(
@@ -67,7 +59,7 @@ def test_a_sync_handler_past_its_timeout_keeps_its_key_until_its_thread_returns(
     first = q.put(1, key="property:4521")
     q.put(2, key="property:4521")
     run = start(live, concurrency=4)  # free slots: an overlap would be taken at once
-    wait_for(lambda: _records(caplog, "handler_overdue"), what="the overdue warning")
+    wait_for(lambda: log_records(caplog, "handler_overdue"), what="the overdue warning")
     seen = len(extends)
     # Five more lease lengths: the lease is kept alive, nothing of the key starts.
     wait_for(lambda: len(extends) >= seen + 5, what="heartbeats past the timeout")
@@ -78,7 +70,7 @@ def test_a_sync_handler_past_its_timeout_keeps_its_key_until_its_thread_returns(
     wait_for(lambda: live.stats("pdf").depth == 0, what="both messages done")
     assert starts == [(1, 1), (1, 2), (2, 1)]
     assert overlaps == []
-    [failure] = _records(caplog, "failure")
+    [failure] = log_records(caplog, "failure")
     assert failure["message_id"] == first
     assert failure["attempt"] == 1
     assert "TimeoutError" in failure["error"]
@@ -113,7 +105,7 @@ def test_a_handler_past_its_timeout_that_still_returns_is_a_failure_not_an_ack(
     start(live)
     wait_for(lambda: live.stats("late-async").dead == 1, what="the async timeout")
     assert cancelled.is_set()
-    wait_for(lambda: _records(caplog, "handler_overdue"), what="the sync handler to overrun")
+    wait_for(lambda: log_records(caplog, "handler_overdue"), what="the sync handler to overrun")
     assert live.stats("late-sync").in_flight == 1  # still running, still leased
     release.set()  # it returns, successfully but too late
     wait_for(lambda: live.stats("late-sync").dead == 1, what="the sync timeout")
