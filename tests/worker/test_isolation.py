@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,11 +37,12 @@ def _events(log: Path) -> list[tuple[str, int, int, str]]:
 
 
 def _gone(pid: int) -> bool:
+    """No such process, or only its zombie (an orphan nobody reaps here)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
         return True
-    return False
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 @pytest.mark.parametrize("flavour", ["sync", "async"])
@@ -178,3 +181,33 @@ def test_isolation_is_checked(broker: pmsq.Broker) -> None:
         renamed.__qualname__ = original
     assert "a" not in broker.handlers
     assert "b" not in broker.handlers
+
+
+_WORKER_SCRIPT = """
+import sys
+import pmsq
+from worker import process_handlers
+
+broker = pmsq.connect(sys.argv[1], durability="normal", poll_interval=0.02)
+broker.handler("orphan", isolation="process")(process_handlers.behave)
+pmsq.Worker(broker).run()
+"""
+
+
+def test_a_handler_process_whose_worker_is_sigkilled_exits_by_itself(tmp_path: Path) -> None:
+    db, log = tmp_path / "w.db", tmp_path / "events"
+    with pmsq.connect(str(db), durability="normal") as b:
+        b.queue("orphan").put({"log": str(log), "do": "hang"})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    worker = subprocess.Popen([sys.executable, "-c", _WORKER_SCRIPT, str(db)], env=env)
+    try:
+        wait_for(lambda: _events(log), what="the handler to start in its child")
+        [(_, _, child, _)] = _events(log)
+        assert child != worker.pid
+        worker.kill()  # SIGKILL: the worker cannot kill its child
+        worker.wait(30)
+        wait_for(lambda: _gone(child), what="the orphaned handler process to exit")
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(30)
