@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from pmsq.delivery import Delivery, settle_many
-from pmsq.errors import LeaseLost, PmsqError
+from pmsq.errors import PmsqError
 from pmsq.handlers import HandlerSpec
 from pmsq.worker.effects import PARKED, Call, Effect, Invoke, Settle, drive
 from pmsq.worker.heartbeat import Heartbeats, beat_interval
@@ -480,42 +480,6 @@ class Lifecycle:
         generator that yielded the effect.
         """
         return settle_many([(e.delivery, e.outcome, e.duration_ms) for e in effects])
-
-    def beat(self, job: Job) -> None:
-        """Extend ``job``'s lease by its queue's lease (blocking; the drivers' heartbeat).
-
-        A handler still running past its ``timeout`` keeps its lease (and
-        its key) until it returns; the first beat after the timeout says so.
-        """
-        if job.invocation.overdue(time.perf_counter()):
-            message = job.delivery.message
-            log.warning(
-                "handler of message %s in queue %r runs past its timeout of %ss; it is "
-                "waited for (lease and key kept) and settled as a timeout failure when "
-                'it returns; use isolation="process" for handlers that may hang',
-                message.id,
-                message.queue,
-                job.spec.timeout,
-                extra={"pmsq": {"event": "handler_overdue", "message_id": message.id}},
-            )
-        try:
-            job.delivery.extend(job.lease)
-        except LeaseLost:
-            self.heartbeats.remove(job)
-            if job.delivery.settled in (None, "lost"):
-                message = job.delivery.message
-                log.warning(
-                    "lease lost while the handler runs: message %s in queue %r may be "
-                    "handled twice (is the process starved, or the clock jumping?)",
-                    message.id,
-                    message.queue,
-                    extra={"pmsq": {"event": "lease_lost", "message_id": message.id}},
-                )
-        except PmsqError as exc:
-            # Transient (a busy store): the next beat tries again well before expiry.
-            log.warning(
-                "could not extend the lease of message %s: %s", job.delivery.message.id, exc
-            )
 
 
 def _no_more_effects(effect: Effect) -> Any:

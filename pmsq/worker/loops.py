@@ -29,10 +29,11 @@ import time
 from collections.abc import Generator
 from typing import Any
 
+from pmsq.errors import LeaseLost, PmsqError
 from pmsq.worker.effects import Call, Effect, Sleep, Start, Wait
 from pmsq.worker.lifecycle import Job, Lifecycle
 
-__all__ = ["dispatch", "heartbeat"]
+__all__ = ["beat", "dispatch", "heartbeat"]
 
 log = logging.getLogger("pmsq.worker")
 
@@ -110,5 +111,40 @@ def heartbeat(core: Lifecycle) -> Generator[Effect, Any, None]:
     """
     while not core.abandoned:
         for job in core.heartbeats.due(time.monotonic()):
-            yield Call(functools.partial(core.beat, job))
+            yield Call(functools.partial(beat, core, job))
         yield Sleep(core.heartbeats.next_at())
+
+
+def beat(core: Lifecycle, job: Job) -> None:
+    """Extend ``job``'s lease by its queue's lease (blocking; one heartbeat).
+
+    A handler still running past its ``timeout`` keeps its lease (and its
+    key) until it returns; the first beat after the timeout says so.
+    """
+    if job.invocation.overdue(time.perf_counter()):
+        message = job.delivery.message
+        log.warning(
+            "handler of message %s in queue %r runs past its timeout of %ss; it is "
+            "waited for (lease and key kept) and settled as a timeout failure when "
+            'it returns; use isolation="process" for handlers that may hang',
+            message.id,
+            message.queue,
+            job.spec.timeout,
+            extra={"pmsq": {"event": "handler_overdue", "message_id": message.id}},
+        )
+    try:
+        job.delivery.extend(job.lease)
+    except LeaseLost:
+        core.heartbeats.remove(job)
+        if job.delivery.settled in (None, "lost"):
+            message = job.delivery.message
+            log.warning(
+                "lease lost while the handler runs: message %s in queue %r may be "
+                "handled twice (is the process starved, or the clock jumping?)",
+                message.id,
+                message.queue,
+                extra={"pmsq": {"event": "lease_lost", "message_id": message.id}},
+            )
+    except PmsqError as exc:
+        # Transient (a busy store): the next beat tries again well before expiry.
+        log.warning("could not extend the lease of message %s: %s", job.delivery.message.id, exc)

@@ -11,11 +11,18 @@ worker or its event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import tempfile
 import threading
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import pmsq
 from worker._support import Running, wait_for
@@ -137,3 +144,89 @@ def test_a_base_exception_escaping_a_handler_fails_its_message_and_the_worker_ru
     _good_messages_still_flow(live, "exits", handled)
     run.stop()
     assert run.drained in (True, None)  # stop() drained: nothing was left running
+
+
+# -- the property: however handlers end, outcomes follow the policy and keys never overlap --
+BEHAVIOURS = ["ok", "error", "exit", "cancel", "late"]
+
+
+def _act(behaviour: str) -> None:
+    if behaviour == "error":
+        raise ValueError("boom")
+    if behaviour == "exit":
+        raise SystemExit(1)
+    if behaviour == "cancel":
+        raise asyncio.CancelledError()
+    if behaviour == "late":
+        threading.Event().wait(0.08)  # past its timeout of 0.05 s, then returns
+
+
+@settings(
+    max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    plan=st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b"]),
+            st.sampled_from(BEHAVIOURS),
+            st.sampled_from(BEHAVIOURS),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    is_async=st.booleans(),
+)
+def test_however_handlers_end_outcomes_follow_the_policy_and_keys_never_overlap(
+    kind: str, plan: list[tuple[str, str, str]], is_async: bool
+) -> None:
+    lock = threading.Lock()
+    timeline: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
+
+    @contextlib.contextmanager
+    def attempt(message: pmsq.Message) -> Iterator[str]:
+        """Record the attempt's start and end; yield what it is to do."""
+        key, first, second = plan[message.payload]
+        with lock:
+            timeline[key].append(("start", message.payload, message.attempt))
+        try:
+            yield first if message.attempt == 1 else second
+        finally:
+            with lock:
+                timeline[key].append(("end", message.payload, message.attempt))
+
+    def handle_sync(message: pmsq.Message) -> None:
+        with attempt(message) as behaviour:
+            _act(behaviour)
+
+    async def handle_async(message: pmsq.Message) -> None:
+        with attempt(message) as behaviour:
+            if behaviour == "late":
+                await anyio.sleep(0.08)  # cancelled at its timeout of 0.05 s
+            _act(behaviour)
+
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        pmsq.connect(str(Path(tmp) / "p.db"), durability="memory", poll_interval=0.01) as b,
+    ):
+        b.declare_queue("p", max_attempts=2, backoff=_NOW)
+        b.handler("p", timeout=0.05)(handle_async if is_async else handle_sync)
+        b.queue("p").put_many([pmsq.NewMessage(i, key=k) for i, (k, _, _) in enumerate(plan)])
+        run = Running(kind, b, concurrency=4)
+        try:
+            wait_for(lambda: b.stats("p").depth == 0, what="every message settled")
+        finally:
+            run.stop()
+        acked = b.stats("p").processed
+        dead = {d.message.payload: d.attempts for d in b.dead_letters("p").list()}
+    expected_dead = {i: 2 for i, (_, x, y) in enumerate(plan) if "ok" not in (x, y)}
+    assert dead == expected_dead
+    assert acked == len(plan) - len(expected_dead)
+    for key, events in timeline.items():
+        # Strictly one attempt at a time per key, in put order, attempt after attempt.
+        starts = [(i, a) for e, i, a in events if e == "start"]
+        assert events == [x for s in starts for x in (("start", *s), ("end", *s))], key
+        expected = []
+        for i, (k, first, _) in enumerate(plan):
+            if k == key:
+                expected += [(i, 1)] if first == "ok" else [(i, 1), (i, 2)]
+        assert starts == expected, key
