@@ -108,10 +108,13 @@ class Invocation:
     def overdue(self, now: float) -> bool:
         """The handler still runs past its timeout (``now``: ``time.perf_counter()``).
 
-        True once per invocation, for the warning the heartbeat logs.
+        True once per invocation, for the warning the heartbeat logs; never
+        for a handler in a child process (killed at its timeout instead).
         """
         timeout = self.spec.timeout
         if timeout is None or self._overdue_logged or self._state != _RUNNING:
+            return False
+        if self.spec.isolation == "process":
             return False
         if now - self._t0 <= timeout:
             return False

@@ -121,11 +121,11 @@ class Lifecycle:
         self._block_backoff: dict[str, float] = {}
         self._rotation = 0
         self._claim_errors = 0
-        # Plain attributes, written without the lock: ``request_stop`` runs in
-        # signal handlers, which must never wait for a lock.
         # Settlements parked by finished handlers: (generator, effect), for commit_parked.
         self._parked: list[tuple[Generator[Effect, Any, Any], Settle]] = []
         self._parked_lock = threading.Lock()
+        # Plain attributes, written without the lock: ``request_stop`` runs in
+        # signal handlers, which must never wait for a lock.
         self._news = False
         self.stopping = False
         self.deadline = math.inf
