@@ -81,6 +81,7 @@ class AsyncWorker(Driver):
         self._started = False
         self._early_stop: float | None = None
         self._hb_event: anyio.Event | None = None
+        self._settle_event: anyio.Event | None = None
         # Made in run(): anyio primitives belong to the event loop that runs them.
         self._handler_threads: anyio.CapacityLimiter | None = None
         self._store_threads: anyio.CapacityLimiter | None = None
@@ -121,6 +122,7 @@ class AsyncWorker(Driver):
         self._started = True
         core = self._new_core(self._poke_heartbeat)
         self._hb_event = anyio.Event()
+        self._settle_event = anyio.Event()
         self._handler_threads = anyio.CapacityLimiter(self.concurrency)
         self._store_threads = anyio.CapacityLimiter(min(_STORE_THREADS, self.concurrency + 1))
         self._wait_threads = anyio.CapacityLimiter(2)
@@ -131,7 +133,8 @@ class AsyncWorker(Driver):
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 tg.start_soon(self._drive, heartbeat(core))
-                await self._drive(dispatch(core))
+                tg.start_soon(self._settle_loop)
+                await self._drive(dispatch(core, commit=False))
                 # Past the grace period: handlers still running are cancelled
                 # (not settled: their leases expire).
                 tg.cancel_scope.cancel()
@@ -152,7 +155,23 @@ class AsyncWorker(Driver):
             core.internal_error(job)
             return
         if parked:
-            core.post_news()  # the dispatcher commits it with the others
+            # Committed with the others by the settle task, woken here on the
+            # loop: no thread hop between a finished handler and its commit.
+            assert self._settle_event is not None
+            self._settle_event.set()
+
+    async def _settle_loop(self) -> None:
+        # Here, unlike the thread Worker, a task of its own commits what
+        # finished handlers parked (Lifecycle.commit_parked: one transaction
+        # for all of them), woken on the loop: the dispatcher's waits go
+        # through a thread, and a commit should not wait for its next round.
+        core = self._core
+        assert core is not None
+        while True:
+            assert self._settle_event is not None
+            await self._settle_event.wait()
+            self._settle_event = anyio.Event()
+            await anyio.to_thread.run_sync(core.commit_parked, limiter=self._store_threads)
 
     async def _drive(self, gen: Generator[Effect, Any, Any], park: Park | None = None) -> Any:
         # The awaiting twin of pmsq.worker.effects.drive.

@@ -147,7 +147,7 @@ class Lifecycle:
 
     def has_news(self) -> bool:
         """Something the dispatcher cares about happened since :meth:`clear_news`."""
-        return self._news or self.stopping or bool(self._parked)
+        return self._news or self.stopping
 
     @property
     def parked(self) -> int:
@@ -162,10 +162,6 @@ class Lifecycle:
     def clear_news(self) -> None:
         """Forget news already acted upon (call before deciding to wait)."""
         self._news = False
-
-    def settling_news(self) -> bool:
-        """What a draining dispatcher waits for: a parked settlement, or the end of the drain."""
-        return bool(self._parked) or self.drained_or_late()
 
     def drained_or_late(self) -> bool:
         """The drain is over: nothing held, or the grace period ran out."""

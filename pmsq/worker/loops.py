@@ -11,7 +11,8 @@ condition variable or an event.
 The dispatcher, round after round:
 
 1. commits the settlements finished handlers parked since the last round
-   (one transaction for all of them);
+   (one transaction for all of them), unless the driver has a committer of
+   its own (the ``AsyncWorker``'s settle task);
 2. claims what the free slots allow and starts each claimed message;
 3. with nothing claimed and nothing settled, waits for a local put, news
    (a freed slot, a parked settlement, a stop) or the poll interval.
@@ -42,8 +43,13 @@ log = logging.getLogger("pmsq.worker")
 _SAFETY_WAIT = 1.0
 
 
-def dispatch(core: Lifecycle) -> Generator[Effect, Any, bool]:
+def dispatch(core: Lifecycle, *, commit: bool = True) -> Generator[Effect, Any, bool]:
     """Claim, start, commit settlements and wait, until stopped and drained.
+
+    Args:
+        core: The run's lifecycle.
+        commit: Commit parked settlements here (``False``: the driver has a
+            committer of its own, woken when a settlement is parked).
 
     Returns:
         Whether every held message was settled (``False``: the grace period
@@ -51,11 +57,18 @@ def dispatch(core: Lifecycle) -> Generator[Effect, Any, bool]:
     """
     broker = core.broker
     draining_logged = False
+
+    def news() -> bool:
+        return core.has_news() or (commit and core.parked > 0)
+
+    def settling_news() -> bool:
+        return core.drained_or_late() or (commit and core.parked > 0)
+
     while True:
         core.clear_news()
         since = broker._changes(core.queues)
         settled = False
-        if core.parked:
+        if commit and core.parked:
             settled = yield Call(core.commit_parked)
         if core.stopping:
             # Claim no more, but keep committing what finishing handlers park.
@@ -66,20 +79,20 @@ def dispatch(core: Lifecycle) -> Generator[Effect, Any, bool]:
                 _log_draining(core)
             if not settled:
                 left = max(0.0, min(_SAFETY_WAIT, core.deadline - time.monotonic()))
-                yield Wait((), 0, left, core.settling_news)
+                yield Wait((), 0, left, settling_news)
             continue
         try:
             jobs: list[Job] = yield from core.claim_round()
         except Exception:
             log.exception("the worker's dispatcher failed; retrying in 1s")
-            yield Wait((), 0, _SAFETY_WAIT, core.has_news)
+            yield Wait((), 0, _SAFETY_WAIT, news)
             continue
         for job in jobs:
             yield Start(job)
         if jobs or settled:
             continue
         queues, timeout = core.wait_args()
-        yield Wait(queues, since if queues else 0, timeout, core.has_news)
+        yield Wait(queues, since if queues else 0, timeout, news)
     drained = core.idle()
     if not drained:
         log.warning(
