@@ -101,8 +101,9 @@ class AsyncWorker(Driver):
 
         ``run`` stops claiming, hands back messages claimed but not started
         (no attempt spent), waits up to ``timeout`` seconds for in-flight
-        handlers, cancels those still running (not settled: their leases
-        expire) and returns. Calling again can only shorten the grace period.
+        handlers, cancels those still running and kills handler processes
+        (not settled: their leases expire) and returns. Calling again can
+        only shorten the grace period.
         """
         core = self._core
         if core is None:

@@ -215,9 +215,11 @@ class Worker(Driver):
 
         Messages claimed but not started are handed back at once without
         spending an attempt. Handlers still running after ``timeout`` seconds
-        are left alone: they are not settled, their leases run out and their
-        messages are delivered again. After ``stop`` returns the worker
-        touches the store no more, so the broker may be closed.
+        are not settled, their leases run out and their messages are
+        delivered again; threads are left to end by themselves, handler
+        processes (``isolation="process"``) are killed. After ``stop``
+        returns the worker touches the store no more, so the broker may be
+        closed.
 
         Called from one of this worker's own handlers or hooks, it only asks
         for the stop and returns ``False`` at once (it cannot wait for itself).
