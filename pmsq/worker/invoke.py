@@ -184,8 +184,7 @@ class Invocation:
             self._end(None, bounded=False)
 
     def _call_sync(self) -> None:
-        current_message.set(self.message)
-        self._before(self.message)
+        self._call_hooks()
         result = self.spec.fn(self.message)
         if inspect.isawaitable(result):
             if inspect.iscoroutine(result):
@@ -205,11 +204,17 @@ class Invocation:
         if not self._begin():
             return
         try:
-            self._before(self.message)
+            # The hooks run here, in a context of their own: what they set
+            # cannot reach the child, and must not leak into this thread.
+            contextvars.copy_context().run(self._call_hooks)
             error = pool.call(self.spec, self.message)
         except BaseException as exc:  # as for run_sync
             error = exc
         self._end(error)
+
+    def _call_hooks(self) -> None:
+        current_message.set(self.message)
+        self._before(self.message)
 
     # -- async handlers: awaited on an event loop ---------------------------------
     async def run_async(self) -> None:

@@ -15,10 +15,12 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import pmsq
+from pmsq.context import current_message
 from worker import process_handlers
 from worker._support import Running, log_records, wait_for
 
@@ -112,6 +114,20 @@ def test_a_handler_process_that_dies_fails_its_message_and_the_worker_survives(
     run.stop()
 
 
+class _Seen(pmsq.Middleware):
+    def __init__(self) -> None:
+        self.before: list[bool] = []
+        self.after: list[tuple[str, str | None]] = []
+
+    def before_process(self, message: pmsq.Message) -> None:
+        self.before.append(current_message.get() == message)
+
+    def after_process(
+        self, message: pmsq.Message, outcome: Any, error: BaseException | None, duration_ms: float
+    ) -> None:
+        self.after.append((message.id, None if error is None else type(error).__name__))
+
+
 def test_signals_errors_and_system_exit_from_a_child_settle_like_in_a_thread(
     live: pmsq.Broker, start: Start, tmp_path: Path
 ) -> None:
@@ -123,8 +139,21 @@ def test_signals_errors_and_system_exit_from_a_child_settle_like_in_a_thread(
     fail = q.put({"log": str(log), "do": "fail", "n": 7})
     retry = q.put({"log": str(log), "do": "retry"})
     leave = q.put({"log": str(log), "do": "sys-exit"})
-    start(live, concurrency=4)
+    hooks = _Seen()
+    start(live, concurrency=4, middleware=[hooks])
     wait_for(lambda: live.stats("jobs").depth == 0, what="all settled")
+    # Seven attempts: the reject once, the others twice.
+    wait_for(lambda: len(hooks.after) == 7, what="the after_process hooks")
+    assert hooks.before == [True] * 7  # hooks run in the worker, with the message current
+    assert set(hooks.after) == {
+        (reject, "Reject"),
+        (fail, "RemoteError"),  # carries the child's ValueError and its traceback
+        (retry, "Retry"),
+        (retry, None),
+        (leave, "RemoteError"),
+        (leave, None),
+    }
+    assert current_message.get() is None
     dead = {d.message.id: d for d in live.dead_letters("jobs").list()}
     assert set(dead) == {reject, fail}
     assert dead[reject].reason == "no such booking"
