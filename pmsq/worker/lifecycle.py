@@ -14,11 +14,11 @@ settlement batching, hooks and bookkeeping exist once. Drivers add only
 scheduling: where handlers run, how to wait, how to stop.
 
 Settlement batching: a finished handler's ``Settle`` is *parked*
-(:meth:`Lifecycle.park`), its generator left open; the dispatcher commits
-everything parked since its last round in one transaction
-(:meth:`Lifecycle.commit_parked`: one fsync) and resumes each generator
-with its own result. With many short handlers this turns one commit per
-message into one per round.
+(:meth:`Lifecycle.park`), its generator left open; the dispatcher (in the
+``AsyncWorker``, a settle task) commits everything parked meanwhile in one
+transaction (:meth:`Lifecycle.commit_parked`: one fsync) and resumes each
+generator with its own result. With many short handlers this turns one
+commit per message into one per round.
 
 Thread safety: the counters are guarded by one lock, because the thread
 Worker calls in from its dispatcher, handler and heartbeat threads.
