@@ -158,7 +158,7 @@ def _act(behaviour: str) -> None:
     if behaviour == "cancel":
         raise asyncio.CancelledError()
     if behaviour == "late":
-        threading.Event().wait(0.08)  # past its timeout of 0.05 s, then returns
+        threading.Event().wait(0.35)  # past its timeout of 0.25 s, then returns
 
 
 @settings(
@@ -201,7 +201,7 @@ def test_however_handlers_end_outcomes_follow_the_policy_and_keys_never_overlap(
     async def handle_async(message: pmsq.Message) -> None:
         with attempt(message) as behaviour:
             if behaviour == "late":
-                await anyio.sleep(0.08)  # cancelled at its timeout of 0.05 s
+                await anyio.sleep(0.35)  # cancelled at its timeout of 0.25 s
             _act(behaviour)
 
     with (
@@ -209,7 +209,7 @@ def test_however_handlers_end_outcomes_follow_the_policy_and_keys_never_overlap(
         pmsq.connect(str(Path(tmp) / "p.db"), durability="memory", poll_interval=0.01) as b,
     ):
         b.declare_queue("p", max_attempts=2, backoff=_NOW)
-        b.handler("p", timeout=0.05)(handle_async if is_async else handle_sync)
+        b.handler("p", timeout=0.25)(handle_async if is_async else handle_sync)
         b.queue("p").put_many([pmsq.NewMessage(i, key=k) for i, (k, _, _) in enumerate(plan)])
         run = Running(kind, b, concurrency=4)
         try:

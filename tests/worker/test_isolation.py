@@ -56,7 +56,7 @@ def test_a_hung_handler_is_killed_at_its_timeout_retried_then_dead_lettered_in_k
     log = tmp_path / "events"
     fn = process_handlers.behave if flavour == "sync" else process_handlers.behave_async
     live.declare_queue("pdf", max_attempts=2, backoff=_NOW)
-    live.handler("pdf", timeout=0.5, isolation="process")(fn)
+    live.handler("pdf", timeout=1.5, isolation="process")(fn)
     q = live.queue("pdf")
     hung = q.put({"log": str(log), "do": "hang"}, key="booking:1")
     after = q.put({"log": str(log)}, key="booking:1")

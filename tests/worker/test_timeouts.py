@@ -33,7 +33,7 @@ def test_a_sync_handler_past_its_timeout_keeps_its_key_until_its_thread_returns(
     overlaps: list[str] = []
     starts: list[tuple[Any, int]] = []
 
-    @live.handler("pdf", timeout=0.2)
+    @live.handler("pdf", timeout=1.0)
     def render(message: pmsq.Message) -> None:
         with lock:
             starts.append((message.payload, message.attempt))
@@ -74,7 +74,7 @@ def test_a_sync_handler_past_its_timeout_keeps_its_key_until_its_thread_returns(
     assert failure["message_id"] == first
     assert failure["attempt"] == 1
     assert "TimeoutError" in failure["error"]
-    assert "timeout of 0.2s" in failure["error"]
+    assert "timeout of 1.0s" in failure["error"]
     run.stop()
     s = live.stats("pdf")
     assert (s.processed, s.failed, s.retried) == (2, 1, 1)
