@@ -321,12 +321,14 @@ class Broker:
         concurrency: int | None = None,
         timeout: float | None = None,
         tenant_concurrency: int | None = None,
+        isolation: str = "thread",
     ) -> Callable[[F], F]:
         """Register a sync or async function as the handler of ``queue``.
 
         The handler receives a ``pmsq.Message``; returning acks, raising
         ``pmsq.Retry`` retries, ``pmsq.Reject`` dead-letters, anything else
-        retries with backoff until ``max_attempts``.
+        retries with backoff until ``max_attempts``. ``isolation="process"``
+        runs it in a child process killed at ``timeout`` (see docs/workers.md).
 
         Raises:
             ConfigurationError: invalid options, or ``queue`` already has a handler.
@@ -354,6 +356,7 @@ class Broker:
                 concurrency=concurrency,
                 timeout=timeout,
                 tenant_concurrency=tenant_concurrency,
+                isolation=isolation,
             )
             self.queue(queue)
             return fn

@@ -60,6 +60,11 @@ class Delivery:
         return self._lease_expires
 
     @property
+    def config(self) -> QueueConfig:
+        """The queue's configuration this delivery was claimed under (lease, attempts)."""
+        return self._config
+
+    @property
     def settled(self) -> str | None:
         """``"acked"``, ``"retried"``, ``"dead"``, ``"released"`` or ``None`` while held."""
         return self._settled

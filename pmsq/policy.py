@@ -15,7 +15,15 @@ import attrs
 from pmsq.config import QueueConfig
 from pmsq.errors import Reject, Retry
 
-__all__ = ["Ack", "DeadLetterOutcome", "Outcome", "RetryAt", "decide", "describe_error"]
+__all__ = [
+    "Ack",
+    "DeadLetterOutcome",
+    "Outcome",
+    "RemoteError",
+    "RetryAt",
+    "decide",
+    "describe_error",
+]
 
 
 @attrs.frozen
@@ -44,8 +52,28 @@ class DeadLetterOutcome:
 Outcome = Ack | RetryAt | DeadLetterOutcome
 
 
+class RemoteError(Exception):
+    """An exception raised by a handler in another process, known by its description.
+
+    Settled like the original: dead letters and logs show the original type
+    name and traceback, not this wrapper.
+
+    Args:
+        error_type: The original exception's qualified type name.
+        summary: Its message (``str(exc)``).
+        traceback: Its formatted traceback.
+    """
+
+    def __init__(self, error_type: str, summary: str, traceback: str) -> None:
+        super().__init__(summary)
+        self.error_type = error_type
+        self.traceback = traceback
+
+
 def describe_error(exc: BaseException) -> tuple[str, str]:
     """Return ``(qualified type name, formatted traceback)`` for ``exc``."""
+    if isinstance(exc, RemoteError):
+        return exc.error_type, exc.traceback
     cls = type(exc)
     name = (
         cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"

@@ -1,9 +1,14 @@
 """Worker pools: ``Worker`` (threads), ``AsyncWorker`` (anyio) and ``Middleware`` hooks.
 
-Both drivers run one lifecycle (``pmsq.worker.lifecycle``): claim only as
-many messages as can start, invoke the handler with its lease kept alive by
-heartbeats, settle through ``pmsq.policy.decide``, hand back what never
-started on a graceful stop.
+Both drivers run the same I/O-free code and only perform its effects:
+
+* ``loops``: the dispatcher (claim, commit parked settlements, wait, drain)
+  and the heartbeat;
+* ``lifecycle``: one message from claim to settlement (bounded prefetch,
+  limits, the policy's outcome, hand-back of what never started);
+* ``invoke``: one handler call, whatever it raises; ``isolation``: handlers
+  in child processes, killed at their timeout;
+* ``effects``: what those ask a driver to do, and the synchronous ``drive``.
 """
 
 from pmsq.worker.aio import AsyncWorker

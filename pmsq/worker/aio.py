@@ -1,19 +1,20 @@
-"""``AsyncWorker``: the anyio driver of the lifecycle (asyncio or trio).
+"""``AsyncWorker``: the anyio driver of the worker's loops (asyncio or trio).
 
-One task group holds a dispatcher (claims), a heartbeat task, a settle task
-and one task per claimed message. A message's task does not commit its
-outcome itself: it parks it, and the settle task commits everything parked
-meanwhile in one transaction (``Lifecycle.settle_many``) and hands each
-task its own result. ``async def`` handlers are awaited; sync handlers and
-every store call (the backend is synchronous) go to worker threads through
-``anyio.to_thread.run_sync`` with capacity limiters: one sized
-``concurrency`` for sync handlers, a small one for store calls.
+One task group holds the dispatcher (``pmsq.worker.loops.dispatch``), the
+heartbeat (``pmsq.worker.loops.heartbeat``) and one task per claimed
+message (``Lifecycle.process``); this module only says how each effect is
+performed. ``async def`` handlers are awaited; sync handlers, handler
+processes and every store call (the backend is synchronous) go to worker
+threads through ``anyio.to_thread.run_sync`` with capacity limiters: one
+sized ``concurrency`` for handlers, a small one for store calls. A
+finished handler's settlement is parked and committed by the dispatcher
+with those of the others (one transaction).
 
-Wake-ups: an idle dispatcher waits in a thread on ``WakeUps.wait_any``
-(``broker.runtime.wakeups``), which covers all its queues: a put in this
-process wakes it at once, puts by other processes are seen within ``broker.poll_interval`` (default
-0.05 s). ``stop()`` and finished handlers wake it through the same
-condition, so ``stop()`` works from any thread.
+Wake-ups: an idle dispatcher waits in a thread on ``WakeUps.wait_any`` (``broker.runtime.wakeups``),
+which covers all its queues: a put in this process wakes it at once, puts
+by other processes are seen within ``broker.poll_interval`` (default
+0.05 s). ``stop()``, parked settlements and freed slots wake it through the
+same condition, so ``stop()`` works from any thread.
 """
 
 from __future__ import annotations
@@ -22,22 +23,19 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
 
 from pmsq.schedules.timer import run_async_timer
-from pmsq.worker.lifecycle import Call, Effect, Job, Lifecycle, Settle
+from pmsq.worker.effects import PARKED, Call, Effect, Invoke, Park, Settle, Sleep, Start, Wait
+from pmsq.worker.invoke import HandlerAbandoned, Invocation
+from pmsq.worker.lifecycle import Job
+from pmsq.worker.loops import dispatch, heartbeat
 from pmsq.worker.middleware import Middleware
-from pmsq.worker.options import (
-    check_concurrency,
-    check_middleware,
-    check_queues,
-    make_hooks,
-    select_handlers,
-)
+from pmsq.worker.options import Driver
 
 if TYPE_CHECKING:
     from pmsq.broker import Broker
@@ -51,18 +49,7 @@ log = logging.getLogger("pmsq.worker")
 _STORE_THREADS = 8
 
 
-class _Parked:
-    """A finished handler's settlement waiting for the settle loop."""
-
-    __slots__ = ("done", "effect", "error")
-
-    def __init__(self, effect: Settle) -> None:
-        self.effect = effect
-        self.done = anyio.Event()
-        self.error: Exception | None = None
-
-
-class AsyncWorker:
+class AsyncWorker(Driver):
     """Runs the handlers registered on ``broker`` in an anyio task group.
 
     ``await worker.run()`` runs until the task is cancelled (handlers are
@@ -91,21 +78,16 @@ class AsyncWorker:
         *,
         middleware: Iterable[Middleware] | None = None,
     ) -> None:
-        self.broker = broker
-        self.concurrency = check_concurrency(concurrency)
-        self.queues = check_queues(queues)
-        self.middleware = check_middleware(middleware)
-        self._core: Lifecycle | None = None
+        super().__init__(broker, concurrency, queues, middleware)
         self._started = False
         self._early_stop: float | None = None
         self._hb_event: anyio.Event | None = None
+        self._settle_event: anyio.Event | None = None
         # Made in run(): anyio primitives belong to the event loop that runs them.
         self._handler_threads: anyio.CapacityLimiter | None = None
         self._store_threads: anyio.CapacityLimiter | None = None
         self._wait_threads: anyio.CapacityLimiter | None = None
-        # Settlements parked by finished handlers, committed together by _settle_loop.
-        self._parked: list[_Parked] = []
-        self._settle_wake: anyio.Event | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
 
     def __repr__(self) -> str:
         return f"<AsyncWorker concurrency={self.concurrency} broker={self.broker!r}>"
@@ -120,8 +102,9 @@ class AsyncWorker:
 
         ``run`` stops claiming, hands back messages claimed but not started
         (no attempt spent), waits up to ``timeout`` seconds for in-flight
-        handlers, cancels those still running (not settled: their leases
-        expire) and returns. Calling again can only shorten the grace period.
+        handlers, cancels those still running and kills handler processes
+        (not settled: their leases expire) and returns. Calling again can
+        only shorten the grace period.
         """
         core = self._core
         if core is None:
@@ -139,30 +122,19 @@ class AsyncWorker:
         if self._started:
             raise RuntimeError("an AsyncWorker runs once; create a new one to run again")
         self._started = True
-        specs = select_handlers(self.broker, self.queues)
-        hooks = make_hooks(self.broker, self.middleware)
-        core = Lifecycle(
-            self.broker, specs, self.concurrency, hooks, kick=self.broker.runtime.wakeups.kick
-        )
+        core = self._new_core(self._poke_heartbeat)
         self._hb_event = anyio.Event()
-        self._settle_wake = anyio.Event()
+        self._settle_event = anyio.Event()
         self._handler_threads = anyio.CapacityLimiter(self.concurrency)
         self._store_threads = anyio.CapacityLimiter(min(_STORE_THREADS, self.concurrency + 1))
         self._wait_threads = anyio.CapacityLimiter(2)
-        core.heartbeats.on_earlier = self._poke_heartbeat
-        self._core = core
         if self._early_stop is not None:
             core.request_stop(self._early_stop)
-        hooks("on_worker_start", self)
-        log.info(
-            "async worker started: queues %s, concurrency %d",
-            ", ".join(core.queues),
-            self.concurrency,
-            extra={"pmsq": {"event": "worker_started", "queues": list(core.queues)}},
-        )
+        self._announce(core, "async worker")
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._heartbeat_loop)
+                self._tg = tg
+                tg.start_soon(self._drive, heartbeat(core))
                 tg.start_soon(
                     run_async_timer,
                     self.broker.runtime,
@@ -170,88 +142,50 @@ class AsyncWorker:
                     self._store_threads,
                 )
                 tg.start_soon(self._settle_loop)
-                await self._dispatch(tg)
-                await self._drain()
+                await self._drive(dispatch(core, commit=False))
+                # Past the grace period: handlers still running are cancelled
+                # (not settled: their leases expire).
                 tg.cancel_scope.cancel()
         finally:
             core.abandon()
-            hooks("on_worker_stop", self)
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(core.close)
+            core.hooks("on_worker_stop", self)
             log.info("async worker stopped", extra={"pmsq": {"event": "worker_stopped"}})
 
-    # -- tasks -------------------------------------------------------------------
-    async def _wait(self, fn: Callable[[], None]) -> None:
-        # Abandoned on cancellation: the thread ends by itself within its timeout.
-        await anyio.to_thread.run_sync(fn, abandon_on_cancel=True, limiter=self._wait_threads)
-
-    async def _dispatch(self, tg: anyio.abc.TaskGroup) -> None:
-        core, broker = self._core, self.broker
-        assert core is not None
-        while not core.stopping:
-            core.clear_news()
-            since = broker.runtime.wakeups.changes(core.queues)
-            try:
-                jobs: list[Job] = await self._drive(core.claim_round())
-            except Exception:
-                log.exception("the worker's dispatcher failed; retrying in 1s")
-                await self._wait(
-                    functools.partial(broker.runtime.wakeups.wait_any, (), 0, 1.0, core.has_news)
-                )
-                continue
-            for job in jobs:
-                tg.start_soon(self._run_job, job)
-            if jobs:
-                continue
-            queues, timeout = core.wait_args()
-            await self._wait(
-                functools.partial(
-                    broker.runtime.wakeups.wait_any,
-                    queues,
-                    since if queues else 0,
-                    timeout,
-                    core.has_news,
-                )
-            )
-
-    async def _drain(self) -> None:
+    # -- performing effects ------------------------------------------------------------
+    async def _run_job(self, job: Job) -> None:
         core = self._core
         assert core is not None
-        if core.running:
-            log.info(
-                "stopping: waiting up to %.0fs for %d in-flight handler(s)",
-                max(0.0, core.deadline - time.monotonic()),
-                core.running,
-                extra={"pmsq": {"event": "draining", "in_flight": core.running}},
-            )
-        while not core.drained_or_late():
-            left = min(1.0, core.deadline - time.monotonic())
-            await self._wait(
-                functools.partial(
-                    self.broker.runtime.wakeups.wait_any, (), 0, left, core.drained_or_late
-                )
-            )
-        if not core.idle():
-            log.warning(
-                "stopped with %d handler(s) still running: they are cancelled and not "
-                "settled; their messages come back when their leases expire",
-                core.running,
-                extra={"pmsq": {"event": "abandoned", "in_flight": core.running}},
-            )
-        core.abandon()
-
-    async def _run_job(self, job: Job) -> None:
-        assert self._core is not None
         try:
-            await self._drive(self._core.process(job))
+            parked = await self._drive(core.process(job), park=core.park) is PARKED
         except Exception:
-            log.exception(
-                "internal error handling message %s; it comes back when its lease expires",
-                job.delivery.message.id,
-            )
+            core.internal_error(job)
+            return
+        if parked:
+            # Committed with the others by the settle task, woken here on the
+            # loop: no thread hop between a finished handler and its commit.
+            assert self._settle_event is not None
+            self._settle_event.set()
 
-    async def _drive(self, gen: Generator[Effect, Any, Any]) -> Any:
-        # The async twin of lifecycle.drive: send results, throw errors in.
+    async def _settle_loop(self) -> None:
+        # Here, unlike the thread Worker, a task of its own commits what
+        # finished handlers parked (Lifecycle.commit_parked: one transaction
+        # for all of them), woken on the loop: the dispatcher's waits go
+        # through a thread, and a commit should not wait for its next round.
+        core = self._core
+        assert core is not None
+        while True:
+            assert self._settle_event is not None
+            await self._settle_event.wait()
+            self._settle_event = anyio.Event()
+            await anyio.to_thread.run_sync(core.commit_parked, limiter=self._store_threads)
+
+    async def _drive(self, gen: Generator[Effect, Any, Any], park: Park | None = None) -> Any:
+        # The awaiting twin of pmsq.worker.effects.drive.
         value: Any = None
         error: Exception | None = None
+        parked = False
         try:
             while True:
                 try:
@@ -259,83 +193,69 @@ class AsyncWorker:
                 except StopIteration as stop:
                     return stop.value
                 value, error = None, None
+                if park is not None and park(gen, effect):
+                    parked = True
+                    return PARKED
                 try:
                     value = await self._perform(effect)
                 except Exception as exc:
                     error = exc
         finally:
-            gen.close()
+            if not parked:
+                gen.close()
 
     async def _perform(self, effect: Effect) -> Any:
         if isinstance(effect, Call):
             return await anyio.to_thread.run_sync(effect.fn, limiter=self._store_threads)
-        if isinstance(effect, Settle):
-            # Parked: the settle loop commits what finished handlers parked meanwhile
-            # in one transaction (Lifecycle.settle_many).
-            parked = _Parked(effect)
-            self._parked.append(parked)
-            assert self._settle_wake is not None
-            self._settle_wake.set()
-            await parked.done.wait()
-            if parked.error is not None:
-                raise parked.error
-            return None
-        inv = effect.invocation
+        if isinstance(effect, Wait):
+            # Abandoned on cancellation: the thread ends by itself within its timeout.
+            wait = functools.partial(
+                self.broker.runtime.wakeups.wait_any,
+                effect.queues,
+                effect.since,
+                effect.timeout,
+                effect.wake,
+            )
+            await anyio.to_thread.run_sync(wait, abandon_on_cancel=True, limiter=self._wait_threads)
+        elif isinstance(effect, Start):
+            assert self._tg is not None
+            self._tg.start_soon(self._run_job, effect.job)
+        elif isinstance(effect, Sleep):
+            assert self._hb_event is not None
+            delay = math.inf if effect.until is None else max(0.0, effect.until - time.monotonic())
+            with anyio.move_on_after(delay):
+                await self._hb_event.wait()
+            if self._hb_event.is_set():
+                self._hb_event = anyio.Event()
+        elif isinstance(effect, Settle):
+            await anyio.to_thread.run_sync(effect.run, limiter=self._store_threads)
+        else:
+            await self._invoke(effect)
+        return None
+
+    async def _invoke(self, effect: Invoke) -> None:
+        inv: Invocation = effect.invocation
         try:
-            if inv.spec.is_async:
+            if inv.spec.isolation == "process":
+                assert self._core is not None
+                await anyio.to_thread.run_sync(
+                    self._core.run_in_process,
+                    inv,
+                    abandon_on_cancel=True,
+                    limiter=self._handler_threads,
+                )
+            elif inv.spec.is_async:
                 await inv.run_async()
-                return None
-            with anyio.move_on_after(inv.spec.timeout) as scope:
-                # Abandoned at the timeout: the thread runs on, its late
-                # result is dropped by the invocation.
+            else:
+                # Waited for until it really returns, past its timeout too
+                # (pmsq.worker.invoke); abandoned only by a forced stop.
                 await anyio.to_thread.run_sync(
                     inv.run_sync, abandon_on_cancel=True, limiter=self._handler_threads
                 )
-            if scope.cancelled_caught:
-                inv.abandon(inv.timeout_error)
         except BaseException:
-            inv.abandon(None)
+            inv.abandon(HandlerAbandoned("the worker was cancelled while the handler ran"))
             raise
-        return None
-
-    async def _settle_loop(self) -> None:
-        core = self._core
-        assert core is not None
-        while True:
-            assert self._settle_wake is not None
-            await self._settle_wake.wait()
-            self._settle_wake = anyio.Event()
-            batch, self._parked = self._parked, []
-            if not batch:
-                continue
-            try:
-                errors: list[Exception | None] = list(
-                    await anyio.to_thread.run_sync(
-                        core.settle_many, [p.effect for p in batch], limiter=self._store_threads
-                    )
-                )
-            except Exception as exc:  # a bug, not a store error: each lifecycle reports it
-                log.exception(
-                    "settling %d message(s) failed; they come back when their leases expire",
-                    len(batch),
-                )
-                errors = [exc] * len(batch)
-            for p, error in zip(batch, errors, strict=True):
-                p.error = error
-                p.done.set()
 
     def _poke_heartbeat(self) -> None:
         if self._hb_event is not None:
             self._hb_event.set()
-
-    async def _heartbeat_loop(self) -> None:
-        core = self._core
-        assert core is not None
-        while True:
-            self._hb_event = anyio.Event()
-            for job in core.heartbeats.due(time.monotonic()):
-                await anyio.to_thread.run_sync(core.beat, job, limiter=self._store_threads)
-            nxt = core.heartbeats.next_at()
-            delay = math.inf if nxt is None else max(0.0, nxt - time.monotonic())
-            with anyio.move_on_after(delay):
-                await self._hb_event.wait()

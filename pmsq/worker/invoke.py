@@ -8,9 +8,18 @@ Both drivers run handlers through it, so the rules live here once:
 * ``pmsq.context.current_message`` is set around the handler, in a context
   of its own, so messages the handler puts carry the right correlation and
   causation ids;
-* a handler given up on (``abandon``: timeout, forced stop) may still return
-  later, in a thread nobody can kill: that late result is dropped, so a
-  message is never settled twice.
+* whatever escapes a handler is that message's failure, ``BaseException``\\ s
+  included (``SystemExit``, ``KeyboardInterrupt``, ``GeneratorExit``, an
+  ``asyncio.CancelledError`` the handler raised or awaited): only the
+  worker's own cancellation (a forced stop) is let through. A message is
+  acked only when its handler returned;
+* a sync handler in a thread is waited for until it really returns, past its
+  ``timeout`` too (a thread cannot be killed, and a message whose handler
+  still runs must keep its lease and its key): a late return is settled as
+  a timeout failure;
+* a handler given up on (``abandon``: the worker stopped without waiting for
+  it) may still return later: that late result is dropped, so a message is
+  never settled twice.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import inspect
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -27,9 +37,26 @@ from pmsq.context import current_message
 from pmsq.handlers import HandlerSpec
 from pmsq.message import Message
 
-__all__ = ["Invocation"]
+if TYPE_CHECKING:
+    from pmsq.worker.isolation import ProcessPool
+
+__all__ = ["HandlerAbandoned", "Invocation"]
 
 _PENDING, _RUNNING, _DONE, _REFUSED, _ABANDONED = range(5)
+
+
+class HandlerAbandoned(Exception):
+    """The worker stopped without waiting for the handler to end (a forced stop)."""
+
+
+def _cancelled_from_outside() -> bool:
+    """Whether the calling task sits in a cancelled scope: the worker itself is stopping.
+
+    A handler that raises ``asyncio.CancelledError`` itself, or awaits a task
+    somebody cancelled, is not cancelled: its scopes are not, so the
+    effective deadline is still ahead.
+    """
+    return anyio.current_effective_deadline() <= anyio.current_time()
 
 
 class Invocation:
@@ -57,6 +84,7 @@ class Invocation:
         self._lock = threading.Lock()
         self._state = _PENDING
         self._t0 = 0.0
+        self._overdue_logged = False
         self.error: BaseException | None = None
         self.duration_ms = 0.0
 
@@ -66,11 +94,32 @@ class Invocation:
         return self._state in (_RUNNING, _DONE, _ABANDONED)
 
     @property
+    def returned(self) -> bool:
+        """Whether the handler ended by returning normally (the only way to an ack)."""
+        return self._state == _DONE and self.error is None
+
+    @property
     def timeout_error(self) -> TimeoutError:
         """The error a timed-out handler is settled with."""
         return TimeoutError(
             f"handler of queue {self.spec.queue!r} ran past its timeout of {self.spec.timeout}s"
         )
+
+    def overdue(self, now: float) -> bool:
+        """The handler still runs past its timeout (``now``: ``time.perf_counter()``).
+
+        True once per invocation, for the warning the heartbeat logs; never
+        for a handler in a child process (killed at its timeout instead).
+        """
+        timeout = self.spec.timeout
+        if timeout is None or self._overdue_logged or self._state != _RUNNING:
+            return False
+        if self.spec.isolation == "process":
+            return False
+        if now - self._t0 <= timeout:
+            return False
+        self._overdue_logged = True
+        return True
 
     def _begin(self) -> bool:
         with self._lock:
@@ -83,18 +132,32 @@ class Invocation:
             self._t0 = time.perf_counter()
             return True
 
-    def _end(self, error: BaseException | None) -> None:
+    def _end(self, error: BaseException | None, *, bounded: bool = True) -> None:
+        """Record how the handler ended; ``bounded=False``: it ran unbounded in a thread."""
         with self._lock:
             if self._state != _RUNNING:
                 return  # given up on already: this late result is dropped
             self._state = _DONE
-            self.error = error
             self.duration_ms = (time.perf_counter() - self._t0) * 1000.0
+            timeout = self.spec.timeout
+            if not bounded and timeout is not None and self.duration_ms > timeout * 1000.0:
+                # Its result came too late to count, whatever it was: the
+                # timeout is a limit on success, and a retry must not start
+                # before the attempt that timed out has really ended.
+                how = "returned" if error is None else f"raised {type(error).__name__}"
+                late = TimeoutError(
+                    f"{self.timeout_error}: it {how} after {self.duration_ms / 1000.0:.1f}s "
+                    "(its thread was waited for, so its lease and its key were kept)"
+                )
+                late.__cause__ = error
+                error = late
+            self.error = error
 
-    def abandon(self, error: BaseException | None) -> None:
-        """Stop waiting for the handler; settle with ``error`` if it had started.
+    def abandon(self, error: BaseException) -> None:
+        """Stop waiting for the handler; a later result is dropped.
 
-        An invocation not yet started never starts.
+        An invocation not yet started never starts; one that started ends
+        with ``error`` (never an ack).
         """
         with self._lock:
             if self._state == _PENDING:
@@ -106,19 +169,22 @@ class Invocation:
 
     # -- sync handlers: called in a worker thread --------------------------------
     def run_sync(self) -> None:
-        """Run a sync handler here (in a thread of the worker); never raises ``Exception``."""
+        """Run a sync handler here (in a thread of the worker) until it returns.
+
+        Never raises: what the handler raises, ``BaseException`` included, is
+        its outcome.
+        """
         if not self._begin():
             return
         try:
             contextvars.copy_context().run(self._call_sync)
-        except Exception as exc:
-            self._end(exc)
+        except BaseException as exc:  # a handler's SystemExit is its failure
+            self._end(exc, bounded=False)
         else:
-            self._end(None)
+            self._end(None, bounded=False)
 
     def _call_sync(self) -> None:
-        current_message.set(self.message)
-        self._before(self.message)
+        self._call_hooks()
         result = self.spec.fn(self.message)
         if inspect.isawaitable(result):
             if inspect.iscoroutine(result):
@@ -128,15 +194,39 @@ class Invocation:
                 "declare it with 'async def' so the worker awaits it"
             )
 
+    # -- handlers in a process of their own: called in a worker thread ------------
+    def run_in_process(self, pool: ProcessPool) -> None:
+        """Run the handler in a child process of ``pool``, killed at its timeout.
+
+        Blocks until the child returned, failed, died or was killed (and is
+        gone); never raises.
+        """
+        if not self._begin():
+            return
+        try:
+            # The hooks run here, in a context of their own: what they set
+            # cannot reach the child, and must not leak into this thread.
+            contextvars.copy_context().run(self._call_hooks)
+            error = pool.call(self.spec, self.message)
+        except BaseException as exc:  # as for run_sync
+            error = exc
+        self._end(error)
+
+    def _call_hooks(self) -> None:
+        current_message.set(self.message)
+        self._before(self.message)
+
     # -- async handlers: awaited on an event loop ---------------------------------
     async def run_async(self) -> None:
-        """Await an async handler, bounded by its ``timeout``; never raises ``Exception``.
+        """Await an async handler, bounded by its ``timeout`` (it is cancelled then).
 
-        Cancellation (a forced stop) propagates.
+        Never raises, except the worker's own cancellation (a forced stop),
+        which propagates.
         """
         if not self._begin():
             return
         token = current_message.set(self.message)
+        error: BaseException | None = None
         try:
             self._before(self.message)
             timeout = self.spec.timeout
@@ -144,8 +234,14 @@ class Invocation:
                 if timeout is not None:
                     scope.deadline = anyio.current_time() + timeout
                 await self.spec.fn(self.message)
-            error: BaseException | None = self.timeout_error if scope.cancelled_caught else None
-        except Exception as exc:
+            if scope.cancelled_caught:
+                error = self.timeout_error
+        except anyio.get_cancelled_exc_class() as exc:
+            if _cancelled_from_outside():
+                self.abandon(HandlerAbandoned("the worker was cancelled while the handler ran"))
+                raise
+            error = exc  # raised by the handler itself (or a task it awaited)
+        except BaseException as exc:  # SystemExit must not kill the loop
             error = exc
         finally:
             current_message.reset(token)

@@ -5,22 +5,20 @@ loops: how many messages to claim from which queue (bounded prefetch,
 per-handler ``concurrency``, ``tenant_concurrency``, rotation over queues),
 what to do with each claimed message, and when it is done. Its two
 generators, :meth:`Lifecycle.claim_round` and :meth:`Lifecycle.process`,
-yield *effects* instead of doing I/O themselves:
-
-* ``Call(fn)``: a blocking call into the store (claim, settle, release);
-  the thread Worker calls it, the AsyncWorker sends it to a thread;
-* ``Invoke(invocation)``: run the handler; the thread Worker runs sync
-  handlers in its threads and async ones on its own event loop, the
-  AsyncWorker awaits async handlers and sends sync ones to threads;
-* ``Settle(delivery, outcome)``: commit a finished handler's outcome; a
-  driver may gather several and commit them together
-  (:meth:`Lifecycle.settle_many`: one transaction, one fsync), sending each
-  generator its own result.
+yield *effects* (``pmsq.worker.effects``) instead of doing I/O themselves,
+and the loops that drive them (``pmsq.worker.loops``) are generators too.
 
 The driver sends each effect's result back (or throws its exception in), so
 the decisions (``pmsq.policy.decide`` through ``Delivery.outcome_for``),
-settlement, hooks and bookkeeping exist once. Drivers add only scheduling:
-where handlers run, how to wait, how to stop.
+settlement batching, hooks and bookkeeping exist once. Drivers add only
+scheduling: where handlers run, how to wait, how to stop.
+
+Settlement batching: a finished handler's ``Settle`` is *parked*
+(:meth:`Lifecycle.park`), its generator left open; the dispatcher (in the
+``AsyncWorker``, a settle task) commits everything parked meanwhile in one
+transaction (:meth:`Lifecycle.commit_parked`: one fsync) and resumes each
+generator with its own result. With many short handlers this turns one
+commit per message into one per round.
 
 Thread safety: the counters are guarded by one lock, because the thread
 Worker calls in from its dispatcher, handler and heartbeat threads.
@@ -38,15 +36,14 @@ from collections import Counter
 from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
 from pmsq.delivery import Delivery, settle_many
-from pmsq.errors import LeaseLost, PmsqError
+from pmsq.errors import PmsqError
 from pmsq.handlers import HandlerSpec
 from pmsq.leases import get_many
-from pmsq.policy import Outcome
+from pmsq.worker.effects import PARKED, Call, Effect, Invoke, Job, Settle, drive
 from pmsq.worker.heartbeat import Heartbeats, beat_interval
-from pmsq.worker.invoke import Invocation
+from pmsq.worker.invoke import HandlerAbandoned, Invocation
+from pmsq.worker.isolation import ProcessPool
 from pmsq.worker.middleware import Hooks
 
 if TYPE_CHECKING:
@@ -61,87 +58,6 @@ log = logging.getLogger("pmsq.worker")
 # one of its handlers finishes: claiming it again at once would only hand the
 # same messages back.
 _MAX_TENANT_BACKOFF = 1.0
-
-
-@attrs.frozen
-class Call:
-    """Effect: call ``fn()`` (blocking store I/O) and send back its result."""
-
-    fn: Callable[[], Any]
-
-
-@attrs.frozen
-class Invoke:
-    """Effect: run ``invocation`` (sync or async handler, bounded by its timeout)."""
-
-    invocation: Invocation
-
-
-@attrs.frozen
-class Settle:
-    """Effect: commit ``outcome`` for ``delivery``; alone (:meth:`run`) or batched."""
-
-    delivery: Delivery
-    outcome: Outcome
-    duration_ms: float | None
-
-    def run(self) -> None:
-        """Settle this one delivery now (blocking)."""
-        self.delivery.settle(self.outcome, duration_ms=self.duration_ms)
-
-
-Effect = Call | Invoke | Settle
-
-
-@attrs.define(eq=False)
-class Job:
-    """One claimed message on its way through the lifecycle (hashable by identity)."""
-
-    delivery: Delivery
-    spec: HandlerSpec
-    invocation: Invocation
-    lease: float
-    # The handler slot was given back (the handler ended; its settlement may still be committing).
-    freed: bool = False
-
-
-#: What :func:`drive` returns when ``park`` took an effect: the generator waits, open.
-PARKED: Any = object()
-
-
-def drive(
-    gen: Generator[Effect, Any, Any],
-    perform: Callable[[Effect], Any],
-    *,
-    park: Callable[[Effect], bool] | None = None,
-    value: Any = None,
-    error: Exception | None = None,
-) -> Any:
-    """Run a lifecycle generator to its end, performing each effect synchronously.
-
-    ``park(effect)`` may take an effect instead (returning True): then
-    ``drive`` returns :data:`PARKED` and leaves the generator open, to be
-    resumed later by ``drive(gen, perform, value=...)`` or ``error=...``
-    with that effect's result.
-    """
-    parked = False
-    try:
-        while True:
-            try:
-                effect = gen.throw(error) if error is not None else gen.send(value)
-            except StopIteration as stop:
-                return stop.value
-            value, error = None, None
-            if park is not None and park(effect):
-                parked = True
-                return PARKED
-            try:
-                value = perform(effect)
-            except Exception as exc:
-                error = exc
-    finally:
-        if not parked:
-            gen.close()
 
 
 class Lifecycle:
@@ -174,6 +90,10 @@ class Lifecycle:
         self.concurrency = concurrency
         self.hooks = hooks
         self.heartbeats: Heartbeats[Job] = Heartbeats()
+        #: Child processes for handlers with ``isolation="process"`` (None: there are none).
+        self.processes: ProcessPool | None = None
+        if any(spec.isolation == "process" for spec in self.specs.values()):
+            self.processes = ProcessPool()
         self._kick = kick
         self._lock = threading.Lock()
         self._running = 0
@@ -184,6 +104,9 @@ class Lifecycle:
         self._block_backoff: dict[str, float] = {}
         self._rotation = 0
         self._claim_errors = 0
+        # Settlements parked by finished handlers: (generator, effect), for commit_parked.
+        self._parked: list[tuple[Generator[Effect, Any, Any], Settle]] = []
+        self._parked_lock = threading.Lock()
         # Plain attributes, written without the lock: ``request_stop`` runs in
         # signal handlers, which must never wait for a lock.
         self._news = False
@@ -206,8 +129,13 @@ class Lifecycle:
         return 0 if self.stopping else max(0, self.concurrency - self._running)
 
     def has_news(self) -> bool:
-        """Something a waiting driver cares about happened since :meth:`clear_news`."""
+        """Something the dispatcher cares about happened since :meth:`clear_news`."""
         return self._news or self.stopping
+
+    @property
+    def parked(self) -> int:
+        """Settlements waiting for the dispatcher to commit them."""
+        return len(self._parked)
 
     def post_news(self) -> None:
         """Tell a waiting driver to look again (thread-safe)."""
@@ -233,9 +161,24 @@ class Lifecycle:
         self._kick()
 
     def abandon(self) -> None:
-        """The drain is over: from now on nothing is settled or released (leases expire)."""
+        """The drain is over: from now on nothing is settled or released (leases expire).
+
+        Parked settlements are dropped (their leases run out) and the
+        heartbeat is woken to end.
+        """
         self.abandoned = True
         self.stopping = True
+        with self._parked_lock:
+            left, self._parked = self._parked, []
+        for gen, _ in left:
+            gen.close()
+        self.heartbeats.on_earlier()
+
+    def close(self) -> None:
+        """Release what the run holds outside the store: handler processes still
+        running after the drain are killed (blocking; once, after :meth:`abandon`)."""
+        if self.processes is not None:
+            self.processes.close(kill=True)
 
     def idle_timeout(self) -> float:
         """How long a driver with nothing to do may wait before claiming again."""
@@ -393,7 +336,6 @@ class Lifecycle:
                 except PmsqError as exc:
                     log.warning("could not hand back message %s: %s", d.message.id, exc)
             spec = self.specs[queue]
-            lease = self.broker.queue_config(queue).lease
             for d in keep:
                 self.hooks("on_claim", d.message)
                 invocation = Invocation(
@@ -402,7 +344,7 @@ class Lifecycle:
                     gate=lambda: not self.stopping,
                     before=functools.partial(self.hooks, "before_process"),
                 )
-                jobs.append(Job(delivery=d, spec=spec, invocation=invocation, lease=lease))
+                jobs.append(Job(delivery=d, spec=spec, invocation=invocation))
         return jobs
 
     # -- one message ---------------------------------------------------------------
@@ -433,8 +375,13 @@ class Lifecycle:
                 else:
                     self.hooks("on_release", message)
                 return
-            outcome = d.outcome_for(inv.error)
-            self.hooks("after_process", message, outcome, inv.error, inv.duration_ms)
+            error = inv.error
+            if error is None and not inv.returned:
+                # Never an ack for a handler that did not return (a driver bug
+                # would otherwise lose the message).
+                error = HandlerAbandoned("the handler did not return")
+            outcome = d.outcome_for(error)
+            self.hooks("after_process", message, outcome, error, inv.duration_ms)
             # The handler is done, so its slot is free while the settlement commits:
             # the next claim overlaps this commit, and concurrent settlements share
             # one transaction (group commit). Until it commits the message is
@@ -451,6 +398,59 @@ class Lifecycle:
             self.heartbeats.remove(job)
             self._finished(job)
 
+    def run_in_process(self, inv: Invocation) -> None:
+        """Run a process-isolated handler (blocking, in a thread of the driver)."""
+        assert self.processes is not None
+        inv.run_in_process(self.processes)
+
+    @staticmethod
+    def internal_error(job: Job) -> None:
+        """Log a bug that ended ``job``'s lifecycle early (from an ``except`` block)."""
+        log.exception(
+            "internal error handling message %s; it comes back when its lease expires",
+            job.delivery.message.id,
+        )
+
+    # -- settlement batching ---------------------------------------------------------
+    def park(self, gen: Generator[Effect, Any, Any], effect: Effect) -> bool:
+        """The drivers' ``park`` for :func:`drive`: keep a ``Settle`` for :meth:`commit_parked`.
+
+        The caller tells the dispatcher (:meth:`post_news`) once it is free.
+        """
+        if not isinstance(effect, Settle):
+            return False
+        with self._parked_lock:
+            self._parked.append((gen, effect))
+        return True
+
+    def commit_parked(self) -> bool:
+        """Commit every parked settlement in one call, then resume their lifecycles.
+
+        Blocking (a ``Call`` of the dispatcher). Returns whether anything was parked.
+        """
+        with self._parked_lock:
+            batch, self._parked = self._parked, []
+        if not batch:
+            return False
+        try:
+            errors = self.settle_many([effect for _, effect in batch])
+        except Exception as exc:  # a bug, not a store error: each message's lifecycle reports it
+            log.exception(
+                "settling %d message(s) failed; they come back when their leases expire",
+                len(batch),
+            )
+            errors = [exc] * len(batch)  # type: ignore[list-item]
+        for (gen, effect), error in zip(batch, errors, strict=True):
+            try:
+                # After its Settle a lifecycle only runs hooks and bookkeeping.
+                drive(gen, _no_more_effects, error=error)
+            except Exception:
+                log.exception(
+                    "internal error handling message %s; it comes back when its lease expires",
+                    effect.delivery.message.id,
+                )
+        return True
+
     @staticmethod
     def settle_many(effects: Sequence[Settle]) -> list[PmsqError | None]:
         """Commit several ``Settle`` effects together; per effect, its error or ``None``.
@@ -460,23 +460,6 @@ class Lifecycle:
         """
         return settle_many([(e.delivery, e.outcome, e.duration_ms) for e in effects])
 
-    def beat(self, job: Job) -> None:
-        """Extend ``job``'s lease by its queue's lease (blocking; the drivers' heartbeat)."""
-        try:
-            job.delivery.extend(job.lease)
-        except LeaseLost:
-            self.heartbeats.remove(job)
-            if job.delivery.settled in (None, "lost"):
-                message = job.delivery.message
-                log.warning(
-                    "lease lost while the handler runs: message %s in queue %r may be "
-                    "handled twice (is the process starved, or the clock jumping?)",
-                    message.id,
-                    message.queue,
-                    extra={"pmsq": {"event": "lease_lost", "message_id": message.id}},
-                )
-        except PmsqError as exc:
-            # Transient (a busy store): the next beat tries again well before expiry.
-            log.warning(
-                "could not extend the lease of message %s: %s", job.delivery.message.id, exc
-            )
+
+def _no_more_effects(effect: Effect) -> Any:
+    raise RuntimeError(f"a lifecycle yielded {effect!r} after its settlement")

@@ -1,19 +1,31 @@
-"""What both worker drivers check and assemble before they run."""
+"""What both worker drivers check and assemble before they run (``Driver``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from pmsq.errors import ConfigurationError
 from pmsq.handlers import HandlerSpec
+from pmsq.worker.isolation import check_importable
+from pmsq.worker.lifecycle import Lifecycle
 from pmsq.worker.logs import OutcomeLog
 from pmsq.worker.middleware import Hooks, Middleware
 
 if TYPE_CHECKING:
     from pmsq.broker import Broker
 
-__all__ = ["check_concurrency", "check_middleware", "check_queues", "make_hooks", "select_handlers"]
+__all__ = [
+    "Driver",
+    "check_concurrency",
+    "check_middleware",
+    "check_queues",
+    "make_hooks",
+    "select_handlers",
+]
+
+log = logging.getLogger("pmsq.worker")
 
 
 def check_concurrency(concurrency: object) -> int:
@@ -64,7 +76,8 @@ def select_handlers(broker: Broker, queues: Sequence[str] | None) -> dict[str, H
     """The handlers a worker serves: those of ``queues``, or every registered one.
 
     Raises:
-        ConfigurationError: no handler at all, or a named queue without one.
+        ConfigurationError: no handler at all, a named queue without one, or a
+            handler with ``isolation="process"`` a child process cannot import.
     """
     handlers = broker.handlers
     names = sorted(handlers) if queues is None else list(dict.fromkeys(queues))
@@ -79,7 +92,11 @@ def select_handlers(broker: Broker, queues: Sequence[str] | None) -> dict[str, H
         raise ConfigurationError(
             "no handlers to run: register one with @broker.handler(queue) before starting a worker"
         )
-    return {q: handlers[q] for q in names}
+    specs = {q: handlers[q] for q in names}
+    for spec in specs.values():
+        if spec.isolation == "process":
+            check_importable(spec)
+    return specs
 
 
 def make_hooks(broker: Broker, middleware: Sequence[Middleware]) -> Hooks:
@@ -89,3 +106,53 @@ def make_hooks(broker: Broker, middleware: Sequence[Middleware]) -> Hooks:
         ConfigurationError: an item of ``broker.middleware`` is not a ``pmsq.Middleware``.
     """
     return Hooks([OutcomeLog(broker.clock), *check_middleware(broker.middleware), *middleware])
+
+
+class Driver:
+    """The part of ``Worker`` and ``AsyncWorker`` that is not about threads or tasks.
+
+    The arguments are those of the two drivers (documented there), checked here.
+
+    Raises:
+        ConfigurationError: a bad option.
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        concurrency: int,
+        queues: Iterable[str] | None,
+        middleware: Iterable[Middleware] | None,
+    ) -> None:
+        self.broker = broker
+        self.concurrency = check_concurrency(concurrency)
+        self.queues = check_queues(queues)
+        self.middleware = check_middleware(middleware)
+        self._core: Lifecycle | None = None
+
+    def _new_core(self, poke_heartbeat: Callable[[], None]) -> Lifecycle:
+        """Select the handlers and build this run's lifecycle.
+
+        Raises:
+            ConfigurationError: no handlers, a queue without one, or a
+                process-isolated handler a child process cannot import.
+        """
+        specs = select_handlers(self.broker, self.queues)
+        hooks = make_hooks(self.broker, self.middleware)
+        core = Lifecycle(
+            self.broker, specs, self.concurrency, hooks, kick=self.broker.runtime.wakeups.kick
+        )
+        core.heartbeats.on_earlier = poke_heartbeat
+        self._core = core
+        return core
+
+    def _announce(self, core: Lifecycle, what: str) -> None:
+        """Run the ``on_worker_start`` hooks and log the start."""
+        core.hooks("on_worker_start", self)
+        log.info(
+            "%s started: queues %s, concurrency %d",
+            what,
+            ", ".join(core.queues),
+            self.concurrency,
+            extra={"pmsq": {"event": "worker_started", "queues": list(core.queues)}},
+        )

@@ -1,29 +1,27 @@
-"""``Worker``: the thread driver of the lifecycle.
+"""``Worker``: the thread driver of the worker's loops.
 
-Threads, all daemons so a hung handler never keeps the interpreter alive:
+The loops and every decision are shared with the ``AsyncWorker``
+(``pmsq.worker.loops``, ``pmsq.worker.lifecycle``); this module only says
+how each effect is performed, with threads, all daemons so a hung handler
+never keeps the interpreter alive:
 
-* one dispatcher claims (``Lifecycle.claim_round``), settles, and waits
-  when idle;
+* the dispatcher thread drives ``loops.dispatch``: it claims, commits the
+  settlements finished handlers parked (one transaction per round, and the
+  store's connection kept to one thread instead of a crowd contending for
+  it), and waits in ``WakeUps.wait_any`` (``broker.runtime.wakeups``) when idle;
 * handler threads, an elastic pool: each claimed message runs
   ``Lifecycle.process`` in a thread of its own, so at most ``concurrency``
-  are busy, plus any stuck in a handler that ran past its ``timeout`` (a
-  thread cannot be killed; its message is settled as failed and its late
-  return ignored, and a fresh thread takes its place). A handler thread
-  does not settle: it parks the outcome and is free for the next message;
-  the dispatcher commits everything parked since its last round in one
-  transaction (one fsync), then resumes each message's lifecycle (the
-  ``on_settle`` hooks run in the dispatcher). With many short handlers
-  this turns one commit per message into one per round, and keeps the
-  store's connection to one thread instead of a crowd contending for it;
-* one heartbeat thread extends the leases of running handlers;
+  are busy. A sync handler is waited for until it returns, past its
+  ``timeout`` too (a thread cannot be killed; its lease and key are kept);
+  a handler with ``isolation="process"`` is waited for here while it runs
+  in a child process, which is killed at the timeout;
+* the heartbeat thread drives ``loops.heartbeat``;
 * an event loop thread (anyio portal), only when some handler is ``async``.
 
-Wake-ups: the dispatcher sleeps in one ``WakeUps.wait_any``
-(``broker.runtime.wakeups``) covering all its queues. A put in this process
-wakes it at once; puts by other processes are seen within
-``broker.poll_interval`` (default 0.05 s), when it polls with the store's
-cheap lock-free probe. A handler that finishes while every slot is
-taken wakes it to claim again.
+Wake-ups: a put in this process wakes the dispatcher at once; puts by other
+processes are seen within ``broker.poll_interval`` (default 0.05 s), when
+it polls with the store's cheap lock-free probe. A handler that finishes
+while every slot is taken, or parks a settlement, wakes it.
 """
 
 from __future__ import annotations
@@ -43,19 +41,15 @@ from typing import TYPE_CHECKING, Any
 import anyio.from_thread
 
 from pmsq.schedules.timer import ScheduleTimer, start_timer_thread
-from pmsq.worker.lifecycle import PARKED, Call, Effect, Job, Lifecycle, Settle, drive
+from pmsq.worker.effects import PARKED, Call, Effect, Settle, Sleep, Start, Wait, drive
+from pmsq.worker.invoke import HandlerAbandoned, Invocation
+from pmsq.worker.lifecycle import Job
+from pmsq.worker.loops import dispatch, heartbeat
 from pmsq.worker.middleware import Middleware
-from pmsq.worker.options import (
-    check_concurrency,
-    check_middleware,
-    check_queues,
-    make_hooks,
-    select_handlers,
-)
+from pmsq.worker.options import Driver
 
 if TYPE_CHECKING:
     from pmsq.broker import Broker
-    from pmsq.worker.invoke import Invocation
 
 __all__ = ["Worker"]
 
@@ -118,7 +112,7 @@ class _Threads:
             self._tasks.put(None)
 
 
-class Worker:
+class Worker(Driver):
     """A pool of threads running the handlers registered on ``broker``.
 
     Sync handlers run in the pool's threads; ``async def`` handlers on an
@@ -150,11 +144,7 @@ class Worker:
         *,
         middleware: Iterable[Middleware] | None = None,
     ) -> None:
-        self.broker = broker
-        self.concurrency = check_concurrency(concurrency)
-        self.queues = check_queues(queues)
-        self.middleware = check_middleware(middleware)
-        self._core: Lifecycle | None = None
+        super().__init__(broker, concurrency, queues, middleware)
         self._state = "new"
         self._drained = True
         self._stop_lock = threading.Lock()
@@ -165,14 +155,10 @@ class Worker:
         self._schedules: ScheduleTimer | None = None
         self._hb_cv = threading.Condition()
         self._hb_dirty = False
-        self._hb_stop = False
         self._loop_stack = contextlib.ExitStack()
         self._portal: anyio.from_thread.BlockingPortal | None = None
         self._signals = 0
         self._shutdown_timeout = 30.0
-        # Settlements parked by handler threads for the dispatcher to commit.
-        self._parked: list[tuple[Job, Generator[Effect, Any, None], Settle]] = []
-        self._parked_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<Worker {self._state} concurrency={self.concurrency} broker={self.broker!r}>"
@@ -205,46 +191,39 @@ class Worker:
         with self._stop_lock:
             if self._state != "new":
                 raise RuntimeError("a Worker runs once; create a new one to start again")
-            specs = select_handlers(self.broker, self.queues)
-            hooks = make_hooks(self.broker, self.middleware)
-            core = Lifecycle(
-                self.broker, specs, self.concurrency, hooks, kick=self.broker.runtime.wakeups.kick
-            )
-            core.heartbeats.on_earlier = self._poke_heartbeat
-            self._core = core
+            core = self._new_core(self._poke_heartbeat)
             self._pool = _Threads("pmsq-worker", self._mark)
-            if any(spec.is_async for spec in specs.values()):
+            if any(spec.is_async for spec in core.specs.values()):
                 self._portal = self._loop_stack.enter_context(
                     anyio.from_thread.start_blocking_portal()
                 )
                 self._portal.call(self._mark)
-            hooks("on_worker_start", self)
+            self._announce(core, "worker")
             self._dispatcher = threading.Thread(
-                target=self._dispatch_loop, name="pmsq-worker-dispatch", daemon=True
+                target=self._loop, args=(dispatch(core),), name="pmsq-worker-dispatch", daemon=True
             )
             self._heartbeat = threading.Thread(
-                target=self._heartbeat_loop, name="pmsq-worker-heartbeat", daemon=True
+                target=self._loop,
+                args=(heartbeat(core),),
+                name="pmsq-worker-heartbeat",
+                daemon=True,
             )
             self._state = "running"
             self._heartbeat.start()
             self._dispatcher.start()
-            # fires due schedule slots
+            # Fires due schedule slots (pmsq.schedules.timer); None without schedules.
             self._schedules = start_timer_thread(self.broker.runtime, self.broker.run_schedules)
-        log.info(
-            "worker started: queues %s, concurrency %d",
-            ", ".join(core.queues),
-            self.concurrency,
-            extra={"pmsq": {"event": "worker_started", "queues": list(core.queues)}},
-        )
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Stop claiming, let in-flight handlers finish, and return.
 
         Messages claimed but not started are handed back at once without
         spending an attempt. Handlers still running after ``timeout`` seconds
-        are left alone: they are not settled, their leases run out and their
-        messages are delivered again. After ``stop`` returns the worker
-        touches the store no more, so the broker may be closed.
+        are not settled, their leases run out and their messages are
+        delivered again; threads are left to end by themselves, handler
+        processes (``isolation="process"``) are killed. After ``stop``
+        returns the worker touches the store no more, so the broker may be
+        closed.
 
         Called from one of this worker's own handlers or hooks, it only asks
         for the stop and returns ``False`` at once (it cannot wait for itself).
@@ -264,38 +243,15 @@ class Worker:
         with self._stop_lock:
             if self._state == "stopped":
                 return self._drained
-            if core.running:
-                log.info(
-                    "stopping: waiting up to %.0fs for %d in-flight handler(s)",
-                    max(0.0, core.deadline - time.monotonic()),
-                    core.running,
-                    extra={"pmsq": {"event": "draining", "in_flight": core.running}},
-                )
             assert self._dispatcher is not None
             assert self._heartbeat is not None
             if self._schedules is not None:
                 self._schedules.stop()
+            # The dispatcher drains (pmsq.worker.loops.dispatch) and abandons
+            # the lifecycle, which ends the heartbeat too.
             self._dispatcher.join()
-            while not core.drained_or_late():
-                left = core.deadline - time.monotonic()
-                self.broker.runtime.wakeups.wait_any((), 0, min(1.0, left), core.drained_or_late)
-            drained = core.idle()
-            core.abandon()
-            with self._parked_lock:
-                left_parked, self._parked = self._parked, []
-            for _, gen, _ in left_parked:
-                gen.close()  # not settled: its lease runs out
-            if not drained:
-                log.warning(
-                    "stopped with %d handler(s) still running: they are not settled; their "
-                    "messages come back when their leases expire",
-                    core.running,
-                    extra={"pmsq": {"event": "abandoned", "in_flight": core.running}},
-                )
-            with self._hb_cv:
-                self._hb_stop = True
-                self._hb_cv.notify_all()
             self._heartbeat.join()
+            core.close()
             if self._portal is not None:
                 with contextlib.suppress(RuntimeError):
                     self._portal.call(self._portal.stop, True)
@@ -303,7 +259,7 @@ class Worker:
             assert self._pool is not None
             self._pool.close()
             self._state = "stopped"
-            self._drained = drained
+            drained = self._drained
         core.hooks("on_worker_stop", self)
         log.info("worker stopped", extra={"pmsq": {"event": "worker_stopped"}})
         return drained
@@ -369,123 +325,67 @@ class Worker:
     def _mark(self) -> None:
         self._mine.yes = True
 
-    def _dispatch_loop(self) -> None:
+    def _loop(self, gen: Generator[Effect, Any, Any]) -> None:
+        """Drive one of the worker's loops (dispatcher, heartbeat) in this thread."""
         self._mark()
-        core, broker, pool = self._core, self.broker, self._pool
+        core = self._core
         assert core is not None
-        assert pool is not None
-
-        def news() -> bool:
-            return core.has_news() or bool(self._parked)
-
-        def settling_news() -> bool:
-            return bool(self._parked) or core.drained_or_late()
-
-        while True:
-            core.clear_news()
-            since = broker.runtime.wakeups.changes(core.queues)
-            settled = self._settle_parked()
-            if core.stopping:
-                # Claim no more, but keep committing what finishing handlers park.
-                if core.drained_or_late():
-                    return
-                if not settled:
-                    left = min(1.0, core.deadline - time.monotonic())
-                    broker.runtime.wakeups.wait_any((), 0, max(0.0, left), settling_news)
-                continue
-            try:
-                jobs: list[Job] = drive(core.claim_round(), self._perform)
-            except Exception:
-                log.exception("the worker's dispatcher failed; retrying in 1s")
-                broker.runtime.wakeups.wait_any((), 0, 1.0, news)
-                continue
-            for job in jobs:
-                pool.submit(functools.partial(self._run_job, job))
-            if jobs or settled:
-                continue
-            queues, timeout = core.wait_args()
-            broker.runtime.wakeups.wait_any(queues, since if queues else 0, timeout, news)
-
-    def _settle_parked(self) -> bool:
-        """Commit every parked settlement together and resume their lifecycles."""
-        with self._parked_lock:
-            batch, self._parked = self._parked, []
-        if not batch:
-            return False
-        assert self._core is not None
         try:
-            errors = self._core.settle_many([effect for _, _, effect in batch])
-        except Exception as exc:  # a bug, not a store error: each message's lifecycle reports it
-            log.exception(
-                "settling %d message(s) failed; they come back when their leases expire",
-                len(batch),
-            )
-            errors = [exc] * len(batch)  # type: ignore[list-item]
-        for (job, gen, _), error in zip(batch, errors, strict=True):
-            self._advance(job, gen, None, error)
-        return True
+            result = drive(gen, self._perform)
+        except BaseException:
+            # A bug: without its dispatcher or heartbeat a worker cannot keep
+            # its promises, so it stops; its messages come back after their leases.
+            name = threading.current_thread().name
+            log.exception("the worker's thread %s failed; the worker stops", name)
+            core.request_stop(0)
+            core.abandon()
+            result = False
+        if isinstance(result, bool):
+            self._drained = result
 
     def _run_job(self, job: Job) -> Callable[[], None] | None:
         core = self._core
         assert core is not None
-        parked = self._advance(job, core.process(job), None, None)
+        try:
+            parked = drive(core.process(job), self._perform, park=core.park) is PARKED
+        except Exception:
+            core.internal_error(job)
+            return None
         # The dispatcher is told once this thread is back in the pool.
         return core.post_news if parked else None
-
-    def _advance(
-        self,
-        job: Job,
-        gen: Generator[Effect, Any, None],
-        value: Any,
-        error: Exception | None,
-    ) -> bool:
-        """Run ``job``'s lifecycle until it ends or parks its settlement (``True``)."""
-
-        def park(effect: Effect) -> bool:
-            if not isinstance(effect, Settle):
-                return False
-            with self._parked_lock:
-                self._parked.append((job, gen, effect))
-            return True
-
-        try:
-            return drive(gen, self._perform, park=park, value=value, error=error) is PARKED
-        except Exception:
-            log.exception(
-                "internal error handling message %s; it comes back when its lease expires",
-                job.delivery.message.id,
-            )
-            return False
 
     def _perform(self, effect: Effect) -> Any:
         if isinstance(effect, Call):
             return effect.fn()
-        if isinstance(effect, Settle):
-            return effect.run()
-        inv = effect.invocation
-        if inv.spec.is_async:
-            self._run_async(inv)
-        elif inv.spec.timeout is None:
-            inv.run_sync()
+        if isinstance(effect, Wait):
+            self.broker.runtime.wakeups.wait_any(
+                effect.queues, effect.since, effect.timeout, effect.wake
+            )
+        elif isinstance(effect, Start):
+            assert self._pool is not None
+            self._pool.submit(functools.partial(self._run_job, effect.job))
+        elif isinstance(effect, Sleep):
+            with self._hb_cv:
+                if not self._hb_dirty:
+                    until = effect.until
+                    self._hb_cv.wait(None if until is None else max(0.0, until - time.monotonic()))
+                self._hb_dirty = False
+        elif isinstance(effect, Settle):
+            effect.run()
         else:
-            self._run_sync_bounded(inv)
+            self._invoke(effect.invocation)
         return None
 
-    def _run_sync_bounded(self, inv: Invocation) -> None:
-        # The handler gets a thread of its own so this one can stop waiting
-        # at the timeout; the stuck thread is abandoned, not killed.
-        done = threading.Event()
-
-        def call() -> None:
-            try:
-                inv.run_sync()
-            finally:
-                done.set()
-
-        assert self._pool is not None
-        self._pool.submit(call)
-        if not done.wait(inv.spec.timeout):
-            inv.abandon(inv.timeout_error)
+    def _invoke(self, inv: Invocation) -> None:
+        if inv.spec.isolation == "process":
+            assert self._core is not None
+            self._core.run_in_process(inv)
+        elif inv.spec.is_async:
+            self._run_async(inv)
+        else:
+            # Waited for until it really returns, past its timeout too: its
+            # lease and its key are kept meanwhile (pmsq.worker.invoke).
+            inv.run_sync()
 
     def _run_async(self, inv: Invocation) -> None:
         portal = self._portal
@@ -493,24 +393,11 @@ class Worker:
         try:
             portal.start_task_soon(inv.run_async).result()
         except (CancelledError, RuntimeError):
-            inv.abandon(None)  # the event loop was stopped under it (forced stop)
+            # Only a forced stop cancels the loop's tasks (run_async keeps
+            # whatever a handler raises, BaseExceptions included).
+            inv.abandon(HandlerAbandoned("the worker's event loop stopped under the handler"))
 
     def _poke_heartbeat(self) -> None:
         with self._hb_cv:
             self._hb_dirty = True
             self._hb_cv.notify_all()
-
-    def _heartbeat_loop(self) -> None:
-        self._mark()
-        core = self._core
-        assert core is not None
-        while True:
-            for job in core.heartbeats.due(time.monotonic()):
-                core.beat(job)
-            with self._hb_cv:
-                if self._hb_stop:
-                    return
-                if not self._hb_dirty:
-                    nxt = core.heartbeats.next_at()
-                    self._hb_cv.wait(None if nxt is None else max(0.0, nxt - time.monotonic()))
-                self._hb_dirty = False

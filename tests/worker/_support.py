@@ -22,6 +22,15 @@ DRIVERS = ["thread", "asyncio", "trio"]
 DEADLINE = 30.0
 
 
+def log_records(caplog: pytest.LogCaptureFixture, event: str) -> list[dict[str, Any]]:
+    """The structured fields (``record.pmsq``) of the worker's log lines of ``event``."""
+    return [
+        r.pmsq  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.name == "pmsq.worker" and getattr(r, "pmsq", {}).get("event") == event
+    ]
+
+
 def wait_for(condition: Callable[[], object], timeout: float = DEADLINE, what: str = "") -> None:
     """Poll ``condition`` until it is true; fail after ``timeout`` seconds."""
     end = time.monotonic() + timeout

@@ -38,7 +38,7 @@ def test_handlers_that_finish_together_are_settled_in_one_call(
             # Hold the first commit until every other finished handler parked.
             rest = n - len(settlements)
             wait_for(
-                lambda: len(running[0].worker._parked) == rest,
+                lambda: running[0].worker._core.parked == rest,
                 what="the other handlers to park their outcomes",
             )
         batches.append(len(settlements))

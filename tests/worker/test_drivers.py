@@ -23,17 +23,9 @@ import pmsq
 from pmsq.clock import ManualClock
 from pmsq.context import current_message
 from pmsq.policy import Ack, DeadLetterOutcome
-from worker._support import Running, wait_for
+from worker._support import Running, log_records, wait_for
 
 Start = Callable[..., Running]
-
-
-def _records(caplog: pytest.LogCaptureFixture, event: str) -> list[dict[str, Any]]:
-    return [
-        r.pmsq  # type: ignore[attr-defined]
-        for r in caplog.records
-        if r.name == "pmsq.worker" and getattr(r, "pmsq", {}).get("event") == event
-    ]
 
 
 # -- throughput and exactly-once -------------------------------------------------------
@@ -100,11 +92,11 @@ def test_failures_retry_with_backoff_then_dead_letter_with_traceback(
     assert dead.error_type == "ValueError"
     assert dead.traceback is not None
     assert "boom on attempt 3" in dead.traceback
-    failures = _records(caplog, "failure")
+    failures = log_records(caplog, "failure")
     assert [f["attempt"] for f in failures] == [1, 2]
     assert failures[0]["error"] == "ValueError: boom on attempt 1"
-    wait_for(lambda: _records(caplog, "dead_letter"), what="the log line (after the settle)")
-    [line] = _records(caplog, "dead_letter")
+    wait_for(lambda: log_records(caplog, "dead_letter"), what="the log line (after the settle)")
+    [line] = log_records(caplog, "dead_letter")
     assert line["message_id"] == mid
     assert line["key"] == "property:1"
     assert line["tenant"] == "acme"
@@ -209,47 +201,6 @@ def test_heartbeat_keeps_a_long_handler_lease(live: pmsq.Broker, start: Start) -
     assert sorted(calls) == sorted((i, 1) for i in ids)  # once each, attempt stayed 1
     assert live.stats("long-sync").processed == 1
     assert live.stats("long-sync").failed == 0  # no lease ever expired
-
-
-def test_handler_timeout_counts_as_failure_and_late_return_is_ignored(
-    live: pmsq.Broker, start: Start, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO, logger="pmsq.worker")
-    live.declare_queue("hung-sync", max_attempts=1)
-    live.declare_queue("hung-async", max_attempts=1)
-    release = threading.Event()
-    returned = threading.Event()
-    cancelled = threading.Event()
-
-    @live.handler("hung-sync", timeout=0.3)
-    def hung_sync(message: pmsq.Message) -> None:
-        release.wait(20)
-        returned.set()  # the late return of a thread nobody can kill
-
-    @live.handler("hung-async", timeout=0.3)
-    async def hung_async(message: pmsq.Message) -> None:
-        try:
-            await anyio.sleep(20)
-        finally:
-            cancelled.set()
-
-    live.queue("hung-sync").put("x")
-    live.queue("hung-async").put("y")
-    start(live)
-    for name in ("hung-sync", "hung-async"):
-        wait_for(lambda name=name: live.stats(name).dead == 1, what=f"{name} dead-lettered")  # type: ignore[misc]
-        [dead] = live.dead_letters(name).list()
-        assert dead.error_type == "TimeoutError"
-        assert "timeout of 0.3s" in dead.reason
-    assert cancelled.is_set()  # the async handler was cancelled at its timeout
-    release.set()
-    wait_for(returned.is_set, what="the sync handler's late return")
-    wait_for(lambda: live.stats("hung-sync").in_flight == 0)
-    # The late return settled nothing: still one dead letter, nothing acked, no lease noise.
-    s = live.stats("hung-sync")
-    assert (s.dead, s.processed, s.dead_lettered) == (1, 0, 1)
-    assert not _records(caplog, "lease_lost")
-    assert not _records(caplog, "settle_failed")
 
 
 # -- shutdown -------------------------------------------------------------------------
@@ -551,4 +502,4 @@ def test_store_errors_while_claiming_are_logged_and_survived(
     mid = live.queue("fragile").put("x")
     start(live)
     wait_for(lambda: handled == [mid], what="handled after the store recovered")
-    assert len(_records(caplog, "claim_failed")) == 2
+    assert len(log_records(caplog, "claim_failed")) == 2

@@ -14,10 +14,12 @@ import pmsq
 from pmsq.context import current_message
 from pmsq.handlers import HandlerSpec
 from pmsq.policy import Ack, DeadLetterOutcome, RetryAt
+from pmsq.worker.effects import PARKED, Sleep, Start, Wait
 from pmsq.worker.heartbeat import Heartbeats, beat_interval
 from pmsq.worker.invoke import Invocation
 from pmsq.worker.lifecycle import Call, Effect, Invoke, Job, Lifecycle, Settle, drive
 from pmsq.worker.logs import OutcomeLog
+from pmsq.worker.loops import dispatch, heartbeat
 from pmsq.worker.middleware import Hooks
 from pmsq.worker.options import select_handlers
 
@@ -334,3 +336,80 @@ def test_wait_any_without_queues_waits_for_its_wake_condition(broker: pmsq.Broke
     broker.runtime.wakeups.kick()
     t.join(30)
     assert done.is_set()
+
+
+# -- the shared loops, driven by the smallest driver ----------------------------------------
+def test_the_dispatch_loop_claims_starts_commits_in_batches_waits_and_drains(
+    broker: pmsq.Broker,
+) -> None:
+    handled: list[int] = []
+
+    @broker.handler("d")
+    def handle(message: pmsq.Message) -> None:
+        handled.append(message.payload)
+
+    broker.queue("d").put_many(list(range(5)))
+    core, _ = _core(broker, concurrency=2)
+    started: list[Job] = []
+    waits: list[Wait] = []
+    batches: list[int] = []
+    real = broker.backend.settle_many
+
+    def counting(settlements: Any, *, now: float) -> Any:
+        batches.append(len(settlements))
+        return real(settlements, now=now)
+
+    broker.backend.settle_many = counting  # type: ignore[method-assign]
+
+    def perform(effect: Effect) -> Any:
+        if isinstance(effect, Start):
+            # Run the message at once up to its parked settlement: the loop
+            # must commit it, with the others parked in the same round.
+            started.append(effect.job)
+            assert drive(core.process(effect.job), _perform, park=core.park) is PARKED
+            return None
+        if isinstance(effect, Wait):
+            waits.append(effect)
+            core.request_stop(5)  # idle: nothing left to claim
+            return None
+        return _perform(effect)
+
+    assert drive(dispatch(core), perform) is True  # drained
+    assert sorted(handled) == [0, 1, 2, 3, 4]
+    assert len(started) == 5
+    assert batches == [2, 2, 1]  # one commit per round, not one per message
+    assert len(waits) == 1  # it waited only once it had nothing to do
+    assert waits[0].queues == ("d",)
+    assert core.abandoned
+    s = broker.stats("d")
+    assert (s.processed, s.ready, s.in_flight) == (5, 0, 0)
+
+
+def test_the_heartbeat_loop_extends_running_leases_and_ends_with_the_run(
+    broker: pmsq.Broker, clock: pmsq.ManualClock
+) -> None:
+    broker.declare_queue("h", lease=30.0)
+    broker.handler("h")(lambda message: None)
+    broker.queue("h").put("x")
+    core, _ = _core(broker)
+    [job] = drive(core.claim_round(), _perform)
+    gen = core.process(job)
+    assert isinstance(gen.send(None), Invoke)  # running: its heartbeat is scheduled
+    before = job.delivery.lease_expires
+    clock.advance(20)
+    sleeps: list[float | None] = []
+
+    def perform(effect: Effect) -> Any:
+        if isinstance(effect, Sleep):
+            sleeps.append(effect.until)
+            if len(sleeps) == 1:
+                core.heartbeats.add(job, 0.0, 0.0)  # as if its beat came due while asleep
+            else:
+                core.abandon()  # the run is over: the loop ends
+            return None
+        return _perform(effect)
+
+    drive(heartbeat(core), perform)
+    assert job.delivery.lease_expires == clock.time() + 30.0 > before + 10
+    assert sleeps[0] is not None  # it slept until the next beat, not forever
+    gen.close()
