@@ -9,20 +9,30 @@ from typing import Any
 
 from pmsq.backends.base import Envelope, StoredDeadLetter
 from pmsq.backends.sqlite.journal import Journal
-from pmsq.backends.sqlite.rows import MESSAGE_COLUMNS, envelope_from_row, tenant_in
-from pmsq.backends.sqlite.settle import SLOT_SECONDS, TOTAL_SLOT, promote_next
-from pmsq.message import utc_from_epoch
+from pmsq.backends.sqlite.lines import head_if_first, promote_next
+from pmsq.backends.sqlkit.metrics import TOTAL_SLOT
+from pmsq.backends.sqlkit.rows import (
+    MESSAGE_COLUMNS,
+    dead_letter_from_row,
+    peek_from_row,
+    tenant_in,
+)
+from pmsq.backends.sqlkit.states import DEAD, READY
+from pmsq.backends.sqlkit.stats import (
+    add_message_counts,
+    add_metric_rows,
+    first_recent_slot,
+    snapshot,
+)
 from pmsq.stats import Stats, StatsBuilder
 
-__all__ = ["dead_letters", "peek", "purge", "redrive", "stats"]
-
-_STATE_NAMES = {0: "ready", 1: "in_flight", 2: "dead", 3: "scheduled"}
+__all__ = ["check", "dead_letters", "peek", "purge", "redrive", "stats"]
 
 
 def _dead_filter(
     queue: str, tenant: str | None, ids: Sequence[str] | None
 ) -> tuple[str, list[Any]]:
-    where = "queue = ? AND state = 2"
+    where = f"queue = ? AND state = {DEAD:d}"
     args: list[Any] = [queue]
     if tenant is not None:
         where += " AND tenant = ?"
@@ -47,17 +57,7 @@ def dead_letters(
     if limit is not None:
         sql += " LIMIT ?"
         args.append(limit)
-    return [
-        StoredDeadLetter(
-            envelope=envelope_from_row(r),
-            attempts=r["attempt"],
-            reason=r["dead_reason"] or "",
-            error_type=r["error_type"],
-            traceback=r["error"],
-            dead_at=r["dead_at"],
-        )
-        for r in conn.execute(sql, args).fetchall()
-    ]
+    return [dead_letter_from_row(r) for r in conn.execute(sql, args).fetchall()]
 
 
 def redrive(
@@ -86,19 +86,15 @@ def redrive(
         journal.add(now, "redriven", mid, queue, tenant_s, key, correlation, attempts=attempts)
         new_seq, head = seq, 1
         if key is not None and not line:
-            busy = conn.execute(
-                "SELECT 1 FROM pmsq_messages WHERE queue = ? AND tenant = ? AND key = ? "
-                "AND line = 1 AND key IS NOT NULL LIMIT 1",
-                (queue, tenant_s, key),
-            ).fetchone()
-            head = 0 if busy else 1
+            # It left its line when it died: it rejoins at the tail.
+            head = head_if_first(conn, queue, tenant_s, key)
             new_seq = conn.execute(
                 "SELECT COALESCE(MAX(seq), 0) + 1 FROM pmsq_messages"
             ).fetchone()[0]
         conn.execute(
-            "UPDATE pmsq_messages SET seq = ?, state = 0, head = ?, line = 1, attempt = 0, "
-            "available_at = ?, dead_reason = NULL, dead_at = NULL, error_type = NULL, "
-            "error = NULL WHERE seq = ?",
+            f"UPDATE pmsq_messages SET seq = ?, state = {READY:d}, head = ?, line = 1, "
+            "attempt = 0, available_at = ?, dead_reason = NULL, dead_at = NULL, "
+            "error_type = NULL, error = NULL WHERE seq = ?",
             (new_seq, head, now, seq),
         )
     return len(rows)
@@ -131,7 +127,7 @@ def purge(
 def peek(
     conn: sqlite3.Connection, queue: str, n: int, tenant: str | None
 ) -> list[tuple[Envelope, int, str]]:
-    where, args = "queue = ? AND state != 2", [queue]
+    where, args = f"queue = ? AND state != {DEAD:d}", [queue]
     if tenant is not None:
         where += " AND tenant = ?"
         args.append(tenant_in(tenant))
@@ -140,13 +136,7 @@ def peek(
         "ORDER BY head DESC, priority DESC, seq LIMIT ?",
         [*args, n],
     ).fetchall()
-    out = []
-    for r in rows:
-        state = _STATE_NAMES[r["state"]]
-        if r["state"] == 0 and not r["head"]:
-            state = "waiting_for_key"
-        out.append((envelope_from_row(r), r["attempt"], state))
-    return out
+    return [peek_from_row(r) for r in rows]
 
 
 def stats(conn: sqlite3.Connection, queue: str | None, now: float, tenant: str | None) -> Stats:
@@ -162,44 +152,30 @@ def stats(conn: sqlite3.Connection, queue: str | None, now: float, tenant: str |
     if tenant is not None:
         where += (" AND " if where else "WHERE ") + "tenant = ?"
         args.append(tenant_in(tenant))
-    for q, t, state, head, count, oldest in conn.execute(
-        "SELECT queue, tenant, state, head, COUNT(*), MIN(enqueued_at) FROM pmsq_messages "
-        f"{where} GROUP BY queue, tenant, state, head",
-        args,
-    ):
-        d = per.figures(q, t)
-        if state == 0 and head:
-            d["ready"] += count
-        elif state in (0, 3):
-            d["delayed"] += count
-        elif state == 1:
-            d["in_flight"] += count
-        else:
-            d["dead"] += count
-        if state in (0, 3) and (d["oldest"] is None or oldest < d["oldest"]):
-            d["oldest"] = oldest
-    recent = int(now // SLOT_SECONDS) - (60 // SLOT_SECONDS) + 1
-    metric_where = "WHERE (slot = 0 OR slot >= ?)" + where.replace("WHERE", " AND", 1)
-    for q, t, slot, processed, failed, retried, dead, hist in conn.execute(
-        "SELECT queue, tenant, slot, processed, failed, retried, dead_lettered, hist "
-        f"FROM pmsq_metrics {metric_where}",
-        [recent, *args],
-    ):
-        d = per.figures(q, t)
-        if slot == TOTAL_SLOT:
-            d["processed"] += processed
-            d["failed"] += failed
-            d["retried"] += retried
-            d["dead_lettered"] += dead
-        else:
-            d["processed_per_minute"] += processed
-            d["failed_per_minute"] += failed
-            d["retried_per_minute"] += retried
-            d["dead_lettered_per_minute"] += dead
-            if hist:
-                per.merge(d, {"hist": json.loads(hist)})
-    result = per.queues(now)
-    bindings = tuple(
-        (p, q) for p, q in conn.execute("SELECT pattern, queue FROM pmsq_bindings ORDER BY 1, 2")
+    add_message_counts(
+        per,
+        conn.execute(
+            "SELECT queue, tenant, state, head, COUNT(*), MIN(enqueued_at) FROM pmsq_messages "
+            f"{where} GROUP BY queue, tenant, state, head",
+            args,
+        ),
     )
-    return Stats(queues=result, bindings=bindings, taken_at=utc_from_epoch(now))
+    metric_where = f"WHERE (slot = {TOTAL_SLOT} OR slot >= ?)" + where.replace("WHERE", " AND", 1)
+    add_metric_rows(
+        per,
+        conn.execute(
+            "SELECT queue, tenant, slot, processed, failed, retried, dead_lettered, hist "
+            f"FROM pmsq_metrics {metric_where}",
+            [first_recent_slot(now), *args],
+        ),
+        json.loads,
+    )
+    return snapshot(
+        per, conn.execute("SELECT pattern, queue FROM pmsq_bindings ORDER BY 1, 2"), now
+    )
+
+
+def check(conn: sqlite3.Connection) -> list[str]:
+    """Problems ``PRAGMA quick_check`` finds in the file (empty: healthy)."""
+    rows = conn.execute("PRAGMA quick_check").fetchall()
+    return [str(r[0]) for r in rows if str(r[0]) != "ok"]

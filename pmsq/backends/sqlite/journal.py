@@ -33,7 +33,7 @@ from pmsq.backends.base import HistoryEvent
 # Reused: json.dumps with options builds a new encoder on every call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 
-__all__ = ["JOURNAL_DDL", "Journal", "prune", "query"]
+__all__ = ["JOURNAL_DDL", "Journal", "history", "prune", "query"]
 
 JOURNAL_DDL = """
 CREATE TABLE IF NOT EXISTS pmsq_journal (
@@ -301,3 +301,34 @@ def query(
         sql += " WHERE " + " AND ".join(where)
     sql = f"SELECT * FROM ({sql} ORDER BY seq DESC LIMIT ?) ORDER BY seq"
     return [_event(r) for r in conn.execute(sql, [*args, limit]).fetchall()]
+
+
+def history(
+    conn: sqlite3.Connection,
+    *,
+    message_id: str | None,
+    dedup_id: str | None,
+    correlation_id: str | None,
+    key: str | None,
+    queue: str | None,
+    tenant: str | None,
+    limit: int,
+) -> list[HistoryEvent]:
+    """``Backend.history``: :func:`query` for each message a dedup id ever named."""
+    ids = [message_id] if message_id is not None else [None]
+    if dedup_id is not None:
+        ids = [i for i in resolve_dedup(conn, dedup_id) if message_id in (None, i)]
+    events: list[HistoryEvent] = []
+    for mid in ids:
+        events.extend(
+            query(
+                conn,
+                message_id=mid,
+                correlation_id=correlation_id,
+                key=key,
+                queue=queue,
+                tenant=None if tenant is None else tenant or "",
+                limit=limit,
+            )
+        )
+    return events
