@@ -97,16 +97,18 @@ def retry(
     return True
 
 
-def release(tx: Tx, receipts: Sequence[Receipt], now: float) -> None:
-    """Hand back unstarted messages: undo the attempt their claim counted."""
+def release(tx: Tx, receipts: Sequence[Receipt], now: float) -> list[bool]:
+    """Hand back unstarted messages: undo the attempt their claim counted; False if lost."""
     rows = tx.all(
         "UPDATE {s}.messages AS m SET state = CASE WHEN m.available_at > %s THEN 3 ELSE 0 END, "
         "attempt = GREATEST(m.attempt - 1, 0), lease_token = NULL, lease_expires = NULL "
         "FROM unnest(%s::bigint[], %s::text[]) AS r(seq, token) "
-        "WHERE m.seq = r.seq AND m.lease_token = r.token AND m.state = 1 RETURNING m.queue",
+        "WHERE m.seq = r.seq AND m.lease_token = r.token AND m.state = 1 RETURNING m.queue, m.seq",
         (now, [r.handle for r in receipts], [r.token for r in receipts]),
     )
     tx.notify.update(r[0] for r in rows)
+    released = {r[1] for r in rows}
+    return [r.handle in released for r in receipts]
 
 
 def extend(tx: Tx, receipt: Receipt, expires: float) -> bool:

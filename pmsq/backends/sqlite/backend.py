@@ -19,19 +19,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal, TypeVar
 
-from pmsq.backends.base import (
-    Backend,
-    Capabilities,
-    Claimed,
-    DedupRecord,
-    Envelope,
-    HistoryEvent,
-    Receipt,
-    Settlement,
-    StoredDeadLetter,
-    StoredMessage,
-)
-from pmsq.backends.sqlite import admin, claims, journal, settle, transfer
+from pmsq.backends.base import Backend, Capabilities
+from pmsq.backends.families import History, Inspect, Once, Settings, TransactionalPut, Transfer
+from pmsq.backends.sqlite import admin, claims, journal, settle, transfer, wake
 from pmsq.backends.sqlite.errors import translate
 from pmsq.backends.sqlite.journal import Journal
 from pmsq.backends.sqlite.puts import ConfigReader, dump_config, put_one
@@ -41,8 +31,21 @@ from pmsq.backends.sqlite.schema import (
     create_or_migrate,
     inspect_file,
 )
+from pmsq.backends.types import (
+    Claimed,
+    DedupRecord,
+    Envelope,
+    HistoryEvent,
+    Readiness,
+    Receipt,
+    Settlement,
+    StoredDeadLetter,
+    StoredMessage,
+)
 from pmsq.config import QueueConfig
 from pmsq.errors import ConfigurationError, PmsqError, StorageError
+from pmsq.message import Message
+from pmsq.once import once_sqlite
 from pmsq.stats import Stats
 
 __all__ = ["SQLiteBackend", "parse_sqlite_url"]
@@ -138,7 +141,7 @@ class _PlainRows:
         return cur.executemany(sql, rows)
 
 
-class SQLiteBackend(Backend):
+class SQLiteBackend(Backend, TransactionalPut, Once, History, Transfer, Settings, Inspect):
     """The reference backend: a SQLite file (or memory) shared by threads and processes.
 
     Args:
@@ -152,7 +155,7 @@ class SQLiteBackend(Backend):
         StorageError: the file is corrupt, foreign, from a newer pmsq, or cannot be opened.
     """
 
-    capabilities = Capabilities(history=True)
+    capabilities = Capabilities()
     name = "SQLite"
 
     def __init__(
@@ -196,6 +199,11 @@ class SQLiteBackend(Backend):
         self.set_history(history)
         self._pruning_behind = False
         self._conn = self._open()
+        # A second, read-only connection for wait_for_change/ready_queues: its
+        # data_version moves on every commit (ours too), and probing through it
+        # never waits for the write lock a group commit holds.
+        self._probe: sqlite3.Connection | None = None
+        self._probe_lock = threading.Lock()
 
     # -- connection and transactions ---------------------------------------
     def _open(self) -> sqlite3.Connection:
@@ -376,11 +384,7 @@ class SQLiteBackend(Backend):
             return [(r[0], r[1]) for r in rows]
 
     # -- puts ------------------------------------------------------------------
-    def put_many(
-        self, envelopes: Sequence[Envelope], *, now: float, connection: Any = None
-    ) -> list[str]:
-        if connection is not None:
-            return self._put_external(connection, envelopes, now)
+    def put_many(self, envelopes: Sequence[Envelope], *, now: float) -> list[str]:
         return list(
             self._grouped(
                 lambda conn: self._put_request(conn, self._journal, envelopes, now),
@@ -503,8 +507,8 @@ class SQLiteBackend(Backend):
             for e in envelopes
         ]
 
-    def _put_external(
-        self, connection: Any, envelopes: Sequence[Envelope], now: float
+    def put_in_transaction(
+        self, envelopes: Sequence[Envelope], *, now: float, connection: Any
     ) -> list[str]:
         if not isinstance(connection, sqlite3.Connection):
             raise ConfigurationError(
@@ -623,58 +627,9 @@ class SQLiteBackend(Backend):
             self._busy.discard(scope)
         return got
 
-    def ack(
-        self, receipts: Sequence[Receipt], *, now: float, durations_ms: Sequence[float | None]
-    ) -> list[bool]:
-        return self._settle_batch(
-            [
-                Settlement(r, "ack", duration_ms=ms)
-                for r, ms in zip(receipts, durations_ms, strict=True)
-            ],
-            now,
-        )
-
-    def retry(
-        self,
-        receipt: Receipt,
-        *,
-        now: float,
-        available_at: float,
-        error_type: str | None,
-        error: str | None,
-        duration_ms: float | None,
-    ) -> bool:
-        settlement = Settlement(
-            receipt,
-            "retry",
-            duration_ms=duration_ms,
-            available_at=available_at,
-            error_type=error_type,
-            error=error,
-        )
-        return self._settle_batch([settlement], now)[0]
-
-    def dead_letter(
-        self,
-        receipt: Receipt,
-        *,
-        now: float,
-        reason: str,
-        error_type: str | None,
-        traceback: str | None,
-        duration_ms: float | None,
-    ) -> bool:
-        settlement = Settlement(
-            receipt,
-            "dead",
-            duration_ms=duration_ms,
-            reason=reason,
-            error_type=error_type,
-            error=traceback,
-        )
-        return self._settle_batch([settlement], now)[0]
-
-    def settle_many(self, settlements: Sequence[Settlement], *, now: float) -> list[bool]:
+    def settle(self, settlements: Sequence[Settlement], *, now: float) -> list[bool]:
+        if not settlements:
+            return []
         return self._settle_batch(settlements, now)
 
     def _settle_batch(self, settlements: Sequence[Settlement], now: float) -> list[bool]:
@@ -707,7 +662,10 @@ class SQLiteBackend(Backend):
                     self._metrics.add(row[0], row[1], processed=1, duration_ms=ms)
                     done[i] = True
         for i, s in enumerate(settlements):
-            if s.action != "ack":
+            if s.action == "release":
+                r = s.receipt
+                done[i] = settle.settle_release(conn, r.handle, r.token, now, self._journal)
+            elif s.action != "ack":
                 done[i] = self._settle_failure(conn, s, now)
         return done
 
@@ -753,16 +711,6 @@ class SQLiteBackend(Backend):
         )
         self._metrics.add(row[0], row[1], dead=1, failed=failed, duration_ms=s.duration_ms)
         return True
-
-    def release(self, receipts: Sequence[Receipt], *, now: float) -> None:
-        if not receipts:
-            return
-
-        def go(conn: sqlite3.Connection) -> None:
-            for r in receipts:
-                settle.settle_release(conn, r.handle, r.token, now, self._journal)
-
-        self._write(go)
 
     def extend(self, receipt: Receipt, seconds: float, *, now: float) -> float | None:
         called = time.monotonic()
@@ -855,6 +803,58 @@ class SQLiteBackend(Backend):
         with self._reading() as conn:
             return admin.peek(conn, queue, n, tenant)
 
+    # -- wake-ups ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _probing(self) -> Iterator[sqlite3.Connection]:
+        """The read-only probe connection (the main one, locked, for an in-memory store)."""
+        if self.path == ":memory:":
+            with self._reading() as conn:
+                yield conn
+            return
+        with self._probe_lock:
+            self._check_open()
+            try:
+                if self._probe is None:
+                    self._probe = sqlite3.connect(
+                        self.path,
+                        timeout=self.busy_timeout,
+                        isolation_level=None,
+                        check_same_thread=False,
+                    )
+                    self._probe.execute("PRAGMA query_only = 1")
+                yield self._probe
+            except sqlite3.Error as exc:
+                raise translate(exc, self.path, busy_timeout=self.busy_timeout) from exc
+
+    def wait_for_change(self, since: object | None, timeout: float) -> object:
+        """``PRAGMA data_version`` of the probe connection: moves with every commit.
+
+        An in-memory store has no other connection: only this process's own
+        writes change it, and the broker hears of those directly, so its token
+        never moves.
+        """
+        with self._probing() as conn:
+            token = wake.data_version(conn)
+        if token != since or timeout <= 0:
+            return token
+        time.sleep(timeout)
+        with self._probing() as conn:
+            return wake.data_version(conn)
+
+    def ready_queues(self, queues: Sequence[str], *, now: float) -> Readiness:
+        with self._probing() as conn:
+            return wake.readiness(conn, queues, now)
+
+    def once(
+        self, message: Message, connection: Any, consumer: str | None = None
+    ) -> contextlib.AbstractContextManager[bool]:
+        """Record ``message`` for ``consumer`` in the app's SQLite database (``pmsq_once``).
+
+        Raises:
+            ConfigurationError: ``connection`` is not a ``sqlite3.Connection``.
+        """
+        return once_sqlite(message, connection, consumer)
+
     def next_due(self, queue: str, *, now: float) -> float | None:
         with self._reading() as conn:
             return claims.next_due(conn, queue, now)
@@ -919,3 +919,6 @@ class SQLiteBackend(Backend):
             self._closed = True
             with contextlib.suppress(sqlite3.Error):
                 self._conn.close()
+        with self._probe_lock, contextlib.suppress(sqlite3.Error):
+            if self._probe is not None:
+                self._probe.close()

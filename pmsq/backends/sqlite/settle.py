@@ -208,8 +208,8 @@ def settle_retry(
 
 def settle_release(
     conn: sqlite3.Connection, seq: int, token: str, now: float, journal: Journal
-) -> None:
-    """Hand back an unstarted message: undo the attempt its claim counted."""
+) -> bool:
+    """Hand back an unstarted message: undo the attempt its claim counted; False if lost."""
     row = conn.execute(
         "UPDATE pmsq_messages SET state = CASE WHEN available_at > ? THEN 3 ELSE 0 END, "
         "attempt = MAX(attempt - 1, 0), lease_token = NULL, lease_expires = NULL "
@@ -217,8 +217,10 @@ def settle_release(
         "RETURNING queue, tenant, key, id, correlation_id, attempt",
         (now, seq, token),
     ).fetchone()
-    if row is not None:
-        journal.add(now, "released", row[3], row[0], row[1], row[2], row[4], attempt=row[5] + 1)
+    if row is None:
+        return False
+    journal.add(now, "released", row[3], row[0], row[1], row[2], row[4], attempt=row[5] + 1)
+    return True
 
 
 def settle_extend(conn: sqlite3.Connection, seq: int, token: str, expires: float) -> bool:
