@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from pmsq.alerts import Alert, AlertBook, AlertRule, evaluate, load_rules, save_rule
 from pmsq.backends.base import Backend, Claimed, Envelope
+from pmsq.backends.families import History, Once, TransactionalPut
 from pmsq.backends.registry import open_backend
 from pmsq.clock import Clock, SystemClock
 from pmsq.codec import BYTES_FORMAT, Codec, JsonCodec, decode_headers
@@ -22,7 +23,6 @@ from pmsq.delivery import Delivery
 from pmsq.errors import ConfigurationError, Unroutable
 from pmsq.handlers import HandlerSpec
 from pmsq.message import Message, utc_from_epoch
-from pmsq.once import once_sqlite
 from pmsq.queue import Queue, build_envelope
 from pmsq.stats import QueueStats, Stats
 from pmsq.topics import check_pattern, check_topic, matches
@@ -346,10 +346,7 @@ class Broker:
         is written through ``connection`` and committed only by the app, with
         its effects.
         """
-        hook = getattr(self.backend, "once", None)
-        if hook is not None:
-            return hook(message, connection, consumer)  # type: ignore[no-any-return]
-        return once_sqlite(message, connection, consumer)
+        return Once.of(self.backend, "once").once(message, connection, consumer)
 
     # -- operators -------------------------------------------------------------------
     def stats(self, queue: str | None = None) -> Any:
@@ -433,10 +430,12 @@ class Broker:
 
     # -- internals shared by Queue, Delivery and the workers ------------------------------
     def _store(self, envs: Sequence[Envelope], *, connection: Any = None) -> list[str]:
-        ids = self.backend.put_many(envs, now=self.clock.time(), connection=connection)
-        if connection is None:
-            for q in {e.queue for e in envs}:
-                self._notify(q)
+        if connection is not None:
+            outbox = TransactionalPut.of(self.backend, "put(connection=)")
+            return outbox.put_in_transaction(envs, now=self.clock.time(), connection=connection)
+        ids = self.backend.put_many(envs, now=self.clock.time())
+        for q in {e.queue for e in envs}:
+            self._notify(q)
         return ids
 
     def _message(self, env: Envelope, attempt: int, *, lenient: bool = False) -> Message:
@@ -611,9 +610,9 @@ def connect(
     _check_broker_options(max_payload_bytes, poll_interval)
     retention = _history_seconds(history)
     backend = open_backend(url, durability=durability, busy_timeout=busy_timeout, **backend_options)
-    if history is not DEFAULT_HISTORY or backend.capabilities.history:
+    if isinstance(backend, History) or (history is not DEFAULT_HISTORY and retention is not None):
         try:
-            backend.set_history(retention)
+            History.of(backend, "history=").set_history(retention)
         except BaseException:
             backend.close()
             raise

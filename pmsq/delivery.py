@@ -250,7 +250,7 @@ def settle_many(
             requests.append(request)
             pending.append((i, d, state))
         try:
-            oks = broker.backend.settle_many(requests, now=broker.clock.time()) if requests else []
+            oks = broker.backend.settle(requests, now=broker.clock.time()) if requests else []
         except PmsqError as exc:
             if len(pending) == 1:
                 results[pending[0][0]] = exc

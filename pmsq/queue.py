@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from pmsq.backends.base import Claimed, Envelope
+from pmsq.backends.families import Inspect
 from pmsq.codec import BYTES_FORMAT, encode_headers
 from pmsq.config import QueueConfig, check_key, check_tenant
 from pmsq.context import current_message
@@ -278,11 +279,7 @@ class Queue:
     def _claim(self, n: int, consumer: str | None = None) -> list[Claimed]:
         backend = self._broker.backend
         now = self._broker.clock.time()
-        if consumer is not None and backend.capabilities.history:
-            # Only backends that keep a journal take consumer= (see Backend.claim).
-            claim: Any = backend.claim
-            return list(claim(self.name, n, now=now, tenant=self.tenant, consumer=consumer))
-        return backend.claim(self.name, n, now=now, tenant=self.tenant)
+        return backend.claim(self.name, n, now=now, tenant=self.tenant, consumer=consumer)
 
     def get(self, timeout: float | None = 5.0) -> Delivery:
         """Lease the next message, waiting up to ``timeout`` seconds (``None``: forever).
@@ -335,7 +332,8 @@ class Queue:
             ``(message, state)`` pairs; state is ``ready``, ``scheduled``,
             ``waiting_for_key`` or ``in_flight``.
         """
-        rows = self._broker.backend.peek(self.name, n, tenant=self.tenant)
+        inspect = Inspect.of(self._broker.backend, "peek")
+        rows = inspect.peek(self.name, n, tenant=self.tenant)
         return [
             (self._broker._message(env, attempt, lenient=True), state)
             for env, attempt, state in rows

@@ -14,7 +14,6 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pmsq.backends.base import Receipt, Settlement
 from pmsq.backends.sqlkit.rotation import TENANT_WINDOW, RateBudget, pick, rotation_order
 from pmsq.backends.sqlkit.settlements import partition
 from pmsq.backends.sqlkit.states import (
@@ -26,6 +25,7 @@ from pmsq.backends.sqlkit.states import (
     peek_name,
     waiting_state,
 )
+from pmsq.backends.types import Receipt, Settlement
 from pmsq.config import RateLimit
 
 tenants = st.lists(st.text("abcdefgh", max_size=3), unique=True, max_size=80)

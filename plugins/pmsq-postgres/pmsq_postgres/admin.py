@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pmsq.backends.base import Envelope, StoredDeadLetter
 from pmsq.backends.sqlkit.metrics import TOTAL_SLOT
 from pmsq.backends.sqlkit.rows import (
     MESSAGE_COLUMNS,
@@ -20,6 +19,7 @@ from pmsq.backends.sqlkit.stats import (
     first_recent_slot,
     snapshot,
 )
+from pmsq.backends.types import Envelope, StoredDeadLetter
 from pmsq.stats import Stats, StatsBuilder
 from pmsq_postgres.lines import join_line, leave_lines
 from pmsq_postgres.tx import Tx

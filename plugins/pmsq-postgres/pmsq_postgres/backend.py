@@ -27,23 +27,24 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from pmsq.backends.base import (
-    Backend,
-    Capabilities,
+from pmsq.backends.base import Backend, Capabilities
+from pmsq.backends.families import Inspect, Once, Settings, TransactionalPut, Transfer
+from pmsq.backends.sqlkit.metrics import Metrics
+from pmsq.backends.types import (
     Claimed,
     DedupRecord,
     Envelope,
+    Readiness,
     Receipt,
     Settlement,
     StoredDeadLetter,
     StoredMessage,
 )
-from pmsq.backends.sqlkit.metrics import Metrics
 from pmsq.config import QueueConfig
 from pmsq.errors import ConfigurationError, PmsqError
 from pmsq.message import Message
 from pmsq.stats import Stats
-from pmsq_postgres import admin, claims, outbox, puts, settle, transfer
+from pmsq_postgres import admin, claims, outbox, puts, settle, transfer, wake
 from pmsq_postgres.notify import Listener, channel_name
 from pmsq_postgres.once import once_postgres
 from pmsq_postgres.runner import Runner, create_schema
@@ -58,7 +59,7 @@ _SYNC = {"full": "on", "normal": "off", "memory": "off"}
 _RESERVED_META = ("schema_version", "store")
 
 
-class PostgresBackend(Backend):
+class PostgresBackend(Backend, TransactionalPut, Once, Transfer, Settings, Inspect):
     """pmsq on PostgreSQL: the same guarantees as SQLite, shared by many hosts.
 
     Args:
@@ -74,8 +75,8 @@ class PostgresBackend(Backend):
         pool_size: Largest number of pooled connections (overrides ``?pool_size=``).
         pool_min: Connections kept open while idle (overrides ``?pool_min=``).
         notify: Send NOTIFY on the store's channel when messages become
-            deliverable (wake-ups for ``wait_for_change`` and
-            ``add_wake_listener``; overrides ``?notify=on``). Off by default:
+            deliverable, so idle workers of every process wake at once
+            (``wait_for_change``; overrides ``?notify=on``). Off by default:
             PostgreSQL serialises the commits of notifying transactions, which
             costs concurrent producers about half their throughput.
 
@@ -216,23 +217,27 @@ class PostgresBackend(Backend):
         return [(r[0], r[1]) for r in rows]
 
     # -- puts ------------------------------------------------------------------------
-    def put_many(
-        self, envelopes: Sequence[Envelope], *, now: float, connection: Any = None
-    ) -> list[str]:
-        if connection is not None:
-            return self._put_external(connection, envelopes, now)
+    def put_many(self, envelopes: Sequence[Envelope], *, now: float) -> list[str]:
         ids = self._run(lambda tx: puts.put_many(tx, self._configs, envelopes, now))
         self._upkeep.housekeeping(now)
         return ids
 
-    def _put_external(
-        self, connection: Any, envelopes: Sequence[Envelope], now: float
+    def put_in_transaction(
+        self, envelopes: Sequence[Envelope], *, now: float, connection: Any
     ) -> list[str]:
         """The transactional outbox: write in the app's open transaction, never commit."""
         return outbox.put_in_transaction(self._runner, self._configs, connection, envelopes, now)
 
     # -- claims and settlement -----------------------------------------------------------
-    def claim(self, queue: str, n: int, *, now: float, tenant: str | None = None) -> list[Claimed]:
+    def claim(
+        self,
+        queue: str,
+        n: int,
+        *,
+        now: float,
+        tenant: str | None = None,
+        consumer: str | None = None,
+    ) -> list[Claimed]:
         if n <= 0:
             return []
         return self._run(
@@ -240,66 +245,14 @@ class PostgresBackend(Backend):
             relaxed=True,
         )
 
-    def ack(
-        self, receipts: Sequence[Receipt], *, now: float, durations_ms: Sequence[float | None]
-    ) -> list[bool]:
-        if not receipts:
-            return []
-        out = self._run(lambda tx: settle.ack(tx, receipts, durations_ms))
-        self._upkeep.flush_metrics(now)
-        return out
-
-    def retry(
-        self,
-        receipt: Receipt,
-        *,
-        now: float,
-        available_at: float,
-        error_type: str | None,
-        error: str | None,
-        duration_ms: float | None,
-    ) -> bool:
-        settlement = Settlement(
-            receipt,
-            "retry",
-            duration_ms=duration_ms,
-            available_at=available_at,
-            error_type=error_type,
-            error=error,
-        )
-        return self.settle_many([settlement], now=now)[0]
-
-    def dead_letter(
-        self,
-        receipt: Receipt,
-        *,
-        now: float,
-        reason: str,
-        error_type: str | None,
-        traceback: str | None,
-        duration_ms: float | None,
-    ) -> bool:
-        settlement = Settlement(
-            receipt,
-            "dead",
-            duration_ms=duration_ms,
-            reason=reason,
-            error_type=error_type,
-            error=traceback,
-        )
-        return self.settle_many([settlement], now=now)[0]
-
-    def settle_many(self, settlements: Sequence[Settlement], *, now: float) -> list[bool]:
+    def settle(self, settlements: Sequence[Settlement], *, now: float) -> list[bool]:
         # One transaction for a worker's whole round of finished handlers.
         if not settlements:
             return []
+
         out = self._run(lambda tx: settle.settle_batch(tx, self._configs, settlements, now))
         self._upkeep.flush_metrics(now)
         return out
-
-    def release(self, receipts: Sequence[Receipt], *, now: float) -> None:
-        if receipts:
-            self._run(lambda tx: settle.release(tx, receipts, now))
 
     def extend(self, receipt: Receipt, seconds: float, *, now: float) -> float | None:
         expires = now + seconds
@@ -334,12 +287,6 @@ class PostgresBackend(Backend):
         self, queue: str, n: int, *, tenant: str | None = None
     ) -> list[tuple[Envelope, int, str]]:
         return self._read(lambda tx: admin.peek(tx, queue, n, tenant))
-
-    def next_due(self, queue: str, *, now: float) -> float | None:
-        return self._read(lambda tx: claims.next_due(tx, queue))
-
-    def has_ready(self, queue: str, *, now: float, tenant: str | None = None) -> bool:
-        return self._run(lambda tx: claims.has_ready(tx, queue, now, tenant))
 
     def check(self) -> list[str]:
         """Check the key-line invariants; return problems found (empty = healthy)."""
@@ -389,24 +336,33 @@ class PostgresBackend(Backend):
         """
         return once_postgres(message, connection, consumer, self._sql)
 
-    def change_token(self) -> object:
-        """Notifications received from the store's channel (starts the listener)."""
-        self._check_open()
-        return self._listener.generation
+    def wait_for_change(self, since: object | None, timeout: float) -> object:
+        """A token of ``(notifications heard, WAL position)``.
 
-    def wait_for_change(self, queue: str, timeout: float) -> bool:
-        """Wait up to ``timeout`` for a NOTIFY that ``queue`` got deliverable messages.
-
-        Returns:
-            Whether one came (a hint: claim to find out what is there).
+        With ``notify`` on, the wait ends the moment a NOTIFY of this store
+        arrives (from any process); the WAL position is the safety net for
+        writes that send none, and the only signal with ``notify`` off.
         """
         self._check_open()
-        return self._listener.wait(queue, timeout)
+        heard = since[0] if isinstance(since, tuple) else None
+        if self.notifies:
+            heard = self._listener.wait_past(heard, 0.0)
+        lsn = self._read(wake.wal_position)
+        if lsn is not None and (heard, lsn) != since:
+            return (heard, lsn)
+        if timeout > 0:
+            if self.notifies:
+                heard = self._listener.wait_past(heard, timeout)
+            else:
+                time.sleep(timeout)
+            lsn = self._read(wake.wal_position)
+        # An unreadable WAL position (a standby, a restricted role) proves nothing.
+        return (heard, lsn if lsn is not None else object())
 
-    def add_wake_listener(self, callback: Callable[[str], object]) -> None:
-        """Call ``callback(queue)`` from a background thread on each NOTIFY of this store."""
-        self._check_open()
-        self._listener.add_callback(callback)
+    def ready_queues(self, queues: Sequence[str], *, now: float) -> Readiness:
+        if not queues:
+            return Readiness(frozenset())
+        return self._read(lambda tx: wake.readiness(tx, queues, now))
 
     def close(self) -> None:
         if self._runner.closed:

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pmsq.backends.base import Claimed
 from pmsq.backends.sqlkit.deadletter import LEASE_EXPIRED, expired_reason
 from pmsq.backends.sqlkit.rotation import RateBudget, pick, rotation_order
 from pmsq.backends.sqlkit.rows import MESSAGE_COLUMNS, claimed_from_row, tenant_in
 from pmsq.backends.sqlkit.states import IN_FLIGHT, READY, SCHEDULED
+from pmsq.backends.types import Claimed
 from pmsq.config import QueueConfig, RateLimit
 from pmsq_postgres.puts import ConfigReader
 from pmsq_postgres.settle import bury
@@ -69,11 +69,11 @@ _TENANTS_ALL = _TENANTS_FROM.replace("{op}", ">=")
 # and read the queue's config and its range of tenants with ready heads.
 _PREPARE = (
     f"WITH due AS (UPDATE {{s}}.messages SET state = {READY:d} WHERE seq IN ("
-    f"SELECT seq FROM {{s}}.messages WHERE queue = %(q)s AND state = {SCHEDULED:d} AND "
-    "available_at <= %(now)s "
+    f"SELECT seq FROM {{s}}.messages WHERE queue = %(q)s AND state = {SCHEDULED:d} "
+    "AND available_at <= %(now)s "
     "ORDER BY available_at LIMIT %(batch)s FOR UPDATE SKIP LOCKED) RETURNING 1), "
-    f"expired AS (SELECT seq, attempt, tenant FROM {{s}}.messages WHERE queue = %(q)s AND state = "
-    f"{IN_FLIGHT:d} "
+    "expired AS (SELECT seq, attempt, tenant FROM {s}.messages WHERE queue = %(q)s "
+    f"AND state = {IN_FLIGHT:d} "
     "AND lease_expires <= %(now)s ORDER BY lease_expires LIMIT %(batch)s "
     "FOR UPDATE SKIP LOCKED) "
     "SELECT (SELECT config FROM {s}.queues WHERE name = %(q)s), "

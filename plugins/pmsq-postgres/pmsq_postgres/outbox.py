@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 
-from pmsq.backends.base import Envelope
+from pmsq.backends.types import Envelope
 from pmsq.errors import ConfigurationError
 from pmsq_postgres import puts
 from pmsq_postgres.errors import translate

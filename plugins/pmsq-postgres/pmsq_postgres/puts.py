@@ -7,9 +7,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from pmsq.backends.base import Envelope
 from pmsq.backends.sqlkit.rows import tenant_in
 from pmsq.backends.sqlkit.states import LIVE, WAITING, waiting_state
+from pmsq.backends.types import Envelope
 from pmsq.config import QueueConfig
 from pmsq.errors import QueueFull
 from pmsq_postgres.lines import JOIN_KEY_CTE

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pmsq.backends.base import Receipt, Settlement
 from pmsq.backends.sqlkit.deadletter import fallback_copy
 from pmsq.backends.sqlkit.settlements import failure_count, partition
 from pmsq.backends.sqlkit.states import DEAD, HELD, IN_FLIGHT, READY, SCHEDULED, waiting_state
+from pmsq.backends.types import Receipt, Settlement
 from pmsq.ids import new_message_id
 from pmsq_postgres.lines import DECREMENT_FROM, leave_lines, promote_heads
 from pmsq_postgres.puts import ConfigReader, insert_envelopes
@@ -90,18 +90,20 @@ def retry(
     return True
 
 
-def release(tx: Tx, receipts: Sequence[Receipt], now: float) -> None:
-    """Hand back unstarted messages: undo the attempt their claim counted."""
+def release(tx: Tx, receipts: Sequence[Receipt], now: float) -> list[bool]:
+    """Hand back unstarted messages: undo the attempt their claim counted; False if lost."""
     rows = tx.all(
-        f"UPDATE {{s}}.messages AS m SET state = CASE WHEN m.available_at > %s THEN {SCHEDULED:d} "
-        f"ELSE {READY:d} END, "
+        "UPDATE {s}.messages AS m SET "
+        f"state = CASE WHEN m.available_at > %s THEN {SCHEDULED:d} ELSE {READY:d} END, "
         "attempt = GREATEST(m.attempt - 1, 0), lease_token = NULL, lease_expires = NULL "
         "FROM unnest(%s::bigint[], %s::text[]) AS r(seq, token) "
         f"WHERE m.seq = r.seq AND m.lease_token = r.token AND m.state = {IN_FLIGHT:d} "
-        "RETURNING m.queue",
+        "RETURNING m.queue, m.seq",
         (now, [r.handle for r in receipts], [r.token for r in receipts]),
     )
     tx.notify.update(r[0] for r in rows)
+    released = {r[1] for r in rows}
+    return [r.handle in released for r in receipts]
 
 
 def extend(tx: Tx, receipt: Receipt, expires: float) -> bool:
@@ -181,7 +183,8 @@ def settle_batch(
 ) -> list[bool]:
     """Settle ``settlements`` in the open transaction; whether each one's lease held.
 
-    The acks go in one statement; retries and dead letters one by one.
+    The acks go in one statement, then retries and dead letters one by one,
+    then the releases in one statement.
     """
     done = [False] * len(settlements)
     acks, rest = partition(settlements)
@@ -207,6 +210,11 @@ def settle_batch(
             )
         elif s.action == "dead":
             done[i] = _bury_settlement(tx, configs, s, now)
+    releases = [i for i in rest if settlements[i].action == "release"]
+    if releases:
+        oks = release(tx, [settlements[i].receipt for i in releases], now)
+        for i, ok in zip(releases, oks, strict=True):
+            done[i] = ok
     return done
 
 

@@ -20,9 +20,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from pmsq.backends.base import DedupRecord, StoredMessage
 from pmsq.backends.sqlkit.rows import MESSAGE_COLUMNS, stored_from_row, tenant_in, tenant_out
 from pmsq.backends.sqlkit.states import DEAD, waiting_state
+from pmsq.backends.types import DedupRecord, StoredMessage
 from pmsq_postgres.lines import JOIN_KEY_CTE
 from pmsq_postgres.puts import ConfigReader
 from pmsq_postgres.tx import Tx

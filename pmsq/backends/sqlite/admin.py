@@ -7,9 +7,8 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from pmsq.backends.base import Envelope, StoredDeadLetter
 from pmsq.backends.sqlite.journal import Journal
-from pmsq.backends.sqlite.lines import head_if_first, promote_next
+from pmsq.backends.sqlite.lines import promote_next, rejoin_tail
 from pmsq.backends.sqlkit.metrics import TOTAL_SLOT
 from pmsq.backends.sqlkit.rows import (
     MESSAGE_COLUMNS,
@@ -24,6 +23,7 @@ from pmsq.backends.sqlkit.stats import (
     first_recent_slot,
     snapshot,
 )
+from pmsq.backends.types import Envelope, StoredDeadLetter
 from pmsq.stats import Stats, StatsBuilder
 
 __all__ = ["check", "dead_letters", "peek", "purge", "redrive", "stats"]
@@ -87,10 +87,7 @@ def redrive(
         new_seq, head = seq, 1
         if key is not None and not line:
             # It left its line when it died: it rejoins at the tail.
-            head = head_if_first(conn, queue, tenant_s, key)
-            new_seq = conn.execute(
-                "SELECT COALESCE(MAX(seq), 0) + 1 FROM pmsq_messages"
-            ).fetchone()[0]
+            new_seq, head = rejoin_tail(conn, queue, tenant_s, key)
         conn.execute(
             f"UPDATE pmsq_messages SET seq = ?, state = {READY:d}, head = ?, line = 1, "
             "attempt = 0, available_at = ?, dead_reason = NULL, dead_at = NULL, "

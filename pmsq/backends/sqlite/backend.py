@@ -8,7 +8,9 @@ that does that job.
   transaction and one fsync.
 - ``puts``, ``claims``, ``settle``: storing, leasing and settling messages,
   inside a transaction; ``lines``: their key-line bookkeeping.
-- ``outbox``: puts through the app's own connection.
+- ``outbox``: puts through the app's own connection (``pmsq.once`` records
+  consumed messages in it the same way).
+- ``wake``: the probes idle consumers use to learn that work arrived.
 - ``admin``, ``settings``, ``journal``, ``transfer``: dead letters and
   stats, queue configs and meta, history, moving stores.
 - ``upkeep``: buffered metrics and pruning that ride along with writes.
@@ -22,18 +24,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from pmsq.backends.base import (
-    Backend,
-    Capabilities,
-    Claimed,
-    DedupRecord,
-    Envelope,
-    HistoryEvent,
-    Receipt,
-    Settlement,
-    StoredDeadLetter,
-    StoredMessage,
-)
+from pmsq.backends.base import Backend, Capabilities
+from pmsq.backends.families import History, Inspect, Once, Settings, TransactionalPut, Transfer
 from pmsq.backends.sqlite import (
     admin,
     claims,
@@ -43,6 +35,7 @@ from pmsq.backends.sqlite import (
     settings,
     settle,
     transfer,
+    wake,
 )
 from pmsq.backends.sqlite.group_commit import GroupCommit
 from pmsq.backends.sqlite.journal import Journal
@@ -50,8 +43,21 @@ from pmsq.backends.sqlite.puts import ConfigReader
 from pmsq.backends.sqlite.store import SYNC, Durability, Store, after_wait, parse_sqlite_url
 from pmsq.backends.sqlite.upkeep import Upkeep
 from pmsq.backends.sqlkit.metrics import Metrics
+from pmsq.backends.types import (
+    Claimed,
+    DedupRecord,
+    Envelope,
+    HistoryEvent,
+    Readiness,
+    Receipt,
+    Settlement,
+    StoredDeadLetter,
+    StoredMessage,
+)
 from pmsq.config import QueueConfig
 from pmsq.errors import ConfigurationError, PmsqError
+from pmsq.message import Message
+from pmsq.once import once_sqlite
 from pmsq.stats import Stats
 
 __all__ = ["SQLiteBackend", "parse_sqlite_url"]
@@ -72,7 +78,7 @@ def _check_retention(retention: float | None) -> float | None:
     return None if retention is None else float(retention)
 
 
-class SQLiteBackend(Backend):
+class SQLiteBackend(Backend, TransactionalPut, Once, History, Transfer, Settings, Inspect):
     """The reference backend: a SQLite file (or memory) shared by threads and processes.
 
     Args:
@@ -86,7 +92,7 @@ class SQLiteBackend(Backend):
         StorageError: the file is corrupt, foreign, from a newer pmsq, or cannot be opened.
     """
 
-    capabilities = Capabilities(history=True)
+    capabilities = Capabilities()
     name = "SQLite"
 
     def __init__(
@@ -123,6 +129,7 @@ class SQLiteBackend(Backend):
             lambda fn: self._write(fn), self._journal, self._upkeep.after_batch
         )
         self._claims = claims.Claimer(self._store, self._configs, self._metrics, self._journal)
+        self._probe = wake.Probe(self._store)
 
     # -- plumbing the facade's methods share ------------------------------------
     @property
@@ -166,18 +173,7 @@ class SQLiteBackend(Backend):
         return self._read(settings.bindings)
 
     # -- puts ------------------------------------------------------------------
-    def put_many(
-        self, envelopes: Sequence[Envelope], *, now: float, connection: Any = None
-    ) -> list[str]:
-        if connection is not None:
-            return outbox.put_in_transaction(
-                connection,
-                envelopes,
-                path=self.path,
-                busy_timeout=self.busy_timeout,
-                retention=self._journal.retention,
-                put=lambda conn, log: puts.put_batch(conn, self._configs, log, envelopes, now),
-            )
+    def put_many(self, envelopes: Sequence[Envelope], *, now: float) -> list[str]:
         return list(
             self._group.run(
                 lambda conn: puts.put_batch(conn, self._configs, self._journal, envelopes, now),
@@ -185,6 +181,28 @@ class SQLiteBackend(Backend):
                 rerunnable=True,
             )
         )
+
+    def put_in_transaction(
+        self, envelopes: Sequence[Envelope], *, now: float, connection: Any
+    ) -> list[str]:
+        return outbox.put_in_transaction(
+            connection,
+            envelopes,
+            path=self.path,
+            busy_timeout=self.busy_timeout,
+            retention=self._journal.retention,
+            put=lambda conn, log: puts.put_batch(conn, self._configs, log, envelopes, now),
+        )
+
+    def once(
+        self, message: Message, connection: Any, consumer: str | None = None
+    ) -> contextlib.AbstractContextManager[bool]:
+        """Record ``message`` for ``consumer`` in the app's SQLite database (``pmsq_once``).
+
+        Raises:
+            ConfigurationError: ``connection`` is not a ``sqlite3.Connection``.
+        """
+        return once_sqlite(message, connection, consumer)
 
     # -- claims and settlement ---------------------------------------------------
     def claim(
@@ -198,58 +216,9 @@ class SQLiteBackend(Backend):
     ) -> list[Claimed]:
         return self._claims.claim(queue, n, now=now, tenant=tenant, consumer=consumer)
 
-    def ack(
-        self, receipts: Sequence[Receipt], *, now: float, durations_ms: Sequence[float | None]
-    ) -> list[bool]:
-        return self._settle_batch(
-            [
-                Settlement(r, "ack", duration_ms=ms)
-                for r, ms in zip(receipts, durations_ms, strict=True)
-            ],
-            now,
-        )
-
-    def retry(
-        self,
-        receipt: Receipt,
-        *,
-        now: float,
-        available_at: float,
-        error_type: str | None,
-        error: str | None,
-        duration_ms: float | None,
-    ) -> bool:
-        settlement = Settlement(
-            receipt,
-            "retry",
-            duration_ms=duration_ms,
-            available_at=available_at,
-            error_type=error_type,
-            error=error,
-        )
-        return self._settle_batch([settlement], now)[0]
-
-    def dead_letter(
-        self,
-        receipt: Receipt,
-        *,
-        now: float,
-        reason: str,
-        error_type: str | None,
-        traceback: str | None,
-        duration_ms: float | None,
-    ) -> bool:
-        settlement = Settlement(
-            receipt,
-            "dead",
-            duration_ms=duration_ms,
-            reason=reason,
-            error_type=error_type,
-            error=traceback,
-        )
-        return self._settle_batch([settlement], now)[0]
-
-    def settle_many(self, settlements: Sequence[Settlement], *, now: float) -> list[bool]:
+    def settle(self, settlements: Sequence[Settlement], *, now: float) -> list[bool]:
+        if not settlements:
+            return []
         return self._settle_batch(settlements, now)
 
     def _settle_batch(self, settlements: Sequence[Settlement], now: float) -> list[bool]:
@@ -266,16 +235,6 @@ class SQLiteBackend(Backend):
             ),
             now,
         )
-
-    def release(self, receipts: Sequence[Receipt], *, now: float) -> None:
-        if not receipts:
-            return
-
-        def go(conn: sqlite3.Connection) -> None:
-            for r in receipts:
-                settle.settle_release(conn, r.handle, r.token, now, self._journal)
-
-        self._write(go)
 
     def extend(self, receipt: Receipt, seconds: float, *, now: float) -> float | None:
         called = time.monotonic()
@@ -351,6 +310,26 @@ class SQLiteBackend(Backend):
     ) -> list[tuple[Envelope, int, str]]:
         return self._read(lambda c: admin.peek(c, queue, n, tenant))
 
+    # -- wake-ups ------------------------------------------------------------------------
+    def wait_for_change(self, since: object | None, timeout: float) -> object:
+        """``PRAGMA data_version`` of the probe connection: moves with every commit.
+
+        An in-memory store has no other connection: only this process's own
+        writes change it, and the broker hears of those directly, so its token
+        never moves.
+        """
+        with self._probe.connection() as conn:
+            token = wake.data_version(conn)
+        if token != since or timeout <= 0:
+            return token
+        time.sleep(timeout)
+        with self._probe.connection() as conn:
+            return wake.data_version(conn)
+
+    def ready_queues(self, queues: Sequence[str], *, now: float) -> Readiness:
+        with self._probe.connection() as conn:
+            return wake.readiness(conn, queues, now)
+
     def next_due(self, queue: str, *, now: float) -> float | None:
         return self._read(lambda c: claims.next_due(c, queue, now))
 
@@ -393,3 +372,4 @@ class SQLiteBackend(Backend):
                 with contextlib.suppress(PmsqError):
                     self._write(lambda c: self._upkeep.flush_metrics(c, time.time(), force=True))
             self._store.close()
+        self._probe.close()

@@ -14,7 +14,6 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
-from pmsq.backends.base import Claimed
 from pmsq.backends.sqlite.journal import Journal
 from pmsq.backends.sqlite.puts import ConfigReader
 from pmsq.backends.sqlite.rows import MESSAGE_COLUMNS
@@ -31,6 +30,7 @@ from pmsq.backends.sqlkit.metrics import Metrics
 from pmsq.backends.sqlkit.rotation import RateBudget, pick, rotation_order
 from pmsq.backends.sqlkit.rows import claimed_from_row, tenant_in
 from pmsq.backends.sqlkit.states import IN_FLIGHT, READY, SCHEDULED
+from pmsq.backends.types import Claimed
 from pmsq.config import QueueConfig, RateLimit
 
 __all__ = ["Claimer", "claim", "has_ready", "next_due"]

@@ -28,7 +28,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from pmsq.backends.base import HistoryEvent
+from pmsq.backends.types import HistoryEvent
 
 # Reused: json.dumps with options builds a new encoder on every call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"))

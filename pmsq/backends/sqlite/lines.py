@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-__all__ = ["head_if_first", "promote_next", "tail_of"]
+__all__ = ["head_if_first", "promote_next", "rejoin_tail", "tail_of"]
 
 
 def head_if_first(conn: sqlite3.Connection, queue: str, tenant: str, key: str | None) -> int:
@@ -25,6 +25,17 @@ def head_if_first(conn: sqlite3.Connection, queue: str, tenant: str, key: str | 
         (queue, tenant, key),
     ).fetchone()
     return 0 if busy else 1
+
+
+def rejoin_tail(conn: sqlite3.Connection, queue: str, tenant: str, key: str) -> tuple[int, int]:
+    """``(seq, head)`` for a message re-entering ``key``'s line at its tail.
+
+    A new ``seq`` past every stored one puts it behind the messages that
+    joined the line while it was out (a redriven dead letter).
+    """
+    head = head_if_first(conn, queue, tenant, key)
+    seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM pmsq_messages").fetchone()[0]
+    return int(seq), head
 
 
 def promote_next(conn: sqlite3.Connection, queue: str, tenant: str, key: str | None) -> None:

@@ -12,9 +12,9 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pmsq.backends.base import Envelope
 from pmsq.backends.sqlite.errors import translate
 from pmsq.backends.sqlite.journal import Journal
+from pmsq.backends.types import Envelope
 from pmsq.errors import ConfigurationError
 
 __all__ = ["PlainRows", "put_in_transaction"]

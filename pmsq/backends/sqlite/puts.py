@@ -9,11 +9,11 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
-from pmsq.backends.base import Envelope
 from pmsq.backends.sqlite.journal import Journal
 from pmsq.backends.sqlite.lines import head_if_first, tail_of
 from pmsq.backends.sqlkit.rows import tenant_in
 from pmsq.backends.sqlkit.states import IN_FLIGHT, READY, SCHEDULED, WAITING, waiting_state
+from pmsq.backends.types import Envelope
 from pmsq.config import QueueConfig
 from pmsq.errors import QueueFull
 

@@ -12,7 +12,6 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from pmsq.backends.base import Settlement
 from pmsq.backends.sqlite.journal import Journal, duration_detail
 from pmsq.backends.sqlite.lines import promote_next
 from pmsq.backends.sqlite.puts import ConfigReader, insert_envelope, record_put
@@ -20,6 +19,7 @@ from pmsq.backends.sqlkit.deadletter import blocks_key, fallback_copy
 from pmsq.backends.sqlkit.metrics import Metrics
 from pmsq.backends.sqlkit.settlements import failure_count, partition
 from pmsq.backends.sqlkit.states import DEAD, HELD, IN_FLIGHT, READY, SCHEDULED, waiting_state
+from pmsq.backends.types import Settlement
 from pmsq.ids import new_message_id
 
 __all__ = [
@@ -198,18 +198,20 @@ def settle_retry(
 
 def settle_release(
     conn: sqlite3.Connection, seq: int, token: str, now: float, journal: Journal
-) -> None:
-    """Hand back an unstarted message: undo the attempt its claim counted."""
+) -> bool:
+    """Hand back an unstarted message: undo the attempt its claim counted; False if lost."""
     row = conn.execute(
-        f"UPDATE pmsq_messages SET state = CASE WHEN available_at > ? THEN {SCHEDULED:d} ELSE "
-        f"{READY:d} END, "
+        "UPDATE pmsq_messages SET "
+        f"state = CASE WHEN available_at > ? THEN {SCHEDULED:d} ELSE {READY:d} END, "
         "attempt = MAX(attempt - 1, 0), lease_token = NULL, lease_expires = NULL "
         f"WHERE seq = ? AND lease_token = ? AND state = {IN_FLIGHT:d} "
         "RETURNING queue, tenant, key, id, correlation_id, attempt",
         (now, seq, token),
     ).fetchone()
-    if row is not None:
-        journal.add(now, "released", row[3], row[0], row[1], row[2], row[4], attempt=row[5] + 1)
+    if row is None:
+        return False
+    journal.add(now, "released", row[3], row[0], row[1], row[2], row[4], attempt=row[5] + 1)
+    return True
 
 
 def settle_extend(conn: sqlite3.Connection, seq: int, token: str, expires: float) -> bool:
@@ -260,7 +262,11 @@ def settle_batch(
                 metrics.add(row[0], row[1], processed=1, duration_ms=ms)
                 done[i] = True
     for i in rest:
-        done[i] = _settle_failure(conn, settlements[i], now, configs, journal, metrics)
+        s = settlements[i]
+        if s.action == "release":
+            done[i] = settle_release(conn, s.receipt.handle, s.receipt.token, now, journal)
+        else:
+            done[i] = _settle_failure(conn, s, now, configs, journal, metrics)
     return done
 
 

@@ -13,11 +13,11 @@ import sqlite3
 import zlib
 from collections.abc import Sequence
 
-from pmsq.backends.base import DedupRecord, StoredMessage
 from pmsq.backends.sqlite.lines import head_if_first
 from pmsq.backends.sqlite.puts import ConfigReader
 from pmsq.backends.sqlkit.rows import MESSAGE_COLUMNS, stored_from_row, tenant_in, tenant_out
 from pmsq.backends.sqlkit.states import DEAD, waiting_state
+from pmsq.backends.types import DedupRecord, StoredMessage
 
 __all__ = ["export_dedup", "export_messages", "import_dedup", "import_messages"]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pmsq.backends.base import Envelope
 from pmsq.backends.sqlkit.rows import tenant_out
+from pmsq.backends.types import Envelope
 from pmsq.config import QueueConfig
 
 __all__ = [

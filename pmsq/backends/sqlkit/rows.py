@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pmsq.backends.base import Claimed, Envelope, Receipt, StoredDeadLetter, StoredMessage
 from pmsq.backends.sqlkit.states import DEAD, export_name, peek_name
+from pmsq.backends.types import Claimed, Envelope, Receipt, StoredDeadLetter, StoredMessage
 
 __all__ = [
     "MESSAGE_COLUMNS",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pmsq.backends.base import Settlement
+from pmsq.backends.types import Settlement
 
 __all__ = ["failure_count", "partition"]
 
