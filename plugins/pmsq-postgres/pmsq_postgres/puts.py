@@ -7,11 +7,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from pmsq.backends.sqlkit.quotas import check_room
 from pmsq.backends.sqlkit.rows import tenant_in
 from pmsq.backends.sqlkit.states import LIVE, WAITING, waiting_state
 from pmsq.backends.types import Envelope
 from pmsq.config import QueueConfig
-from pmsq.errors import QueueFull
 from pmsq_postgres.lines import JOIN_KEY_CTE
 from pmsq_postgres.tx import Tx
 
@@ -162,22 +162,7 @@ def _check_quota(tx: Tx, cfg: QueueConfig, env: Envelope) -> None:
         "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
         (f"pmsq-quota:{tx.sql.schema}:{env.queue}",),
     )
-    if cfg.max_depth is not None and _count_waiting(tx, env.queue, None, cfg.max_depth) >= (
-        cfg.max_depth
-    ):
-        raise QueueFull(
-            f"queue {env.queue!r} is full (max_depth={cfg.max_depth}); "
-            "wait for consumers or raise max_depth"
-        )
-    if (
-        cfg.tenant_quota is not None
-        and env.tenant is not None
-        and _count_waiting(tx, env.queue, env.tenant, cfg.tenant_quota) >= cfg.tenant_quota
-    ):
-        raise QueueFull(
-            f"tenant {env.tenant!r} has {cfg.tenant_quota} messages waiting in queue "
-            f"{env.queue!r} (tenant_quota={cfg.tenant_quota})"
-        )
+    check_room(cfg, env, lambda tenant, cap: _count_waiting(tx, env.queue, tenant, cap))
 
 
 def _take_dedup(tx: Tx, cfg: QueueConfig, env: Envelope, now: float) -> str | None:

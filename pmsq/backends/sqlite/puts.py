@@ -11,11 +11,11 @@ from typing import Any
 
 from pmsq.backends.sqlite.journal import Journal
 from pmsq.backends.sqlite.lines import head_if_first, tail_of
+from pmsq.backends.sqlkit.quotas import check_room
 from pmsq.backends.sqlkit.rows import tenant_in
 from pmsq.backends.sqlkit.states import IN_FLIGHT, READY, SCHEDULED, WAITING, waiting_state
 from pmsq.backends.types import Envelope
 from pmsq.config import QueueConfig
-from pmsq.errors import QueueFull
 
 __all__ = ["ConfigReader", "insert_envelope", "put_batch", "put_one"]
 
@@ -187,22 +187,7 @@ def put_one(
             if journal is not None:
                 _record(journal, "coalesced", str(row[1]), env, tenant, row[4], now)
             return str(row[1])
-    if cfg.max_depth is not None and _count_waiting(conn, env.queue, None, cfg.max_depth) >= (
-        cfg.max_depth
-    ):
-        raise QueueFull(
-            f"queue {env.queue!r} is full (max_depth={cfg.max_depth}); "
-            "wait for consumers or raise max_depth"
-        )
-    if (
-        cfg.tenant_quota is not None
-        and env.tenant is not None
-        and _count_waiting(conn, env.queue, tenant, cfg.tenant_quota) >= cfg.tenant_quota
-    ):
-        raise QueueFull(
-            f"tenant {env.tenant!r} has {cfg.tenant_quota} messages waiting in queue "
-            f"{env.queue!r} (tenant_quota={cfg.tenant_quota})"
-        )
+    check_room(cfg, env, lambda tenant, cap: _count_waiting(conn, env.queue, tenant, cap))
     insert_envelope(conn, env, now)
     _remember_dedup(conn, cfg, env, tenant, env.id)
     if journal is not None:

@@ -13,4 +13,5 @@ depend on it:
   its rate-limit budget.
 - ``deadletter``: what a dead letter's fallback copy looks like.
 - ``settlements``: splitting a batch of settlements by action.
+- ``quotas``: when a put is refused for ``max_depth`` or ``tenant_quota``.
 """
