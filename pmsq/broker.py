@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import logging
 import math
 import random
-import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from pmsq.alerts import Alert, AlertBook, AlertRule, evaluate, load_rules, save_rule
@@ -27,11 +25,11 @@ from pmsq.message import Message, utc_from_epoch
 from pmsq.queue import Queue, build_envelope
 from pmsq.stats import QueueStats, Stats
 from pmsq.topics import check_pattern, check_topic, matches
+from pmsq.wakeups import WakeUps
 
 __all__ = ["Broker", "connect"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-log = logging.getLogger("pmsq")
 _CONFIG_TTL = 1.0
 #: ``connect(history=)`` default: keep three days of message history. Compared by
 #: identity, so only a retention the caller chose is refused by backends without one.
@@ -97,15 +95,7 @@ class Broker:
         self.middleware: list[Any] = []
         self.put_hooks: list[PutHook] = []
         self._configs: dict[str, tuple[float, QueueConfig]] = {}
-        self._wake = threading.Condition()
-        self._generation: dict[str, int] = {}
-        # Local changes: a counter, and its value at each queue's last change.
-        self._local = 0
-        self._touched: dict[str, int] = {}
-        # Bumped by the store watcher when the backend reports a change.
-        self._store_version = 0
-        self._watcher: threading.Thread | None = None
-        self._closing = threading.Event()
+        self._wakeups = WakeUps(self.poll_interval, backend.wait_for_change)
         self._known_queues: set[str] = set()
         self._alert_book = AlertBook()
 
@@ -120,10 +110,8 @@ class Broker:
 
     def close(self) -> None:
         """Close the store connection. Idempotent."""
-        self._closing.set()
+        self._wakeups.close()  # stops the store watcher first
         self.backend.close()
-        with self._wake:
-            self._wake.notify_all()
 
     # -- queues ----------------------------------------------------------------
     def declare_queue(
@@ -515,37 +503,15 @@ class Broker:
         return out
 
     def _notify(self, queue: str) -> None:
-        with self._wake:
-            self._generation[queue] = self._generation.get(queue, 0) + 1
-            self._local += 1
-            self._touched[queue] = self._local
-            self._wake.notify_all()
+        self._wakeups.notify(queue)
 
     def _wait(self, queue: str, timeout: float | None) -> None:
         """Sleep until a local put to ``queue``, the next due time, or the poll interval."""
-        wait = self.poll_interval if timeout is None else min(timeout, self.poll_interval)
-        with self._wake:
-            start = self._generation.get(queue, 0)
-            self._wake.wait_for(lambda: self._generation.get(queue, 0) != start, timeout=wait)
+        self._wakeups.wait(queue, timeout)
 
     def _changes(self, queues: Sequence[str]) -> tuple[int, int]:
-        """A token that moves with local puts and settles and with the store's changes.
-
-        Take it before a claim finds nothing and pass it to :meth:`_wait_any`,
-        so a change landing between the two is not slept through. Costs the
-        same whatever the number of ``queues``; with queues it also starts
-        the store watcher (see :meth:`_watch_store`).
-        """
-        if queues and self._watcher is None:
-            self._watch_store()
-        with self._wake:
-            return self._local, self._store_version
-
-    def _touched_since(self, queues: Collection[str], since: int) -> bool:
-        # Called under self._wake, only after some local change: walk the shorter side.
-        if len(queues) <= len(self._touched):
-            return any(self._touched.get(q, 0) > since for q in queues)
-        return any(at > since and q in queues for q, at in self._touched.items())
+        """A token of local and store changes (see :meth:`pmsq.wakeups.WakeUps.changes`)."""
+        return self._wakeups.changes(queues)
 
     def _wait_any(
         self,
@@ -554,75 +520,12 @@ class Broker:
         timeout: float,
         wake: Callable[[], bool] | None = None,
     ) -> None:
-        """One idle wait for a consumer of several queues (the workers).
-
-        Returns when a local put or settle touched one of ``queues`` or the
-        store changed since ``since`` (a :meth:`_changes` token), when
-        ``wake()`` turns true (re-checked on :meth:`_kick`), or after
-        ``timeout``, capped at ``poll_interval`` when ``queues`` is not
-        empty (the tick at which delays and lease expiries are noticed).
-        """
-        if queues:
-            timeout = min(timeout, self.poll_interval)
-        local, version = since if isinstance(since, tuple) else (self._local, self._store_version)
-        watched: Collection[str] = set(queues) if len(queues) > 8 else queues
-
-        def ready() -> bool:
-            if wake is not None and wake():
-                return True
-            if not queues:
-                return False
-            if self._store_version != version:
-                return True
-            return self._local != local and self._touched_since(watched, local)
-
-        with self._wake:
-            self._wake.wait_for(ready, timeout=max(0.0, timeout))
-
-    def _watch_store(self) -> None:
-        """Start the thread that turns the backend's change signal into wake-ups.
-
-        One per broker, whatever the number of queues: it blocks in
-        ``backend.wait_for_change`` (a cheap probe per ``poll_interval`` on
-        SQLite, a NOTIFY on PostgreSQL) and wakes the idle workers when the
-        store may have changed, so they never poll queue by queue.
-        """
-        with self._wake:
-            if self._watcher is not None or self._closing.is_set():
-                return
-            # The first token is taken here, before the caller looks at the store:
-            # whatever is written after it, the watcher reports.
-            try:
-                token = self.backend.wait_for_change(None, 0.0)
-            except Exception:  # a closed or failing store: the next claim reports it
-                token = None
-            thread = threading.Thread(
-                target=self._watch, args=(token,), name="pmsq-store-watch", daemon=True
-            )
-            self._watcher = thread
-        thread.start()
-
-    def _watch(self, token: object) -> None:
-        while not self._closing.is_set():
-            try:
-                new = self.backend.wait_for_change(token, self.poll_interval)
-            except Exception as exc:  # a closed or failing store: the next claim reports it
-                if self._closing.is_set():
-                    return
-                log.debug("waiting for store changes failed: %s", exc)
-                self._closing.wait(self.poll_interval)
-                new = object()  # maybe changed
-            if new != token:
-                token = new
-                with self._wake:
-                    self._store_version += 1
-                    self._wake.notify_all()
+        """One idle wait for the workers (see :meth:`pmsq.wakeups.WakeUps.wait_any`)."""
+        self._wakeups.wait_any(queues, since, timeout, wake)
 
     def _kick(self) -> None:
-        """Make every local waiter re-check its condition (safe in a signal handler:
-        the condition's lock is reentrant)."""
-        with self._wake:
-            self._wake.notify_all()
+        """Make every local waiter re-check its condition (safe in a signal handler)."""
+        self._wakeups.kick()
 
 
 def connect(

@@ -46,12 +46,11 @@ def _perform(effect: Effect) -> Any:
 
 
 class _Counted:
-    """Counts the backend calls made from the test's own thread (the watcher's are apart)."""
+    """Counts the backend calls made from the test's own thread."""
 
     def __init__(self, backend: SQLiteBackend) -> None:
         self.calls: Counter[str] = Counter()
         self.claimed: list[str] = []
-        self.watcher_threads: set[str] = set()
         me = threading.get_ident()
         for verb in _VERBS:
             real = getattr(backend, verb)
@@ -64,13 +63,6 @@ class _Counted:
                 return _real(*args, **kw)
 
             setattr(backend, verb, counted)
-        real_wait = backend.wait_for_change
-
-        def wait(*args: Any, **kw: Any) -> Any:
-            self.watcher_threads.add(threading.current_thread().name)
-            return real_wait(*args, **kw)
-
-        backend.wait_for_change = wait  # type: ignore[method-assign]
 
     def take(self) -> Counter[str]:
         out, self.calls = self.calls, Counter()
@@ -137,9 +129,12 @@ def test_another_process_s_put_reaches_the_idle_worker_through_the_store_signal(
         assert [j.delivery.message.payload for j in jobs] == ["from elsewhere"]
         calls = counted.take()
         assert (calls["ready_queues"], calls["claim"]) == (1, 1)
-        assert "pmsq-store-watch" in counted.watcher_threads
-        watchers = [t for t in threading.enumerate() if t.name == "pmsq-store-watch"]
-        assert len(watchers) == 1  # one per broker, whatever the number of queues
+        watcher = broker._wakeups._watcher  # one per broker, whatever the number of queues
+        assert watcher is not None
+        assert watcher.name == "pmsq-store-watch"
+        assert watcher.is_alive()
+    watcher.join(5.0)  # the broker is closed: its watcher stops
+    assert not watcher.is_alive(), "the watcher outlived its broker"
 
 
 def test_a_delay_falling_due_is_claimed_without_any_write(store: Path) -> None:
