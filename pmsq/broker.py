@@ -6,7 +6,6 @@ import contextlib
 import datetime as dt
 import math
 import random
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -26,6 +25,7 @@ from pmsq.message import Message, utc_from_epoch
 from pmsq.queue import Queue, build_envelope
 from pmsq.stats import QueueStats, Stats
 from pmsq.topics import check_pattern, check_topic, matches
+from pmsq.wakeups import WakeUps
 
 __all__ = ["Broker", "connect"]
 
@@ -95,8 +95,7 @@ class Broker:
         self.middleware: list[Any] = []
         self.put_hooks: list[PutHook] = []
         self._configs: dict[str, tuple[float, QueueConfig]] = {}
-        self._wake = threading.Condition()
-        self._generation: dict[str, int] = {}
+        self._wakeups = WakeUps(self.poll_interval, backend.wait_for_change)
         self._known_queues: set[str] = set()
         self._alert_book = AlertBook()
 
@@ -111,9 +110,8 @@ class Broker:
 
     def close(self) -> None:
         """Close the store connection. Idempotent."""
+        self._wakeups.close()  # stops the store watcher first
         self.backend.close()
-        with self._wake:
-            self._wake.notify_all()
 
     # -- queues ----------------------------------------------------------------
     def declare_queue(
@@ -505,57 +503,29 @@ class Broker:
         return out
 
     def _notify(self, queue: str) -> None:
-        with self._wake:
-            self._generation[queue] = self._generation.get(queue, 0) + 1
-            self._wake.notify_all()
+        self._wakeups.notify(queue)
 
     def _wait(self, queue: str, timeout: float | None) -> None:
         """Sleep until a local put to ``queue``, the next due time, or the poll interval."""
-        wait = self.poll_interval if timeout is None else min(timeout, self.poll_interval)
-        with self._wake:
-            start = self._generation.get(queue, 0)
-            self._wake.wait_for(lambda: self._generation.get(queue, 0) != start, timeout=wait)
+        self._wakeups.wait(queue, timeout)
 
-    def _changes(self, queues: Sequence[str]) -> int:
-        """A counter that grows with every local put or settle touching one of ``queues``.
-
-        Take it before a claim finds nothing and pass it to :meth:`_wait_any`,
-        so a put landing between the two is not slept through.
-        """
-        with self._wake:
-            return sum(self._generation.get(q, 0) for q in queues)
+    def _changes(self, queues: Sequence[str]) -> tuple[int, int]:
+        """A token of local and store changes (see :meth:`pmsq.wakeups.WakeUps.changes`)."""
+        return self._wakeups.changes(queues)
 
     def _wait_any(
         self,
         queues: Sequence[str],
-        since: int,
+        since: object,
         timeout: float,
         wake: Callable[[], bool] | None = None,
     ) -> None:
-        """One idle wait for a consumer of several queues (the workers).
-
-        Returns when :meth:`_changes` of ``queues`` moves past ``since`` (a
-        local put), when ``wake()`` turns true (re-checked on :meth:`_kick`),
-        or after ``timeout``, capped at ``poll_interval`` when ``queues`` is
-        not empty: writes by other processes are seen by polling, so that is
-        the cross-process wake-up bound.
-        """
-        if queues:
-            timeout = min(timeout, self.poll_interval)
-
-        def ready() -> bool:
-            if wake is not None and wake():
-                return True
-            return sum(self._generation.get(q, 0) for q in queues) != since
-
-        with self._wake:
-            self._wake.wait_for(ready, timeout=max(0.0, timeout))
+        """One idle wait for the workers (see :meth:`pmsq.wakeups.WakeUps.wait_any`)."""
+        self._wakeups.wait_any(queues, since, timeout, wake)
 
     def _kick(self) -> None:
-        """Make every local waiter re-check its condition (safe in a signal handler:
-        the condition's lock is reentrant)."""
-        with self._wake:
-            self._wake.notify_all()
+        """Make every local waiter re-check its condition (safe in a signal handler)."""
+        self._wakeups.kick()
 
 
 def connect(

@@ -247,5 +247,7 @@ def refusal(backend: object, capability: str, use: str | None = None) -> Configu
     words = capability.replace("_", " ")
     what = f"{words} ({use})" if use and use != capability else words
     notes: dict[str, str] = getattr(backend, "refusals", {})
-    why = notes.get(capability) or "see its documentation for the differences from SQLite"
+    why = notes.get(capability) or (
+        "see its documentation for the differences from the SQLite backend"
+    )
     return ConfigurationError(f"the {name} backend does not support {what}: {why}")

@@ -28,6 +28,8 @@ if "pytest" in sys.modules:
         "pmsq.testing._order_tests",
         "pmsq.testing._put_tests",
         "pmsq.testing._operator_tests",
+        "pmsq.testing._family_tests",
+        "pmsq.testing._transfer_tests",
         "pmsq.testing._suite",
     )
 

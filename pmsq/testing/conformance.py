@@ -11,8 +11,9 @@ A backend's test module subclasses it and provides one factory::
 Each test gets a fresh store (name it after :attr:`store_id` or put it in
 :attr:`tmp_path`); ``make_broker`` may be called again within a test to
 reopen the same store. Override :meth:`drop_store` to remove a server-side
-store afterwards. A test of a capability the backend declares missing checks
-that using it raises ``ConfigurationError`` naming the capability.
+store afterwards. A test of a capability the backend declares missing (a
+semantic flag) or does not implement (a family of ``pmsq.backends.families``)
+checks that using it raises ``ConfigurationError`` naming the capability.
 
 Besides one test per guarantee, the class runs the hypothesis state machine
 of :mod:`pmsq.testing.stateful` against :class:`pmsq.testing.QueueModel`:
@@ -31,6 +32,7 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from pmsq.broker import Broker
 from pmsq.testing._delivery_tests import DeliveryTests
+from pmsq.testing._family_tests import FamilyTests
 from pmsq.testing._operator_tests import OperatorTests
 from pmsq.testing._order_tests import OrderTests
 from pmsq.testing._put_tests import PutTests
@@ -42,7 +44,9 @@ __all__ = ["BrokerConformance"]
 _QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 
 
-class BrokerConformance(DeliveryTests, OrderTests, PutTests, OperatorTests, TransferTests):
+class BrokerConformance(
+    DeliveryTests, OrderTests, PutTests, OperatorTests, TransferTests, FamilyTests
+):
     """Subclass, implement ``make_broker``, and pytest runs the whole conformance suite.
 
     Class attributes to set: ``missing_capabilities``, ``reopens`` (False

@@ -166,6 +166,7 @@ def test_wait_args_back_off_after_claim_errors(broker: pmsq.Broker) -> None:
         raise pmsq.StorageError("disk I/O error (injected)")
 
     broker.backend.claim = broken  # type: ignore[method-assign]
+    broker.queue("e").put(1)  # work to claim: idle rounds claim only where there is some
     assert drive(core.claim_round(), _perform) == []
     first = core.wait_args()
     drive(core.claim_round(), _perform)
@@ -315,8 +316,7 @@ def test_one_wait_covers_several_queues_and_wakes_on_a_local_put(broker: pmsq.Br
     broker.queue("b").put(1)
     t.join(30)
     assert woke.is_set()
-    assert broker._changes(["a", "b"]) > since
-    assert broker._changes(["a"]) == 0
+    assert broker._changes(["a", "b"]) != since
 
 
 def test_wait_any_without_queues_waits_for_its_wake_condition(broker: pmsq.Broker) -> None:
