@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pmsq.backends.sqlkit.rotation import TENANT_WINDOW, RateBudget, pick, rotation_order
-from pmsq.backends.sqlkit.settlements import partition
+from pmsq.backends.sqlkit.settlements import partition, settle_batch
 from pmsq.backends.sqlkit.states import (
     HELD,
     LIVE,
@@ -160,3 +160,44 @@ def test_partition_keeps_each_group_in_the_order_given() -> None:
         Settlement(r, "ack"),
     ]
     assert partition(batch) == ([1, 3], [0, 2])
+
+
+def test_a_batch_settles_acks_first_then_each_other_outcome_and_reports_in_order() -> None:
+    r = Receipt("q", "m", "t")
+    batch = [
+        Settlement(r, "release"),
+        Settlement(r, "retry"),
+        Settlement(r, "ack"),
+        Settlement(r, "dead"),
+        Settlement(r, "ack"),
+    ]
+    calls: list[tuple[str, list[str]]] = []
+
+    def acks(group: list[Settlement]) -> list[bool]:
+        calls.append(("acks", [s.action for s in group]))
+        return [True, False]  # the second ack's lease was lost
+
+    def one(s: Settlement) -> bool:
+        calls.append(("one", [s.action]))
+        return s.action != "dead"
+
+    def releases(group: list[Settlement]) -> list[bool]:
+        calls.append(("releases", [s.action for s in group]))
+        return [True]
+
+    assert settle_batch(batch, acks=acks, one=one) == [True, True, True, False, False]
+    assert calls == [
+        ("acks", ["ack", "ack"]),
+        ("one", ["release"]),
+        ("one", ["retry"]),
+        ("one", ["dead"]),
+    ]
+    calls.clear()
+    done = settle_batch(batch, acks=acks, one=one, releases=releases)
+    assert done == [True, True, True, False, False]
+    assert calls == [
+        ("acks", ["ack", "ack"]),
+        ("one", ["retry"]),
+        ("one", ["dead"]),
+        ("releases", ["release"]),
+    ]

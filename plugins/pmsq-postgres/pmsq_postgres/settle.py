@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pmsq.backends.sqlkit.deadletter import fallback_copy
-from pmsq.backends.sqlkit.settlements import failure_count, partition
+from pmsq.backends.sqlkit.settlements import failure_count
+from pmsq.backends.sqlkit.settlements import settle_batch as kit_settle_batch
 from pmsq.backends.sqlkit.states import DEAD, HELD, IN_FLIGHT, READY, SCHEDULED, waiting_state
 from pmsq.backends.types import Receipt, Settlement
 from pmsq.ids import new_message_id
@@ -186,20 +187,10 @@ def settle_batch(
     The acks go in one statement, then retries and dead letters one by one,
     then the releases in one statement.
     """
-    done = [False] * len(settlements)
-    acks, rest = partition(settlements)
-    if acks:
-        oks = ack(
-            tx,
-            [settlements[i].receipt for i in acks],
-            [settlements[i].duration_ms for i in acks],
-        )
-        for i, ok in zip(acks, oks, strict=True):
-            done[i] = ok
-    for i in rest:
-        s = settlements[i]
+
+    def one(s: Settlement) -> bool:
         if s.action == "retry":
-            done[i] = retry(
+            return retry(
                 tx,
                 s.receipt,
                 now=now,
@@ -208,14 +199,14 @@ def settle_batch(
                 error=s.error,
                 duration_ms=s.duration_ms,
             )
-        elif s.action == "dead":
-            done[i] = _bury_settlement(tx, configs, s, now)
-    releases = [i for i in rest if settlements[i].action == "release"]
-    if releases:
-        oks = release(tx, [settlements[i].receipt for i in releases], now)
-        for i, ok in zip(releases, oks, strict=True):
-            done[i] = ok
-    return done
+        return _bury_settlement(tx, configs, s, now)
+
+    return kit_settle_batch(
+        settlements,
+        acks=lambda batch: ack(tx, [s.receipt for s in batch], [s.duration_ms for s in batch]),
+        one=one,
+        releases=lambda batch: release(tx, [s.receipt for s in batch], now),
+    )
 
 
 def _bury_settlement(tx: Tx, configs: ConfigReader, s: Settlement, now: float) -> bool:

@@ -17,7 +17,8 @@ from pmsq.backends.sqlite.lines import promote_next
 from pmsq.backends.sqlite.puts import ConfigReader, insert_envelope, record_put
 from pmsq.backends.sqlkit.deadletter import blocks_key, fallback_copy
 from pmsq.backends.sqlkit.metrics import Metrics
-from pmsq.backends.sqlkit.settlements import failure_count, partition
+from pmsq.backends.sqlkit.settlements import failure_count
+from pmsq.backends.sqlkit.settlements import settle_batch as kit_settle_batch
 from pmsq.backends.sqlkit.states import DEAD, HELD, IN_FLIGHT, READY, SCHEDULED, waiting_state
 from pmsq.backends.types import Settlement
 from pmsq.ids import new_message_id
@@ -240,34 +241,25 @@ def settle_batch(
 
     Outcomes are counted into ``metrics`` (written later by the backend).
     """
-    done = [False] * len(settlements)
-    acks, rest = partition(settlements)
-    if acks:
-        acked = settle_acks(
+
+    def acks(batch: list[Settlement]) -> list[bool]:
+        rows = settle_acks(
             conn,
-            [
-                (
-                    settlements[i].receipt.handle,
-                    settlements[i].receipt.token,
-                    settlements[i].duration_ms,
-                )
-                for i in acks
-            ],
+            [(s.receipt.handle, s.receipt.token, s.duration_ms) for s in batch],
             now=now,
             journal=journal,
         )
-        for i, row in zip(acks, acked, strict=True):
+        for s, row in zip(batch, rows, strict=True):
             if row is not None:
-                ms = settlements[i].duration_ms
-                metrics.add(row[0], row[1], processed=1, duration_ms=ms)
-                done[i] = True
-    for i in rest:
-        s = settlements[i]
+                metrics.add(row[0], row[1], processed=1, duration_ms=s.duration_ms)
+        return [row is not None for row in rows]
+
+    def one(s: Settlement) -> bool:
         if s.action == "release":
-            done[i] = settle_release(conn, s.receipt.handle, s.receipt.token, now, journal)
-        else:
-            done[i] = _settle_failure(conn, s, now, configs, journal, metrics)
-    return done
+            return settle_release(conn, s.receipt.handle, s.receipt.token, now, journal)
+        return _settle_failure(conn, s, now, configs, journal, metrics)
+
+    return kit_settle_batch(settlements, acks=acks, one=one)
 
 
 def _settle_failure(
