@@ -7,17 +7,13 @@ that needs a family asks for it with ``Family.of(backend)``, which raises a
 ``ConfigurationError`` naming the backend and the capability when it is
 missing, so nothing ever silently does less.
 
-======================  ===================  ==========================================
-family                  capability           methods
-======================  ===================  ==========================================
-:class:`TransactionalPut` ``transactional_put`` ``put_in_transaction`` (the outbox)
-:class:`Once`           ``once``             ``once`` (exactly-once effects)
-:class:`History`        ``history``          ``set_history``, ``history`` (``pmsq trace``)
-:class:`Transfer`       ``transfer``         ``export_messages``, ``import_messages``,
-                                             ``export_dedup``, ``import_dedup`` (migrate)
-:class:`Settings`       ``settings``         ``get_meta``, ``set_meta`` (alert rules)
-:class:`Inspect`        ``inspect``          ``peek`` (``pmsq peek``)
-======================  ===================  ==========================================
+- ``TransactionalPut`` (``transactional_put``): ``put_in_transaction``, the outbox.
+- ``Once`` (``once``): ``once``, exactly-once effects in the app's transaction.
+- ``History`` (``history``): ``set_history``, ``history``; ``pmsq trace``.
+- ``Transfer`` (``transfer``): ``export_messages``, ``import_messages``,
+  ``export_dedup``, ``import_dedup``; ``pmsq migrate``.
+- ``Settings`` (``settings``): ``get_meta``, ``set_meta``; alert rules.
+- ``Inspect`` (``inspect``): ``peek``; ``pmsq peek``.
 """
 
 from __future__ import annotations
