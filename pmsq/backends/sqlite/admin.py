@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from pmsq.backends.sqlite.journal import Journal
+from pmsq.backends.sqlite.journal import Event, Journal
 from pmsq.backends.sqlite.lines import promote_next, rejoin_tail
 from pmsq.backends.sqlkit.metrics import TOTAL_SLOT
 from pmsq.backends.sqlkit.rows import (
@@ -83,7 +83,7 @@ def redrive(
         args,
     ).fetchall()
     for seq, tenant_s, key, line, mid, correlation, attempts in rows:
-        journal.add(now, "redriven", mid, queue, tenant_s, key, correlation, attempts=attempts)
+        journal.add(now, Event.REDRIVEN, mid, queue, tenant_s, key, correlation, attempts=attempts)
         new_seq, head = seq, 1
         if key is not None and not line:
             # It left its line when it died: it rejoins at the tail.
@@ -115,7 +115,7 @@ def purge(
         args,
     ).fetchall()
     for tenant_s, key, line, mid, correlation in rows:
-        journal.add(now, "purged", mid, queue, tenant_s, key, correlation)
+        journal.add(now, Event.PURGED, mid, queue, tenant_s, key, correlation)
         if line:
             promote_next(conn, queue, tenant_s, key)
     return len(rows)

@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
-from pmsq.backends.sqlite.journal import Journal
+from pmsq.backends.sqlite.journal import Event, Journal
 from pmsq.backends.sqlite.puts import ConfigReader
 from pmsq.backends.sqlite.rows import MESSAGE_COLUMNS
 from pmsq.backends.sqlite.settle import bury
@@ -65,7 +65,7 @@ def _expire_leases(
         metrics.add(queue, tenant, failed=1)
         journal.add(
             now,
-            "lease_expired",
+            Event.LEASE_EXPIRED,
             mid,
             queue,
             tenant,
@@ -244,7 +244,7 @@ def claim(
         leases.append((token, expires, row["seq"]))
         journal.add_row(
             now,
-            "delivered",
+            Event.DELIVERED,
             row["id"],
             queue,
             row["tenant"],

@@ -9,7 +9,7 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
-from pmsq.backends.sqlite.journal import Journal
+from pmsq.backends.sqlite.journal import Event, Journal
 from pmsq.backends.sqlite.lines import head_if_first, tail_of
 from pmsq.backends.sqlkit.quotas import check_room
 from pmsq.backends.sqlkit.rows import tenant_in
@@ -172,7 +172,14 @@ def put_one(
             if journal is not None:
                 # The original's chain is not known here; the event stays out of chains.
                 _record(
-                    journal, "dedup_hit", str(row[0]), env, tenant, None, now, dedup_id=env.dedup_id
+                    journal,
+                    Event.DEDUP_HIT,
+                    str(row[0]),
+                    env,
+                    tenant,
+                    None,
+                    now,
+                    dedup_id=env.dedup_id,
                 )
             return str(row[0])
     if env.coalesce and env.key is not None:
@@ -185,7 +192,7 @@ def put_one(
             )
             _remember_dedup(conn, cfg, env, tenant, str(row[1]))
             if journal is not None:
-                _record(journal, "coalesced", str(row[1]), env, tenant, row[4], now)
+                _record(journal, Event.COALESCED, str(row[1]), env, tenant, row[4], now)
             return str(row[1])
     check_room(cfg, env, lambda tenant, cap: _count_waiting(conn, env.queue, tenant, cap))
     insert_envelope(conn, env, now)
@@ -233,7 +240,7 @@ def record_put(
     """Journal the put of ``env`` (stored as a new message)."""
     journal.add(
         now,
-        "put",
+        Event.PUT,
         env.id,
         env.queue,
         tenant_in(env.tenant),

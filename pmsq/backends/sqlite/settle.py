@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from pmsq.backends.sqlite.journal import Journal, duration_detail
+from pmsq.backends.sqlite.journal import Event, Journal, duration_detail
 from pmsq.backends.sqlite.lines import promote_next
 from pmsq.backends.sqlite.puts import ConfigReader, insert_envelope, record_put
 from pmsq.backends.sqlkit.deadletter import blocks_key, fallback_copy
@@ -71,7 +71,7 @@ def bury(
     fallback_id = new_message_id(now) if cfg.fallback is not None else None
     journal.add(
         now,
-        "dead_lettered",
+        Event.DEAD_LETTERED,
         row[3],
         queue,
         tenant,
@@ -152,7 +152,9 @@ def settle_acks(
         _, _, queue, tenant, key, mid, correlation, attempt = row
         promote_next(conn, queue, tenant, key)
         detail = duration_detail(_ms(ms))
-        journal.add_row(now, "acked", mid, queue, tenant, key, correlation, attempt, None, detail)
+        journal.add_row(
+            now, Event.ACKED, mid, queue, tenant, key, correlation, attempt, None, detail
+        )
         out.append((queue, tenant, key))
     return out
 
@@ -182,7 +184,7 @@ def settle_retry(
         return None
     journal.add(
         now,
-        "retried",
+        Event.RETRIED,
         row[3],
         row[0],
         row[1],
@@ -211,7 +213,7 @@ def settle_release(
     ).fetchone()
     if row is None:
         return False
-    journal.add(now, "released", row[3], row[0], row[1], row[2], row[4], attempt=row[5] + 1)
+    journal.add(now, Event.RELEASED, row[3], row[0], row[1], row[2], row[4], attempt=row[5] + 1)
     return True
 
 
