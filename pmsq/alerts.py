@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
+from pmsq.backends.families import Settings
 from pmsq.errors import ConfigurationError
 from pmsq.stats import QueueStats, Stats
 
@@ -252,7 +253,8 @@ def save_rule(backend: Backend, rule: AlertRule) -> None:
     Raises:
         ConfigurationError: the backend cannot store settings.
     """
-    backend.set_meta(meta_key(rule.queue), None if rule.empty else rule.to_json())
+    settings = Settings.of(backend, "set_meta")
+    settings.set_meta(meta_key(rule.queue), None if rule.empty else rule.to_json())
 
 
 def load_rules(backend: Backend, queues: Iterable[str]) -> dict[str, AlertRule]:
@@ -262,6 +264,8 @@ def load_rules(backend: Backend, queues: Iterable[str]) -> dict[str, AlertRule]:
     with a log line rather than breaking the monitor.
     """
     rules: dict[str, AlertRule] = {}
+    if not isinstance(backend, Settings):
+        return rules
     for queue in queues:
         try:
             text = backend.get_meta(meta_key(queue))

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from pmsq import routing
 from pmsq.alerts import Alert, AlertBook, AlertRule, evaluate, load_rules, save_rule
 from pmsq.backends.base import Backend
+from pmsq.backends.families import History, Once
 from pmsq.backends.registry import open_backend
 from pmsq.clock import Clock, SystemClock
 from pmsq.codec import Codec, JsonCodec
@@ -38,7 +39,6 @@ from pmsq.deadletters import DeadLetters
 from pmsq.errors import ConfigurationError
 from pmsq.handlers import HandlerSpec
 from pmsq.message import Message
-from pmsq.once import once_sqlite
 from pmsq.queue import Queue
 from pmsq.runtime import PutHook, Runtime
 from pmsq.schedules.schedule import Schedule
@@ -374,8 +374,8 @@ class Broker:
         is written through ``connection`` and committed only by the app, with
         its effects.
         """
-        hook = getattr(self.backend, "once", None) or once_sqlite
-        return joined_once(connection, lambda raw: hook(message, raw, consumer))
+        once = Once.of(self.backend, "once")
+        return joined_once(connection, lambda raw: once.once(message, raw, consumer))
 
     # -- operators -------------------------------------------------------------------
     def stats(self, queue: str | None = None) -> Any:
@@ -584,9 +584,9 @@ def connect(
     _check_broker_options(max_payload_bytes, poll_interval)
     retention = _history_seconds(history)
     backend = open_backend(url, durability=durability, busy_timeout=busy_timeout, **backend_options)
-    if history is not DEFAULT_HISTORY or backend.capabilities.history:
+    if isinstance(backend, History) or (history is not DEFAULT_HISTORY and retention is not None):
         try:
-            backend.set_history(retention)
+            History.of(backend, "history=").set_history(retention)
         except BaseException:
             backend.close()
             raise

@@ -255,9 +255,7 @@ def settle_many(
             requests.append(request)
             pending.append((i, d, state))
         try:
-            oks = (
-                runtime.backend.settle_many(requests, now=runtime.clock.time()) if requests else []
-            )
+            oks = runtime.backend.settle(requests, now=runtime.clock.time()) if requests else []
         except PmsqError as exc:
             if len(pending) == 1:
                 results[pending[0][0]] = exc

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from pmsq.backends.base import Envelope
+from pmsq.backends.families import Inspect
 from pmsq.config import QueueConfig
 from pmsq.deadletters import DeadLetters
 from pmsq.delivery import Delivery
@@ -178,7 +179,8 @@ class Queue:
             ``(message, state)`` pairs; state is ``ready``, ``scheduled``,
             ``waiting_for_key`` or ``in_flight``.
         """
-        rows = self._runtime.backend.peek(self.name, n, tenant=self.tenant)
+        inspect = Inspect.of(self._runtime.backend, "peek")
+        rows = inspect.peek(self.name, n, tenant=self.tenant)
         codec = self._runtime.codec
         return [
             (to_message(codec, env, attempt, lenient=True), state) for env, attempt, state in rows

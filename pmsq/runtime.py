@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pmsq.backends.base import Backend, Claimed, Envelope
+from pmsq.backends.families import TransactionalPut
 from pmsq.clock import Clock
 from pmsq.codec import Codec
 from pmsq.config import QueueConfig
@@ -59,7 +60,7 @@ class Runtime:
         self.rng = rng
         self.max_payload_bytes = max_payload_bytes
         self.put_hooks: list[PutHook] = []
-        self.wakeups = WakeUps(poll_interval)
+        self.wakeups = WakeUps(poll_interval, backend.wait_for_change)
         self._configs: dict[str, tuple[float, QueueConfig]] = {}
         self._known_queues: set[str] = set()
 
@@ -102,24 +103,20 @@ class Runtime:
         With ``connection`` the app commits later; its consumers are not woken
         early and find the messages by polling once the app has committed.
         """
-        with app_connection(connection) as raw:
-            ids = self.backend.put_many(envs, now=self.clock.time(), connection=raw)
-        if connection is None:
-            for q in {e.queue for e in envs}:
-                self.wakeups.notify(q)
+        if connection is not None:
+            outbox = TransactionalPut.of(self.backend, "put(connection=)")
+            with app_connection(connection) as raw:
+                return outbox.put_in_transaction(envs, now=self.clock.time(), connection=raw)
+        ids = self.backend.put_many(envs, now=self.clock.time())
+        for q in {e.queue for e in envs}:
+            self.wakeups.notify(q)
         return ids
 
     def claim(
         self, queue: str, n: int, *, tenant: str | None = None, consumer: str | None = None
     ) -> list[Claimed]:
         """Lease up to ``n`` ready messages of ``queue``; never waits."""
-        backend = self.backend
-        now = self.clock.time()
-        if consumer is not None and backend.capabilities.history:
-            # Only backends that keep a journal take consumer= (see Backend.claim).
-            claim: Any = backend.claim
-            return list(claim(queue, n, now=now, tenant=tenant, consumer=consumer))
-        return backend.claim(queue, n, now=now, tenant=tenant)
+        return self.backend.claim(queue, n, now=self.clock.time(), tenant=tenant, consumer=consumer)
 
     def queue_stats(self, queue: str, tenant: str | None = None) -> QueueStats:
         """One queue's figures (one tenant's, with ``tenant``)."""
@@ -134,5 +131,6 @@ class Runtime:
 
     def close(self) -> None:
         """Close the store and wake every local waiter so it sees the broker closed."""
+        self.wakeups.close()  # stops the store watcher before the store goes
         self.backend.close()
         self.wakeups.kick()

@@ -1,4 +1,4 @@
-"""The storage interface every backend implements.
+"""The storage interface every backend implements (version 2).
 
 A backend is small and synchronous: the thread Worker calls it directly and
 the AsyncWorker through ``anyio.to_thread``. It never blocks waiting for
@@ -6,16 +6,38 @@ messages: ``claim`` returns what is ready now, possibly nothing. Everything a
 guarantee of DESIGN.md depends on (per-key order, leases, attempts, dedup,
 dead letters, fan-out atomicity) happens inside the backend's transactions,
 so that several processes sharing one store agree.
+
+The required verbs (abstract below) are what every store needs: declare
+queues and bindings, ``put_many``, ``claim``, ``settle``, ``extend``, the
+dead-letter verbs, ``stats`` and ``close``. Everything else either has a
+correct default built on them (``ack``, ``retry``, ``dead_letter`` and
+``release`` are settlements of one; ``wait_for_change`` and
+``ready_queues`` are wake-up hints) or belongs to an optional family of
+:mod:`pmsq.backends.families` that a backend opts into as a whole.
 """
 
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar
 
 import attrs
 
+from pmsq.backends.families import FAMILIES, Family
+from pmsq.backends.schedule_family import ScheduleStore
+from pmsq.backends.types import (
+    Claimed,
+    DedupRecord,
+    Envelope,
+    HistoryEvent,
+    Readiness,
+    Receipt,
+    Settlement,
+    StoredDeadLetter,
+    StoredMessage,
+)
 from pmsq.config import QueueConfig
 from pmsq.errors import ConfigurationError
 from pmsq.stats import Stats
@@ -27,16 +49,30 @@ __all__ = [
     "DedupRecord",
     "Envelope",
     "HistoryEvent",
+    "Readiness",
     "Receipt",
     "Settlement",
     "StoredDeadLetter",
     "StoredMessage",
 ]
 
+#: How long the default ``wait_for_change`` sleeps at most: it cannot know
+#: about changes, so it answers "maybe changed" after a short nap.
+DEFAULT_CHANGE_WAIT = 0.05
+
+
+#: Every family a backend may implement: the core ones and the schedules.
+_ALL_FAMILIES: tuple[type[Family], ...] = (*FAMILIES, ScheduleStore)
+
 
 @attrs.frozen
 class Capabilities:
     """What a backend can do. A missing capability raises ``ConfigurationError`` when used.
+
+    The semantic flags below are declared by the backend; the families
+    (``transactional_put``, ``once``, ``history``, ``transfer``, ``settings``,
+    ``inspect``) are derived from the family mixins its class implements,
+    and read as attributes of the same name.
 
     Attributes:
         per_key_fifo: Strict per-key order (False: order per shard only).
@@ -46,11 +82,9 @@ class Capabilities:
         coalesce: ``coalesce=True`` puts are supported.
         rate_limits: ``RateLimit`` is enforced at claim time.
         tenant_fairness: Claims rotate over tenants.
-        transactional_put: ``put(..., connection=)`` writes in the caller's transaction.
         exact_stats: Stats counts are exact.
-        history: The store keeps a message journal (``Backend.history``,
-            ``pmsq trace``). Optional: it defaults to False, and a backend
-            without it needs no code for it.
+        families: The capability names of the families implemented (set by
+            :class:`Backend` from the class; anything given here is replaced).
     """
 
     per_key_fifo: bool = True
@@ -60,9 +94,48 @@ class Capabilities:
     coalesce: bool = True
     rate_limits: bool = True
     tenant_fairness: bool = True
-    transactional_put: bool = True
     exact_stats: bool = True
-    history: bool = False
+    families: frozenset[str] = frozenset()
+
+    @property
+    def transactional_put(self) -> bool:
+        """``put(..., connection=)`` writes in the caller's transaction (family)."""
+        return "transactional_put" in self.families
+
+    @property
+    def once(self) -> bool:
+        """``broker.once`` records in the app's transaction (family)."""
+        return "once" in self.families
+
+    @property
+    def history(self) -> bool:
+        """The store keeps a message journal (``pmsq trace``) (family)."""
+        return "history" in self.families
+
+    @property
+    def transfer(self) -> bool:
+        """Messages and dedup records can be exported and imported (family)."""
+        return "transfer" in self.families
+
+    @property
+    def settings(self) -> bool:
+        """Settings every process sees can be stored (family)."""
+        return "settings" in self.families
+
+    @property
+    def inspect(self) -> bool:
+        """Waiting messages can be read without claiming (family)."""
+        return "inspect" in self.families
+
+    @classmethod
+    def flags(cls) -> tuple[str, ...]:
+        """The names of the semantic flags (every field but ``families``)."""
+        return tuple(f.name for f in attrs.fields(cls) if f.name != "families")
+
+    @classmethod
+    def family_names(cls) -> tuple[str, ...]:
+        """The capability names of every family a backend may implement."""
+        return tuple(f.capability for f in _ALL_FAMILIES)
 
     def require(self, backend: str, capability: str) -> None:
         """Raise ``ConfigurationError`` unless ``capability`` is supported.
@@ -77,177 +150,48 @@ class Capabilities:
             )
 
 
-@attrs.frozen
-class Envelope:
-    """One message ready to store: payload already encoded, options validated."""
-
-    id: str
-    queue: str
-    data: bytes
-    format: str
-    key: str | None
-    tenant: str | None
-    priority: int
-    available_at: float
-    enqueued_at: float
-    headers: str | None
-    dedup_id: str | None
-    topic: str | None
-    correlation_id: str | None
-    causation_id: str | None
-    coalesce: bool = False
-
-
-@attrs.frozen
-class Receipt:
-    """Proof of a lease: which message, which queue, and the lease token.
-
-    ``handle`` is the backend's own locator (a row id, a delivery tag).
-    """
-
-    queue: str
-    message_id: str
-    token: str
-    handle: Any = None
-    tenant: str | None = None
-
-
-@attrs.frozen
-class Settlement:
-    """One settlement for :meth:`Backend.settle_many`: what becomes of a leased message.
-
-    ``action`` is ``"ack"`` (delete it), ``"retry"`` (deliverable again at
-    ``available_at``, with ``error_type``/``error`` recorded) or ``"dead"``
-    (dead-letter it for ``reason``, with ``error_type`` and the traceback in
-    ``error``).
-    """
-
-    receipt: Receipt
-    action: Literal["ack", "retry", "dead"]
-    duration_ms: float | None = None
-    available_at: float = 0.0
-    reason: str = ""
-    error_type: str | None = None
-    error: str | None = None
-
-
-@attrs.frozen
-class Claimed:
-    """A leased message as stored; the broker turns it into a ``Message`` and a ``Delivery``."""
-
-    receipt: Receipt
-    envelope: Envelope
-    attempt: int
-    lease_expires: float
-    corrupt: bool = False
-
-
-@attrs.frozen
-class HistoryEvent:
-    """One journal event: something that happened to a message, when, and where.
-
-    Attributes:
-        at: Epoch seconds (the clock of the process that recorded it).
-        message_id: The message.
-        queue: Its queue.
-        tenant: Its tenant, or ``None``.
-        key: Its key, or ``None``.
-        correlation_id: The id of the message that started its chain.
-        event: ``put``, ``dedup_hit``, ``coalesced``, ``delivered``, ``acked``,
-            ``retried``, ``lease_expired``, ``dead_lettered``, ``released``,
-            ``redriven`` or ``purged``.
-        attempt: The delivery attempt the event belongs to, if any.
-        worker: The consumer that claimed it (deliveries by a worker), if known.
-        process: ``host:pid`` of the process that recorded the event.
-        detail: Event specifics: ``topic``, ``siblings``, ``causation_id``,
-            ``delay``, ``duration_ms``, ``error_type``, ``error``, ``reason``...
-    """
-
-    at: float
-    message_id: str
-    queue: str
-    tenant: str | None
-    key: str | None
-    correlation_id: str | None
-    event: str
-    attempt: int | None = None
-    worker: str | None = None
-    process: str | None = None
-    detail: dict[str, Any] = attrs.field(factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (``detail`` flattened into it)."""
-        out = attrs.asdict(self)
-        detail = out.pop("detail")
-        return {**out, **detail}
-
-
-@attrs.frozen
-class StoredDeadLetter:
-    """A dead letter as stored."""
-
-    envelope: Envelope
-    attempts: int
-    reason: str
-    error_type: str | None
-    traceback: str | None
-    dead_at: float
-
-
-@attrs.frozen
-class StoredMessage:
-    """A message exactly as stored, for moving it between stores (``pmsq migrate``).
-
-    Attributes:
-        envelope: The message (its id, payload bytes and options).
-        state: ``"pending"`` (ready, delayed or waiting for a retry),
-            ``"in_flight"`` (leased right now) or ``"dead"``.
-        attempts: Deliveries so far (the next delivery is ``attempts + 1``).
-        error_type: The last failure's type (pending) or the dead letter's.
-        error: The last error text, or the dead letter's traceback.
-        dead_reason: Why it was dead-lettered (dead only).
-        dead_at: When it was dead-lettered, epoch seconds (dead only).
-        holds_key: A dead letter that still blocks its key
-            (``on_key_failure="block"``).
-    """
-
-    envelope: Envelope
-    state: Literal["pending", "in_flight", "dead"]
-    attempts: int = 0
-    error_type: str | None = None
-    error: str | None = None
-    dead_reason: str | None = None
-    dead_at: float | None = None
-    holds_key: bool = False
-
-
-@attrs.frozen
-class DedupRecord:
-    """A remembered ``dedup_id``: puts with it return ``message_id`` until ``expires_at``."""
-
-    queue: str
-    tenant: str | None
-    dedup_id: str
-    message_id: str
-    expires_at: float | None
-
-
 class Backend(abc.ABC):
     """A message store. Implementations must be safe to call from several threads.
 
-    Required methods hold every guarantee; optional ones have defaults that
-    are correct but maybe slower or less informative.
+    Subclass it, implement the abstract verbs, declare the semantic flags in
+    ``capabilities`` and list the families you implement among the bases::
+
+        class MyBackend(Backend, History, Settings):
+            capabilities = Capabilities(priorities=False)
+            name = "My store"
+
+    Every time argument (``now``) is the broker's clock in epoch seconds, so
+    a ``ManualClock`` drives leases, delays and dedup windows in tests.
     """
 
-    #: What this backend supports.
-    capabilities: Capabilities = Capabilities()
+    #: What this backend supports (families filled in from the class).
+    capabilities: ClassVar[Capabilities] = Capabilities()
     #: Human-readable name used in errors ("SQLite", "PostgreSQL").
-    name: str = "backend"
+    name: ClassVar[str] = "backend"
+    #: Why a capability is missing, per capability name, for error messages.
+    refusals: ClassVar[dict[str, str]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Derived from the bases, so the report can neither omit nor invent a family.
+        implemented = frozenset(f.capability for f in _ALL_FAMILIES if issubclass(cls, f))
+        cls.capabilities = attrs.evolve(cls.capabilities, families=implemented)
 
     # -- configuration -------------------------------------------------------
     @abc.abstractmethod
     def declare_queue(self, config: QueueConfig) -> None:
-        """Create or update a queue's stored configuration."""
+        """Create or replace a queue's stored configuration (every process sees it)."""
+
+    @abc.abstractmethod
+    def list_queues(self) -> list[QueueConfig]:
+        """Return every declared queue, by name."""
+
+    def queue_config(self, name: str) -> QueueConfig | None:
+        """Return a queue's stored configuration, or ``None`` if undeclared.
+
+        The default searches :meth:`list_queues`; override it with a lookup.
+        """
+        return next((c for c in self.list_queues() if c.name == name), None)
 
     def ensure_queue(self, config: QueueConfig) -> None:
         """Store ``config`` only if the queue is undeclared (a queue's first use).
@@ -261,14 +205,6 @@ class Backend(abc.ABC):
             self.declare_queue(config)
 
     @abc.abstractmethod
-    def queue_config(self, name: str) -> QueueConfig | None:
-        """Return a queue's stored configuration, or ``None`` if undeclared."""
-
-    @abc.abstractmethod
-    def list_queues(self) -> list[QueueConfig]:
-        """Return every declared queue."""
-
-    @abc.abstractmethod
     def bind(self, pattern: str, queue: str) -> None:
         """Persist a topic subscription (idempotent)."""
 
@@ -278,19 +214,18 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def bindings(self) -> list[tuple[str, str]]:
-        """Return all ``(pattern, queue)`` subscriptions."""
+        """Return all ``(pattern, queue)`` subscriptions, sorted."""
 
     # -- the message lifecycle ----------------------------------------------
     @abc.abstractmethod
-    def put_many(
-        self, envelopes: Sequence[Envelope], *, now: float, connection: Any = None
-    ) -> list[str]:
+    def put_many(self, envelopes: Sequence[Envelope], *, now: float) -> list[str]:
         """Store envelopes atomically (all or none) and return their ids.
 
-        A dedup hit returns the first message's id; a coalescing put returns
-        the id of the message whose payload it replaced. With ``connection``
-        the write happens inside the caller's open transaction and is never
-        committed here.
+        A dedup hit returns the first message's id and stores nothing; a
+        coalescing put returns the id of the waiting message whose payload it
+        replaced. Each key's messages are delivered in the order stored.
+        (Writing inside the app's transaction is the ``TransactionalPut``
+        family.)
 
         Raises:
             QueueFull: a queue's ``max_depth`` or ``tenant_quota`` would be exceeded.
@@ -298,23 +233,65 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
-    def claim(self, queue: str, n: int, *, now: float, tenant: str | None = None) -> list[Claimed]:
+    def claim(
+        self,
+        queue: str,
+        n: int,
+        *,
+        now: float,
+        tenant: str | None = None,
+        consumer: str | None = None,
+    ) -> list[Claimed]:
         """Lease up to ``n`` ready messages; never waits for messages to arrive.
 
-        Expired leases are counted as attempts here (dead-lettering messages
-        that ran out of attempts) and due delayed messages become ready.
-        A backend declaring the ``history`` capability also accepts
-        ``consumer=`` (the claiming worker's id, for its journal); pmsq passes
-        it to no other backend.
+        Per key only the oldest unsettled message can be leased, and only
+        while no earlier message of its key is in flight, waiting to be
+        retried or (``on_key_failure="block"``) dead. Expired leases are
+        counted as attempts here (dead-lettering messages that ran out of
+        attempts) and due delayed messages become ready. Each lease gets a
+        fresh token and expires ``lease`` seconds after ``now``.
+
+        Args:
+            queue: The queue to claim from.
+            n: Most messages to lease (``n <= 0``: none).
+            now: The broker's clock.
+            tenant: Claim only this tenant's messages.
+            consumer: The claiming worker's id (a journal records it); a
+                backend without a journal ignores it.
         """
 
     @abc.abstractmethod
+    def settle(self, settlements: Sequence[Settlement], *, now: float) -> list[bool]:
+        """Apply a batch of outcomes to leased messages; per settlement, whether it held.
+
+        ``False`` means that settlement's lease was lost (expired and claimed
+        by someone else, or already settled) and it changed nothing. A lease
+        that expired while nobody else claimed the message still holds. The
+        settlements of one call should commit together (workers settle a
+        round of finished handlers with one call); on an error nothing may be
+        assumed settled, and the caller settles them one by one to find out.
+
+        Raises:
+            StorageError: the store failed; ``OutcomeUnknown`` if it may have committed.
+        """
+
+    @abc.abstractmethod
+    def extend(self, receipt: Receipt, seconds: float, *, now: float) -> float | None:
+        """Set the lease to expire ``seconds`` from now; the new expiry, or ``None`` if lost."""
+
+    # -- conveniences built on settle ------------------------------------------
     def ack(
         self, receipts: Sequence[Receipt], *, now: float, durations_ms: Sequence[float | None]
     ) -> list[bool]:
         """Delete acknowledged messages; ``False`` for a receipt whose lease was lost."""
+        return self.settle(
+            [
+                Settlement(r, "ack", duration_ms=ms)
+                for r, ms in zip(receipts, durations_ms, strict=True)
+            ],
+            now=now,
+        )
 
-    @abc.abstractmethod
     def retry(
         self,
         receipt: Receipt,
@@ -326,8 +303,16 @@ class Backend(abc.ABC):
         duration_ms: float | None,
     ) -> bool:
         """Make a leased message deliverable again at ``available_at``; ``False`` if lease lost."""
+        settlement = Settlement(
+            receipt,
+            "retry",
+            duration_ms=duration_ms,
+            available_at=available_at,
+            error_type=error_type,
+            error=error,
+        )
+        return self.settle([settlement], now=now)[0]
 
-    @abc.abstractmethod
     def dead_letter(
         self,
         receipt: Receipt,
@@ -339,54 +324,20 @@ class Backend(abc.ABC):
         duration_ms: float | None,
     ) -> bool:
         """Dead-letter a leased message (and copy it to the fallback queue); ``False`` if lost."""
+        settlement = Settlement(
+            receipt,
+            "dead",
+            duration_ms=duration_ms,
+            reason=reason,
+            error_type=error_type,
+            error=traceback,
+        )
+        return self.settle([settlement], now=now)[0]
 
-    def settle_many(self, settlements: Sequence[Settlement], *, now: float) -> list[bool]:
-        """Apply several settlements at once; per settlement, ``False`` if its lease was lost.
-
-        Workers settle what their handlers finished together through this
-        call. The default acks in one :meth:`ack` call and retries and
-        dead-letters one by one; a backend that can commit them all in one
-        transaction should override it. On an error nothing may be assumed
-        settled: the caller settles them one by one to find out.
-        """
-        done = [False] * len(settlements)
-        acks = [i for i, s in enumerate(settlements) if s.action == "ack"]
-        if acks:
-            oks = self.ack(
-                [settlements[i].receipt for i in acks],
-                now=now,
-                durations_ms=[settlements[i].duration_ms for i in acks],
-            )
-            for i, ok in zip(acks, oks, strict=True):
-                done[i] = ok
-        for i, s in enumerate(settlements):
-            if s.action == "retry":
-                done[i] = self.retry(
-                    s.receipt,
-                    now=now,
-                    available_at=s.available_at,
-                    error_type=s.error_type,
-                    error=s.error,
-                    duration_ms=s.duration_ms,
-                )
-            elif s.action == "dead":
-                done[i] = self.dead_letter(
-                    s.receipt,
-                    now=now,
-                    reason=s.reason,
-                    error_type=s.error_type,
-                    traceback=s.error,
-                    duration_ms=s.duration_ms,
-                )
-        return done
-
-    @abc.abstractmethod
     def release(self, receipts: Sequence[Receipt], *, now: float) -> None:
         """Hand back leased but unstarted messages without spending an attempt."""
-
-    @abc.abstractmethod
-    def extend(self, receipt: Receipt, seconds: float, *, now: float) -> float | None:
-        """Set the lease to expire ``seconds`` from now; the new expiry, or ``None`` if lost."""
+        if receipts:
+            self.settle([Settlement(r, "release") for r in receipts], now=now)
 
     # -- operators -----------------------------------------------------------
     @abc.abstractmethod
@@ -404,144 +355,46 @@ class Backend(abc.ABC):
     def redrive(
         self, queue: str, ids: Sequence[str] | None, *, now: float, tenant: str | None = None
     ) -> int:
-        """Return dead letters to their queue at attempt 0; how many were redriven."""
+        """Return dead letters (``ids``, or all) to their queue at attempt 0; how many moved.
+
+        A redriven message of a key blocked by it goes back to the head of its key.
+        """
 
     @abc.abstractmethod
     def purge(self, queue: str, ids: Sequence[str] | None, *, tenant: str | None = None) -> int:
-        """Delete dead letters; how many were deleted."""
+        """Delete dead letters (``ids``, or all); how many were deleted."""
 
     @abc.abstractmethod
     def stats(self, queue: str | None = None, *, now: float, tenant: str | None = None) -> Stats:
-        """Return a snapshot of one queue or all."""
+        """Return a snapshot of one queue or all (this process's own outcomes included)."""
+
+    def check(self) -> list[str]:
+        """Run integrity checks; return problems found (empty = healthy; default: none known)."""
+        return []
 
     @abc.abstractmethod
     def close(self) -> None:
         """Release connections. Idempotent."""
 
-    # -- optional -----------------------------------------------------------
-    def set_history(self, retention: float | None) -> None:
-        """Keep journal events for ``retention`` seconds; ``None`` keeps no journal.
+    # -- wake-up hints ---------------------------------------------------------
+    def wait_for_change(self, since: object | None, timeout: float) -> object:
+        """Block up to ``timeout`` seconds until the store may have changed since ``since``.
 
-        Raises:
-            ConfigurationError: a retention was asked of a backend without ``history``.
+        ``since`` is a token this method returned before (``None``: none yet).
+        Returns the current token: equal to ``since`` means nothing was
+        written since, by any process; a different one means something may
+        have been. Idle workers call it (from one thread per broker) instead
+        of polling every queue. The default cannot tell, so it sleeps briefly
+        and always answers "maybe changed".
         """
-        if retention is not None:
-            self.capabilities.require(self.name, "history")
+        time.sleep(max(0.0, min(timeout, DEFAULT_CHANGE_WAIT)))
+        return object()
 
-    def history(
-        self,
-        *,
-        message_id: str | None = None,
-        dedup_id: str | None = None,
-        correlation_id: str | None = None,
-        key: str | None = None,
-        queue: str | None = None,
-        tenant: str | None = None,
-        limit: int = 1000,
-    ) -> list[HistoryEvent]:
-        """Journal events, oldest first: of a message, a dedup id, a chain, or a key.
+    def ready_queues(self, queues: Sequence[str], *, now: float) -> Readiness:
+        """Which of ``queues`` may have something to claim now, cheaply (no locks taken).
 
-        Filters combine; ``dedup_id`` matches the messages put with it.
-        Returns at most the newest ``limit`` events.
-
-        Raises:
-            ConfigurationError: the backend keeps no history (capability ``history``).
+        The answer may name too many queues, never too few; ``next_due``
+        says when the answer may change without a write (a delay ending, a
+        lease expiring). The default names them all.
         """
-        self.capabilities.require(self.name, "history")
-        return []
-
-    def peek(
-        self, queue: str, n: int, *, tenant: str | None = None
-    ) -> list[tuple[Envelope, int, str]]:
-        """Read up to ``n`` waiting messages without claiming: ``(envelope, attempt, state)``."""
-        return []
-
-    def next_due(self, queue: str, *, now: float) -> float | None:
-        """Earliest time something in ``queue`` becomes claimable, if known (a wake-up hint)."""
-        return None
-
-    def change_token(self) -> object:
-        """A cheap value that changes when another process may have written (a wake-up hint)."""
-        return None
-
-    def has_ready(self, queue: str, *, now: float, tenant: str | None = None) -> bool:
-        """Whether ``claim`` would likely return something (a cheap, lock-free probe)."""
-        return True
-
-    def check(self) -> list[str]:
-        """Run integrity checks; return problems found (empty = healthy)."""
-        return []
-
-    def get_meta(self, key: str) -> str | None:
-        """Return a stored setting (alert rules, schema version), or ``None`` if unset.
-
-        Raises:
-            ConfigurationError: the backend cannot store settings.
-        """
-        raise ConfigurationError(f"the {self.name} backend cannot store settings (get_meta)")
-
-    def set_meta(self, key: str, value: str | None) -> None:
-        """Store a setting every process sees; ``None`` removes it.
-
-        Raises:
-            ConfigurationError: the backend cannot store settings, or ``key`` is reserved.
-        """
-        raise ConfigurationError(f"the {self.name} backend cannot store settings (set_meta)")
-
-    # -- moving stores (pmsq migrate) -----------------------------------------
-    def export_messages(
-        self, queue: str, *, after: str | None = None, limit: int = 500
-    ) -> tuple[list[StoredMessage], str | None]:
-        """Read up to ``limit`` stored messages of ``queue`` (pending, in flight, dead).
-
-        Messages come in put order, each key's messages in their delivery
-        order. Reading changes nothing.
-
-        Args:
-            queue: The queue to read.
-            after: The cursor returned by the previous page (``None``: start).
-            limit: Largest page size.
-
-        Returns:
-            The page and the cursor of the next page (``None`` after the last page).
-
-        Raises:
-            ConfigurationError: the backend cannot export messages.
-        """
-        raise ConfigurationError(
-            f"the {self.name} backend cannot export messages (export_messages); "
-            "it cannot be the source of pmsq migrate"
-        )
-
-    def import_messages(self, records: Sequence[StoredMessage], *, now: float) -> int:
-        """Store exported messages as they were, atomically; return how many were new.
-
-        Ids are kept, so importing a record whose id is already stored skips
-        it: importing the same pages again is harmless. Each key's records
-        join the tail of its line in the order given. In-flight records
-        become pending (their lease belonged to the old store). No dedup,
-        quota or fallback logic runs.
-
-        Raises:
-            ConfigurationError: the backend cannot import messages.
-        """
-        raise ConfigurationError(
-            f"the {self.name} backend cannot import messages (import_messages); "
-            "it cannot be the destination of pmsq migrate"
-        )
-
-    def export_dedup(self, queue: str, *, now: float) -> list[DedupRecord]:
-        """Return the dedup ids of ``queue`` still remembered at ``now``.
-
-        Raises:
-            ConfigurationError: the backend cannot export dedup records.
-        """
-        raise ConfigurationError(f"the {self.name} backend cannot export dedup records")
-
-    def import_dedup(self, records: Sequence[DedupRecord]) -> int:
-        """Remember dedup ids (one already remembered is kept); return how many were new.
-
-        Raises:
-            ConfigurationError: the backend cannot import dedup records.
-        """
-        raise ConfigurationError(f"the {self.name} backend cannot import dedup records")
+        return Readiness(frozenset(queues))

@@ -21,7 +21,8 @@ from typing import Any
 
 import attrs
 
-from pmsq.backends.base import Backend, Envelope
+from pmsq.backends.families import Family
+from pmsq.backends.types import Envelope
 from pmsq.errors import ConfigurationError, PmsqError
 
 __all__ = [
@@ -110,8 +111,10 @@ class Firing:
 FireResult = int | PmsqError
 
 
-class ScheduleStore(abc.ABC):
-    """Mixin of a backend that stores schedules (see the module docs)."""
+class ScheduleStore(Family):
+    """The family of a backend that stores schedules (see the module docs)."""
+
+    capability = "schedules"
 
     @abc.abstractmethod
     def save_schedule(self, schedule: StoredSchedule, *, now: float) -> StoredSchedule:
@@ -151,7 +154,7 @@ class ScheduleStore(abc.ABC):
         return min(cursors, default=None)
 
 
-def schedule_store(backend: Backend) -> ScheduleStore:
+def schedule_store(backend: Any) -> ScheduleStore:
     """``backend`` as a :class:`ScheduleStore`.
 
     Raises:

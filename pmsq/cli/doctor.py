@@ -8,6 +8,7 @@ import shutil
 
 import attrs
 
+from pmsq.backends.families import Settings
 from pmsq.cli._common import CommandError, add_url, probe_sqlite, sqlite_path
 from pmsq.errors import PmsqError
 
@@ -167,7 +168,7 @@ def examine(url: str, *, proc: str = "/proc", mounts: str = "/proc/mounts") -> l
         else:
             findings.append(Finding("ok", "integrity check (quick_check) passed"))
         try:
-            version = broker.backend.get_meta("schema_version")
+            version = Settings.of(broker.backend).get_meta("schema_version")
         except PmsqError:
             version = None
         if version is not None:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import attrs
 
 from pmsq.backends.base import Backend
+from pmsq.backends.families import Transfer
 from pmsq.config import QueueConfig
 from pmsq.errors import ConfigurationError
 from pmsq.migrate.sources import Counts, Source
@@ -118,7 +119,7 @@ def copy(
     warnings: list[str] = []
     for cfg in configs:
         for page in source.pages(cfg.name, batch):
-            new = dest.import_messages(page, now=time.time())
+            new = Transfer.of(dest, "import_messages").import_messages(page, now=time.time())
             copied += new
             skipped += len(page) - new
             if on_page is not None:
@@ -126,7 +127,7 @@ def copy(
         try:
             records = source.dedup(cfg.name)
             if records:
-                dedup += dest.import_dedup(records)
+                dedup += Transfer.of(dest, "import_dedup").import_dedup(records)
         except ConfigurationError as exc:
             warnings.append(f"dedup ids of {cfg.name!r} not copied: {exc}")
     return MigrationResult(copied, skipped, dedup, tuple(warnings))

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 
 from pmsq.backends.base import Backend, DedupRecord, StoredMessage
+from pmsq.backends.families import Transfer
 from pmsq.config import QueueConfig
 from pmsq.errors import ConfigurationError
 
@@ -85,14 +86,16 @@ class BackendSource(Source):
     def pages(self, queue: str, batch: int) -> Iterator[list[StoredMessage]]:
         cursor: str | None = None
         while True:
-            page, cursor = self.backend.export_messages(queue, after=cursor, limit=batch)
+            page, cursor = Transfer.of(self.backend, "export_messages").export_messages(
+                queue, after=cursor, limit=batch
+            )
             if page:
                 yield page
             if cursor is None:
                 return
 
     def dedup(self, queue: str) -> list[DedupRecord]:
-        return self.backend.export_dedup(queue, now=time.time())
+        return Transfer.of(self.backend, "export_dedup").export_dedup(queue, now=time.time())
 
     def close(self) -> None:
         self.backend.close()
@@ -104,7 +107,7 @@ def require_export(backend: Backend) -> None:
     Raises:
         ConfigurationError: the backend lacks ``export_messages``.
     """
-    if type(backend).export_messages is Backend.export_messages:
+    if not isinstance(backend, Transfer):
         raise ConfigurationError(
             f"the {backend.name} backend cannot export messages; it cannot be the source "
             "of pmsq migrate"
@@ -117,7 +120,7 @@ def require_import(backend: Backend) -> None:
     Raises:
         ConfigurationError: the backend lacks ``import_messages``.
     """
-    if type(backend).import_messages is Backend.import_messages:
+    if not isinstance(backend, Transfer):
         raise ConfigurationError(
             f"the {backend.name} backend cannot import messages; it cannot be the destination "
             "of pmsq migrate"

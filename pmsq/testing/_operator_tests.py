@@ -13,10 +13,10 @@ import threading
 import time
 from typing import Any
 
-import attrs
 import pytest
 
 from pmsq.backends.base import Capabilities
+from pmsq.backends.families import FAMILIES, History
 from pmsq.broker import Broker
 from pmsq.clock import ManualClock
 from pmsq.config import Backoff, RateLimit
@@ -260,29 +260,37 @@ class OperatorTests(SuiteBase):
         assert stored["implicit"].max_attempts == 5  # the defaults
 
     def test_declared_capabilities_match_the_backend(self, broker: Broker) -> None:
-        caps = broker.backend.capabilities
+        backend = broker.backend
+        caps = backend.capabilities
         assert isinstance(caps, Capabilities)
-        # Optional capabilities (default False, like history) need declaring only when missing
-        # capabilities are listed explicitly.
-        missing = {
-            f.name
-            for f in attrs.fields(Capabilities)
-            if not getattr(caps, f.name)
-            and (f.default is True or f.name in self.missing_capabilities)
-        }
-        assert missing == set(self.missing_capabilities), (
+        told = set(self.missing_capabilities)
+        unknown = told - set(Capabilities.flags()) - set(Capabilities.family_names())
+        assert not unknown, f"missing_capabilities names no capability: {sorted(unknown)}"
+        # Every semantic flag the backend lacks must be listed, and only those.
+        missing = {name for name in Capabilities.flags() if not getattr(caps, name)}
+        assert missing == told & set(Capabilities.flags()), (
             f"the backend declares {sorted(missing)} missing, the suite was told "
-            f"{sorted(self.missing_capabilities)}"
+            f"{sorted(told & set(Capabilities.flags()))}"
         )
+        # Families are optional: one listed as missing must be absent, and the
+        # report must match the class (it is derived from it, so it cannot lie).
+        for family in FAMILIES:
+            assert (family.capability in caps.families) == isinstance(backend, family)
+            if family.capability in told:
+                assert not getattr(caps, family.capability), (
+                    f"{family.capability} is listed as missing but the backend implements it"
+                )
 
     def test_history_is_kept_or_refused_clearly(self, broker: Broker) -> None:
         q = broker.declare_queue("traced")
         mid = q.put("x")
-        if self.lacks(broker, "history", lambda: broker.backend.history(message_id=mid)):
+        if self.lacks(
+            broker, "history", lambda: History.of(broker.backend).history(message_id=mid)
+        ):
             return
         with q.get(timeout=0):
             pass
-        events = broker.backend.history(message_id=mid)
+        events = History.of(broker.backend).history(message_id=mid)
         assert [e.event for e in events] == ["put", "delivered", "acked"]
         assert all(e.queue == "traced" for e in events)
 

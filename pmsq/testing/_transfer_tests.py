@@ -1,9 +1,10 @@
 """Conformance: moving a store (``pmsq migrate``) through ``export_messages`` / ``import_messages``.
 
-The pair is optional. A backend without it must say so with
-``ConfigurationError``; a backend with it must export everything a store
-holds in put order (each key in delivery order), and import an export so
-that exporting again gives the same records, skipping ids it already holds.
+The pair belongs to the optional ``Transfer`` family. A backend without it
+must say so with ``ConfigurationError`` naming the capability; a backend
+with it must export everything a store holds in put order (each key in
+delivery order), and import an export so that exporting again gives the
+same records, skipping ids it already holds.
 The SQLite backend (in memory) is the reference the export is checked
 against, so stores of two backends can exchange messages.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import pytest
 
 from pmsq.backends.base import Backend, StoredMessage
+from pmsq.backends.families import Transfer
 from pmsq.broker import Broker, connect
 from pmsq.clock import ManualClock
 from pmsq.errors import ConfigurationError
@@ -26,7 +28,7 @@ def export_all(backend: Backend, queue: str, limit: int = 3) -> list[StoredMessa
     out: list[StoredMessage] = []
     cursor: str | None = None
     while True:
-        page, cursor = backend.export_messages(queue, after=cursor, limit=limit)
+        page, cursor = Transfer.of(backend).export_messages(queue, after=cursor, limit=limit)
         assert len(page) <= limit
         out.extend(page)
         if cursor is None:
@@ -38,12 +40,12 @@ class TransferTests(SuiteBase):
 
     def _supports_transfer(self, broker: Broker) -> bool:
         backend = broker.backend
-        if type(backend).export_messages is not Backend.export_messages:
+        if isinstance(backend, Transfer):
             return True
-        with pytest.raises(ConfigurationError, match="export"):
-            backend.export_messages("q")
-        with pytest.raises(ConfigurationError, match="import"):
-            backend.import_messages([], now=0.0)
+        with pytest.raises(ConfigurationError, match=r"transfer.*export"):
+            Transfer.of(backend, "export_messages").export_messages("q")
+        with pytest.raises(ConfigurationError, match=r"transfer.*import"):
+            Transfer.of(backend, "import_messages").import_messages([], now=0.0)
         return False
 
     def test_export_import_round_trip(self, broker: Broker, clock: ManualClock) -> None:
@@ -76,7 +78,9 @@ class TransferTests(SuiteBase):
         # The reference store reads the export back identically ...
         with connect("sqlite:///:memory:", clock=clock) as ref:
             ref.backend.declare_queue(broker.backend.queue_config("q"))  # type: ignore[arg-type]
-            assert ref.backend.import_messages(exported, now=clock.time()) == len(exported)
+            assert Transfer.of(ref.backend).import_messages(exported, now=clock.time()) == len(
+                exported
+            )
             assert export_all(ref.backend, "q") == exported
             from_reference = export_all(ref.backend, "q", limit=100)
 
@@ -85,9 +89,9 @@ class TransferTests(SuiteBase):
         other = self.make_broker(clock)
         self._open_brokers.append(other)
         other.declare_queue("q", max_attempts=3, on_key_failure="block")
-        assert other.backend.import_messages(from_reference[:4], now=clock.time()) == 4
-        assert other.backend.import_messages(from_reference, now=clock.time()) == 3
-        assert other.backend.import_messages(from_reference, now=clock.time()) == 0
+        assert Transfer.of(other.backend).import_messages(from_reference[:4], now=clock.time()) == 4
+        assert Transfer.of(other.backend).import_messages(from_reference, now=clock.time()) == 3
+        assert Transfer.of(other.backend).import_messages(from_reference, now=clock.time()) == 0
         assert export_all(other.backend, "q") == exported
         # Delivery resumes where it stood: k1 is blocked by its dead letter.
         got = self.drain_ids(other.queue("q"))

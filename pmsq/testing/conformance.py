@@ -11,8 +11,9 @@ A backend's test module subclasses it and provides one factory::
 Each test gets a fresh store (name it after :attr:`store_id` or put it in
 :attr:`tmp_path`); ``make_broker`` may be called again within a test to
 reopen the same store. Override :meth:`drop_store` to remove a server-side
-store afterwards. A test of a capability the backend declares missing checks
-that using it raises ``ConfigurationError`` naming the capability.
+store afterwards. A test of a capability the backend declares missing (a
+semantic flag) or does not implement (a family of ``pmsq.backends.families``)
+checks that using it raises ``ConfigurationError`` naming the capability.
 
 Schedules (:mod:`pmsq.testing._schedule_tests`) run against backends that mix
 in ``pmsq.backends.schedule_family.ScheduleStore``; for others the suite
@@ -36,6 +37,7 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from pmsq.broker import Broker
 from pmsq.testing._delivery_tests import DeliveryTests
+from pmsq.testing._family_tests import FamilyTests
 from pmsq.testing._operator_tests import OperatorTests
 from pmsq.testing._order_tests import OrderTests
 from pmsq.testing._put_tests import PutTests
@@ -49,7 +51,13 @@ _QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_t
 
 
 class BrokerConformance(
-    DeliveryTests, OrderTests, PutTests, OperatorTests, TransferTests, ScheduleTests
+    DeliveryTests,
+    OrderTests,
+    PutTests,
+    OperatorTests,
+    TransferTests,
+    ScheduleTests,
+    FamilyTests,
 ):
     """Subclass, implement ``make_broker``, and pytest runs the whole conformance suite.
 

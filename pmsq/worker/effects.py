@@ -108,7 +108,7 @@ class Wait:
     """Effect: ``broker.runtime.wakeups.wait_any(queues, since, timeout, wake)`` (blocking)."""
 
     queues: Sequence[str]
-    since: int
+    since: object
     timeout: float
     wake: Callable[[], bool]
 

@@ -52,6 +52,9 @@ if TYPE_CHECKING:
 __all__ = ["PARKED", "Call", "Effect", "Invoke", "Job", "Lifecycle", "Settle", "drive"]
 
 log = logging.getLogger("pmsq.worker")
+#: Busy workers serving more queues than this also claim only where the store
+#: says work may be: one readiness query costs less than a probe per queue.
+_READINESS_ABOVE = 16
 
 # A queue whose every claimed message belonged to tenants at their
 # tenant_concurrency is left alone for a while (doubling up to this) or until
@@ -87,6 +90,7 @@ class Lifecycle:
         self.consumer = f"worker-{secrets.token_hex(3)}"
         self.specs = dict(specs)
         self.queues: tuple[str, ...] = tuple(sorted(specs))
+        self._served = frozenset(self.queues)
         self.concurrency = concurrency
         self.hooks = hooks
         self.heartbeats: Heartbeats[Job] = Heartbeats()
@@ -107,6 +111,12 @@ class Lifecycle:
         # Settlements parked by finished handlers: (generator, effect), for commit_parked.
         self._parked: list[tuple[Generator[Effect, Any, Any], Settle]] = []
         self._parked_lock = threading.Lock()
+        # Idle rounds claim only where the store says work may be (see _ready_queues):
+        # the last answer, the change token it was given under, and when it expires.
+        self._idle = True
+        self._ready: frozenset[str] | None = None
+        self._ready_token: object = None
+        self._ready_until = math.inf
         # Plain attributes, written without the lock: ``request_stop`` runs in
         # signal handlers, which must never wait for a lock.
         self._news = False
@@ -209,13 +219,16 @@ class Lifecycle:
         return self.queues, self.idle_timeout()
 
     # -- claiming ----------------------------------------------------------------
-    def _order(self) -> list[str]:
+    def _order(self, among: frozenset[str] | None = None) -> list[str]:
         # Rotating the first queue each round keeps a busy queue from taking
         # every free slot round after round while another one waits.
+        queues = self.queues if among is None else tuple(sorted(among & self._served))
+        if not queues:
+            return []
         with self._lock:
-            start = self._rotation % len(self.queues)
+            start = self._rotation % len(queues)
             self._rotation += 1
-        return list(self.queues[start:] + self.queues[:start])
+        return list(queues[start:] + queues[:start])
 
     def _claimable(self, queue: str) -> int:
         with self._lock:
@@ -298,6 +311,27 @@ class Lifecycle:
             self._news = True
             self._kick()
 
+    def _ready_queues(self) -> frozenset[str]:
+        """The served queues that may have work: asked of the store only when it may have changed.
+
+        One ``backend.ready_queues`` call for all queues, and none at all while
+        neither the store nor the broker's local puts moved and no delay or
+        lease fell due: an idle worker's cost does not grow with its queues.
+        """
+        broker = self.broker
+        token = broker.runtime.wakeups.changes(self.queues)
+        now = broker.clock.time()
+        if self._ready is not None and token == self._ready_token and now < self._ready_until:
+            return self._ready
+        try:
+            found = broker.backend.ready_queues(self.queues, now=now)
+        except PmsqError:
+            self._ready = None  # the claims will meet the error and back off
+            return frozenset(self.queues)
+        self._ready, self._ready_token = found.queues, token
+        self._ready_until = math.inf if found.next_due is None else found.next_due
+        return self._ready
+
     def _claim(self, queue: str, n: int) -> list[Delivery]:
         return get_many(self.broker.runtime, queue, n, 0, consumer=self.consumer)
 
@@ -310,7 +344,12 @@ class Lifecycle:
         handed back at once (no attempt spent).
         """
         jobs: list[Job] = []
-        for queue in self._order():
+        if self._idle or len(self.queues) > _READINESS_ABOVE:
+            ready: frozenset[str] = yield Call(self._ready_queues)
+            order = self._order(ready)
+        else:
+            order = self._order()
+        for queue in order:
             n = self._claimable(queue)
             if n <= 0:
                 continue
@@ -345,6 +384,7 @@ class Lifecycle:
                     before=functools.partial(self.hooks, "before_process"),
                 )
                 jobs.append(Job(delivery=d, spec=spec, invocation=invocation))
+        self._idle = not jobs
         return jobs
 
     # -- one message ---------------------------------------------------------------

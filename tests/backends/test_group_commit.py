@@ -209,7 +209,7 @@ def test_a_failing_batch_is_settled_one_by_one(
     q.put_many(["a", "b", "c"])
     deliveries = q.get_many(3)
     backend = _backend(broker)
-    original = backend.settle_many
+    original = backend.settle
 
     def refuse_batches(settlements: Any, *, now: float) -> list[bool]:
         if len(settlements) > 1:
@@ -218,7 +218,7 @@ def test_a_failing_batch_is_settled_one_by_one(
             raise pmsq.StorageError("this one failed")
         return original(settlements, now=now)
 
-    monkeypatch.setattr(backend, "settle_many", refuse_batches)
+    monkeypatch.setattr(backend, "settle", refuse_batches)
 
     errors = Lifecycle.settle_many([Settle(d, Ack(), None) for d in deliveries])
 

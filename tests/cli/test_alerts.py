@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import logging
-import types
 from pathlib import Path
 
 import pytest
+from backends._bare import BareSQLite
 
 import pmsq
-from pmsq.alerts import DEFAULT_RULE, Alert, AlertRule, evaluate, load_rules, meta_key
-from pmsq.backends.base import Backend
+from pmsq.alerts import (
+    DEFAULT_RULE,
+    Alert,
+    AlertRule,
+    evaluate,
+    load_rules,
+    meta_key,
+    save_rule,
+)
 from pmsq.stats import QueueStats, Stats
 
 
@@ -107,14 +114,13 @@ def test_meta_round_trip_and_reserved_key(broker: pmsq.Broker) -> None:
         broker.backend.set_meta("schema_version", "99")
 
 
-def test_backends_without_meta_say_so_and_rules_load_empty() -> None:
-    fake = types.SimpleNamespace(name="Carrier-Pigeon")
-    with pytest.raises(pmsq.ConfigurationError, match="Carrier-Pigeon"):
-        Backend.get_meta(fake, "alert:email")  # type: ignore[arg-type]
-    with pytest.raises(pmsq.ConfigurationError, match="Carrier-Pigeon"):
-        Backend.set_meta(fake, "alert:email", "{}")  # type: ignore[arg-type]
-    fake.get_meta = lambda key: Backend.get_meta(fake, key)  # type: ignore[arg-type]
-    assert load_rules(fake, ["email"]) == {}  # type: ignore[arg-type]
+def test_backends_without_meta_say_so_and_rules_load_empty(tmp_path: Path) -> None:
+    bare = BareSQLite(str(tmp_path / "bare.db"), durability="normal")  # no Settings family
+    rule = AlertRule("email", max_depth=3)
+    with pytest.raises(pmsq.ConfigurationError, match="Bare backend does not support settings"):
+        save_rule(bare, rule)
+    assert load_rules(bare, ["email"]) == {}
+    bare.close()
 
 
 def test_an_unreadable_stored_rule_is_skipped_with_a_log_line(

@@ -7,10 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+from backends._bare import BareSQLite
 
 import pmsq
-from pmsq.backends.base import Backend, Capabilities
-from pmsq.backends.sqlite.backend import SQLiteBackend
 from pmsq.cli._common import CommandError
 from pmsq.cli.trace import _find
 
@@ -141,14 +140,8 @@ def test_bad_arguments(cli: Run, traced: tuple[Path, dict[str, str]]) -> None:
     assert "--queue and --tenant go with --key" in err
 
 
-class _NoHistory(SQLiteBackend):
-    capabilities = Capabilities()
-    history = Backend.history  # type: ignore[assignment]
-    set_history = Backend.set_history  # type: ignore[assignment]
-
-
 def test_a_backend_without_history_gets_a_clear_error(tmp_path: Path) -> None:
-    broker = pmsq.Broker(_NoHistory(str(tmp_path / "x.db"), durability="normal", history=None))
+    broker = pmsq.Broker(BareSQLite(str(tmp_path / "x.db"), durability="normal"))
     args = argparse.Namespace(id="x", key=None, correlation=None, limit=10)
     with pytest.raises(CommandError, match="keeps no message history"):
         _find(broker, args)

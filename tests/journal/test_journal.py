@@ -8,10 +8,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from backends._bare import BareSQLite
 
 import pmsq
-from pmsq.backends.base import Backend, Capabilities
-from pmsq.backends.sqlite.backend import SQLiteBackend
+from pmsq.backends import History
 from pmsq.backends.sqlite.schema import SCHEMA_VERSION
 
 
@@ -182,21 +182,13 @@ def test_history_option_is_checked(db_path: Path) -> None:
             pmsq.connect(str(db_path), history=bad)  # type: ignore[arg-type]
 
 
-class _NoHistory(SQLiteBackend):
-    """A backend that, like the plugins, does not keep a journal."""
-
-    capabilities = Capabilities()
-    history = Backend.history  # type: ignore[assignment]
-    set_history = Backend.set_history  # type: ignore[assignment]
-
-
 def test_a_backend_without_history_refuses_clearly(db_path: Path) -> None:
-    backend = _NoHistory(str(db_path), durability="normal", history=None)
+    backend = BareSQLite(str(db_path), durability="normal")  # implements no History
+    assert not backend.capabilities.history
+    with pytest.raises(pmsq.ConfigurationError, match="Bare backend does not support history"):
+        History.of(backend).history(message_id="x")
     with pytest.raises(pmsq.ConfigurationError, match="does not support history"):
-        backend.history(message_id="x")
-    with pytest.raises(pmsq.ConfigurationError, match="does not support history"):
-        backend.set_history(60.0)
-    backend.set_history(None)  # asking for no journal is always fine
+        History.of(backend).set_history(60.0)
     backend.close()
 
 

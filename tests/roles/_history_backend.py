@@ -4,7 +4,7 @@
 the storage boundary, ``delivered`` after each claim (with the lease expiry
 the store granted), ``settle_invoke`` just before each ack, retry, dead
 letter or release, and ``ack_ok`` / ``ack_rejected`` after an ack (all
-settlements, single or batched, pass through ``settle_many``).
+settlements, single or batched, releases included, pass through ``settle``).
 ``HistoryMiddleware`` logs ``process_start`` / ``process_done`` around the
 handler. Both write through one :class:`pmsq.testing.checker.History`
 (fsynced per event, so a SIGKILL loses nothing already logged).
@@ -59,9 +59,9 @@ class LoggingBackend(SQLiteBackend):
             )
         return got
 
-    def settle_many(self, settlements: Sequence[Settlement], *, now: float) -> list[bool]:
-        # Every ack, retry and dead letter goes through here: Delivery.settle
-        # with one settlement, a Worker's dispatcher with a batch.
+    def settle(self, settlements: Sequence[Settlement], *, now: float) -> list[bool]:
+        # Every ack, retry, dead letter and release goes through here:
+        # Delivery.settle with one settlement, a Worker's dispatcher with a batch.
         for s in settlements:
             self.history.log(
                 "settle_invoke",
@@ -69,7 +69,7 @@ class LoggingBackend(SQLiteBackend):
                 attempt=self._attempt(s.receipt),
                 how=s.action,
             )
-        out = super().settle_many(settlements, now=now)
+        out = super().settle(settlements, now=now)
         for s, ok in zip(settlements, out, strict=True):
             r = s.receipt
             if s.action == "ack":
@@ -79,13 +79,6 @@ class LoggingBackend(SQLiteBackend):
             elif s.action == "retry" and not ok:
                 self.history.log("retry_rejected", id=r.message_id, attempt=self._attempt(r))
         return out
-
-    def release(self, receipts: Sequence[Receipt], *, now: float) -> None:
-        for r in receipts:
-            self.history.log(
-                "settle_invoke", id=r.message_id, attempt=self._attempt(r), how="release"
-            )
-        super().release(receipts, now=now)
 
 
 class HistoryMiddleware(pmsq.Middleware):

@@ -23,7 +23,7 @@ import attrs
 import pytest
 
 import pmsq
-from pmsq.backends.base import Backend, Claimed, Envelope, Receipt
+from pmsq.backends.base import Claimed, Envelope, Receipt, Settlement
 from pmsq.backends.sqlite import SQLiteBackend, claims
 from pmsq.backends.sqlite.rows import MESSAGE_COLUMNS
 from pmsq.testing.checker import FinalState, History, check, read_histories
@@ -33,39 +33,26 @@ QUEUE = "q"
 
 
 # -- the mutants ------------------------------------------------------------------------------
-class _BrokenVerbs(SQLiteBackend):
-    """Settles through the verbs its subclass breaks, single or batched.
+class AckRequeues(SQLiteBackend):
+    """The first ack of each message puts it back (ready at once) instead of deleting it.
 
-    The SQLite backend commits a batch of settlements in one transaction
-    without calling ``ack``/``retry``/``dead_letter``; the interface's
-    default ``settle_many`` calls them.
+    Broken in ``settle``, the one verb every settlement (single or batched,
+    and the ``ack`` convenience) goes through.
     """
-
-    settle_many = Backend.settle_many
-
-
-class AckRequeues(_BrokenVerbs):
-    """The first ack of each message puts it back (ready at once) instead of deleting it."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._requeued: set[str] = set()
 
-    def ack(
-        self, receipts: Sequence[Receipt], *, now: float, durations_ms: Sequence[float | None]
-    ) -> list[bool]:
-        out = []
-        for r, ms in zip(receipts, durations_ms, strict=True):
-            if r.message_id in self._requeued:
-                out.extend(super().ack([r], now=now, durations_ms=[ms]))
-                continue
-            self._requeued.add(r.message_id)
-            out.append(
-                self.retry(
-                    r, now=now, available_at=now, error_type=None, error=None, duration_ms=ms
-                )
-            )
-        return out
+    def settle(self, settlements: Sequence[Settlement], *, now: float) -> list[bool]:
+        changed = []
+        for s in settlements:
+            mid = s.receipt.message_id
+            if s.action == "ack" and mid not in self._requeued:
+                self._requeued.add(mid)
+                s = attrs.evolve(s, action="retry", available_at=now)
+            changed.append(s)
+        return super().settle(changed, now=now)
 
 
 class LosesPuts(SQLiteBackend):
@@ -75,11 +62,9 @@ class LosesPuts(SQLiteBackend):
         super().__init__(*args, **kwargs)
         self._count = itertools.count()
 
-    def put_many(
-        self, envelopes: Sequence[Envelope], *, now: float, connection: Any = None
-    ) -> list[str]:
+    def put_many(self, envelopes: Sequence[Envelope], *, now: float) -> list[str]:
         keep = [e for e in envelopes if next(self._count) % 5 != 4]
-        stored = super().put_many(keep, now=now, connection=connection) if keep else []
+        stored = super().put_many(keep, now=now) if keep else []
         by_env = dict(zip((e.id for e in keep), stored, strict=True))
         return [by_env.get(e.id, e.id) for e in envelopes]
 
@@ -87,11 +72,9 @@ class LosesPuts(SQLiteBackend):
 class ForgetsDedup(SQLiteBackend):
     """Drops every ``dedup_id`` before storing: a retried put is stored twice."""
 
-    def put_many(
-        self, envelopes: Sequence[Envelope], *, now: float, connection: Any = None
-    ) -> list[str]:
+    def put_many(self, envelopes: Sequence[Envelope], *, now: float) -> list[str]:
         plain = [attrs.evolve(e, dedup_id=None) for e in envelopes]
-        return super().put_many(plain, now=now, connection=connection)
+        return super().put_many(plain, now=now)
 
 
 class IgnoresTenantScope(SQLiteBackend):
@@ -103,8 +86,8 @@ class IgnoresTenantScope(SQLiteBackend):
         return super().claim(queue, n, now=now, tenant=None, **kw)
 
 
-class AcceptsStaleTokens(_BrokenVerbs):
-    """Settles with whatever lease token the message holds now, not the caller's."""
+class AcceptsStaleTokens(SQLiteBackend):
+    """Acks with whatever lease token the message holds now, not the caller's."""
 
     def _current(self, r: Receipt) -> Receipt:
         with self._reading() as conn:
@@ -113,10 +96,14 @@ class AcceptsStaleTokens(_BrokenVerbs):
             ).fetchone()
         return r if row is None or row[0] is None else attrs.evolve(r, token=row[0])
 
-    def ack(
-        self, receipts: Sequence[Receipt], *, now: float, durations_ms: Sequence[float | None]
-    ) -> list[bool]:
-        return super().ack([self._current(r) for r in receipts], now=now, durations_ms=durations_ms)
+    def settle(self, settlements: Sequence[Settlement], *, now: float) -> list[bool]:
+        return super().settle(
+            [
+                attrs.evolve(s, receipt=self._current(s.receipt)) if s.action == "ack" else s
+                for s in settlements
+            ],
+            now=now,
+        )
 
 
 class ReportsLongerLeases(SQLiteBackend):
@@ -129,26 +116,18 @@ class ReportsLongerLeases(SQLiteBackend):
         return [attrs.evolve(c, lease_expires=c.lease_expires + 5.0) for c in got]
 
 
-class DeadLettersOnFirstFailure(_BrokenVerbs):
+class DeadLettersOnFirstFailure(SQLiteBackend):
     """A retry dead-letters the message at once, with attempts left."""
 
-    def retry(
-        self,
-        receipt: Receipt,
-        *,
-        now: float,
-        available_at: float,
-        error_type: str | None,
-        error: str | None,
-        duration_ms: float | None,
-    ) -> bool:
-        return self.dead_letter(
-            receipt,
+    def settle(self, settlements: Sequence[Settlement], *, now: float) -> list[bool]:
+        return super().settle(
+            [
+                attrs.evolve(s, action="dead", reason="gave up", error=None)
+                if s.action == "retry"
+                else s
+                for s in settlements
+            ],
             now=now,
-            reason="gave up",
-            error_type=error_type,
-            traceback=None,
-            duration_ms=duration_ms,
         )
 
 

@@ -1,7 +1,7 @@
 """Workers commit the outcomes of handlers that finished together in one call.
 
 Handler threads (tasks) park their outcome; the dispatcher (settle task)
-commits everything parked meanwhile with one ``Backend.settle_many``. The
+commits everything parked meanwhile with one ``Backend.settle``. The
 first commit is held back here until every other handler has parked, so the
 second must carry all of them: batching is checked, not hoped for.
 """
@@ -27,12 +27,12 @@ def test_handlers_that_finish_together_are_settled_in_one_call(
         together.wait()  # all n running at once, then all finish
 
     backend = live.backend
-    original = backend.settle_many
+    original = backend.settle
     batches: list[int] = []
     running: list[Running] = []
     started = threading.Event()
 
-    def settle_many(settlements: Any, *, now: float) -> list[bool]:
+    def settle(settlements: Any, *, now: float) -> list[bool]:
         if not batches:
             assert started.wait(30)
             # Hold the first commit until every other finished handler parked.
@@ -44,7 +44,7 @@ def test_handlers_that_finish_together_are_settled_in_one_call(
         batches.append(len(settlements))
         return original(settlements, now=now)
 
-    backend.settle_many = settle_many  # type: ignore[method-assign]
+    backend.settle = settle  # type: ignore[method-assign]
     live.queue("jobs").put_many(list(range(n)))
     running.append(start(live, concurrency=n))
     started.set()

@@ -5,23 +5,32 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pmsq.backends.base import Envelope, StoredDeadLetter
-from pmsq.message import utc_from_epoch
+from pmsq.backends.sqlkit.metrics import TOTAL_SLOT
+from pmsq.backends.sqlkit.rows import (
+    MESSAGE_COLUMNS,
+    dead_letter_from_row,
+    peek_from_row,
+    tenant_in,
+)
+from pmsq.backends.sqlkit.states import DEAD, READY
+from pmsq.backends.sqlkit.stats import (
+    add_message_counts,
+    add_metric_rows,
+    first_recent_slot,
+    snapshot,
+)
+from pmsq.backends.types import Envelope, StoredDeadLetter
 from pmsq.stats import Stats, StatsBuilder
 from pmsq_postgres.lines import join_line, leave_lines
-from pmsq_postgres.metrics import SLOT_SECONDS, TOTAL_SLOT
-from pmsq_postgres.rows import MESSAGE_COLUMNS, envelope_from_row, tenant_in
 from pmsq_postgres.tx import Tx
 
-__all__ = ["dead_letters", "peek", "purge", "redrive", "stats"]
-
-_STATE_NAMES = {0: "ready", 1: "in_flight", 2: "dead", 3: "scheduled"}
+__all__ = ["check", "dead_letters", "peek", "purge", "redrive", "stats"]
 
 
 def _dead_filter(
     queue: str, tenant: str | None, ids: Sequence[str] | None
 ) -> tuple[str, list[Any]]:
-    where = "queue = %s AND state = 2"
+    where = f"queue = %s AND state = {DEAD:d}"
     args: list[Any] = [queue]
     if tenant is not None:
         where += " AND tenant = %s"
@@ -43,17 +52,7 @@ def dead_letters(
     if limit is not None:
         sql += " LIMIT %s"
         args.append(limit)
-    return [
-        StoredDeadLetter(
-            envelope=envelope_from_row(r),
-            attempts=r["attempt"],
-            reason=r["dead_reason"] or "",
-            error_type=r["error_type"],
-            traceback=r["error"],
-            dead_at=r["dead_at"],
-        )
-        for r in tx.dicts(sql, args)
-    ]
+    return [dead_letter_from_row(r) for r in tx.dicts(sql, args)]
 
 
 def redrive(tx: Tx, queue: str, ids: Sequence[str] | None, now: float, tenant: str | None) -> int:
@@ -76,17 +75,18 @@ def redrive(tx: Tx, queue: str, ids: Sequence[str] | None, now: float, tenant: s
             # new sequence number, so it is also ordered as a new put elsewhere.
             kpos, head = join_line(tx, queue, tenant_s, key)
             tx.execute(
-                "UPDATE {s}.messages SET seq = DEFAULT, state = 0, head = %s, line = true, "
-                "kpos = %s, attempt = 0, available_at = %s, dead_reason = NULL, dead_at = NULL, "
-                "error_type = NULL, error = NULL WHERE seq = %s",
+                f"UPDATE {{s}}.messages SET seq = DEFAULT, state = {READY:d}, head = %s, "
+                "line = true, kpos = %s, attempt = 0, available_at = %s, dead_reason = NULL, "
+                "dead_at = NULL, error_type = NULL, error = NULL WHERE seq = %s",
                 (head, kpos, now, seq),
             )
             continue
         # Unkeyed, or still holding its key's line (on_key_failure="block"): it
         # keeps its place, at the head of its key.
         tx.execute(
-            "UPDATE {s}.messages SET state = 0, head = true, attempt = 0, available_at = %s, "
-            "dead_reason = NULL, dead_at = NULL, error_type = NULL, error = NULL WHERE seq = %s",
+            f"UPDATE {{s}}.messages SET state = {READY:d}, head = true, attempt = 0, "
+            "available_at = %s, dead_reason = NULL, dead_at = NULL, error_type = NULL, "
+            "error = NULL WHERE seq = %s",
             (now, seq),
         )
     if rows:
@@ -106,7 +106,7 @@ def purge(tx: Tx, queue: str, ids: Sequence[str] | None, tenant: str | None) -> 
 
 def peek(tx: Tx, queue: str, n: int, tenant: str | None) -> list[tuple[Envelope, int, str]]:
     """Up to ``n`` waiting or in-flight messages, heads first, without claiming them."""
-    where, args = "queue = %s AND state != 2", [queue]
+    where, args = f"queue = %s AND state != {DEAD:d}", [queue]
     if tenant is not None:
         where += " AND tenant = %s"
         args.append(tenant_in(tenant))
@@ -115,13 +115,7 @@ def peek(tx: Tx, queue: str, n: int, tenant: str | None) -> list[tuple[Envelope,
         "ORDER BY head DESC, priority DESC, seq LIMIT %s",
         [*args, n],
     )
-    out = []
-    for r in rows:
-        state = _STATE_NAMES[r["state"]]
-        if r["state"] == 0 and not r["head"]:
-            state = "waiting_for_key"
-        out.append((envelope_from_row(r), r["attempt"], state))
-    return out
+    return [peek_from_row(r) for r in rows]
 
 
 def stats(tx: Tx, queue: str | None, now: float, tenant: str | None) -> Stats:
@@ -141,44 +135,50 @@ def stats(tx: Tx, queue: str | None, now: float, tenant: str | None) -> Stats:
         conds.append("tenant = %s")
         args.append(tenant_in(tenant))
     where = ("WHERE " + " AND ".join(conds)) if conds else ""
-    for q, t, state, head, count, oldest in tx.all(
-        "SELECT queue, tenant, state, head, count(*), min(enqueued_at) FROM {s}.messages "
-        f"{where} GROUP BY queue, tenant, state, head",
-        args,
-    ):
-        d = per.figures(q, t)
-        if state == 0 and head:
-            d["ready"] += count
-        elif state in (0, 3):
-            d["delayed"] += count
-        elif state == 1:
-            d["in_flight"] += count
-        else:
-            d["dead"] += count
-        if state in (0, 3) and (d["oldest"] is None or oldest < d["oldest"]):
-            d["oldest"] = oldest
-    recent = int(now // SLOT_SECONDS) - (60 // SLOT_SECONDS) + 1
-    metric_where = " AND ".join(["(slot = 0 OR slot >= %s)", *conds])
-    for q, t, slot, processed, failed, retried, dead, hist in tx.all(
-        "SELECT queue, tenant, slot, processed, failed, retried, dead_lettered, hist "
-        f"FROM {{s}}.metrics WHERE {metric_where}",
-        [recent, *args],
-    ):
-        d = per.figures(q, t)
-        if slot == TOTAL_SLOT:
-            d["processed"] += processed
-            d["failed"] += failed
-            d["retried"] += retried
-            d["dead_lettered"] += dead
-        else:
-            d["processed_per_minute"] += processed
-            d["failed_per_minute"] += failed
-            d["retried_per_minute"] += retried
-            d["dead_lettered_per_minute"] += dead
-            if hist:
-                per.merge(d, {"hist": list(hist)})
-    result = per.queues(now)
-    bindings = tuple(
-        (p, q) for p, q in tx.all("SELECT pattern, queue FROM {s}.bindings ORDER BY 1, 2")
+    add_message_counts(
+        per,
+        tx.all(
+            "SELECT queue, tenant, state, head, count(*), min(enqueued_at) FROM {s}.messages "
+            f"{where} GROUP BY queue, tenant, state, head",
+            args,
+        ),
     )
-    return Stats(queues=result, bindings=bindings, taken_at=utc_from_epoch(now))
+    metric_where = " AND ".join([f"(slot = {TOTAL_SLOT} OR slot >= %s)", *conds])
+    add_metric_rows(
+        per,
+        tx.all(
+            "SELECT queue, tenant, slot, processed, failed, retried, dead_lettered, hist "
+            f"FROM {{s}}.metrics WHERE {metric_where}",
+            [first_recent_slot(now), *args],
+        ),
+        list,
+    )
+    return snapshot(per, tx.all("SELECT pattern, queue FROM {s}.bindings ORDER BY 1, 2"), now)
+
+
+def check(tx: Tx) -> list[str]:
+    """Problems with the key-line invariants (empty: healthy)."""
+    problems: list[str] = []
+    for q, t, k, live, actual in tx.all(
+        "SELECT k.queue, k.tenant, k.key, k.live, count(m.seq) FROM {s}.keys k "
+        "LEFT JOIN {s}.messages m ON m.queue = k.queue AND m.tenant = k.tenant "
+        "AND m.key = k.key AND m.line GROUP BY 1, 2, 3, 4 HAVING k.live != count(m.seq)"
+    ):
+        problems.append(f"key {k!r} of queue {q!r} tenant {t!r}: live={live}, line has {actual}")
+    for q, t, k, heads, first_is_head in tx.all(
+        "SELECT queue, tenant, key, count(*) FILTER (WHERE head), "
+        "(array_agg(head ORDER BY kpos))[1] FROM {s}.messages WHERE line "
+        "GROUP BY 1, 2, 3 HAVING count(*) FILTER (WHERE head) != 1 "
+        "OR NOT (array_agg(head ORDER BY kpos))[1]"
+    ):
+        problems.append(
+            f"key {k!r} of queue {q!r} tenant {t!r}: {heads} heads, first in line is "
+            f"{'' if first_is_head else 'not '}the head"
+        )
+    orphans = tx.one(
+        "SELECT count(*) FROM {s}.messages m WHERE m.line AND NOT EXISTS (SELECT 1 FROM "
+        "{s}.keys k WHERE k.queue = m.queue AND k.tenant = m.tenant AND k.key = m.key)"
+    )[0]
+    if orphans:
+        problems.append(f"{orphans} messages are in a key line that has no keys row")
+    return problems

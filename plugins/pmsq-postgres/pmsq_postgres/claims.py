@@ -13,30 +13,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from pmsq.backends.base import Claimed, Receipt
+from pmsq.backends.sqlkit.deadletter import LEASE_EXPIRED, expired_reason
+from pmsq.backends.sqlkit.rotation import RateBudget, pick, rotation_order
+from pmsq.backends.sqlkit.rows import MESSAGE_COLUMNS, claimed_from_row, tenant_in
+from pmsq.backends.sqlkit.states import IN_FLIGHT, READY, SCHEDULED
+from pmsq.backends.types import Claimed
 from pmsq.config import QueueConfig, RateLimit
 from pmsq_postgres.puts import ConfigReader
-from pmsq_postgres.rows import MESSAGE_COLUMNS, envelope_from_row, tenant_in, tenant_out
 from pmsq_postgres.settle import bury
 from pmsq_postgres.tx import Tx
 
 __all__ = ["claim", "has_ready", "next_due"]
 
-# How many tenants one claim considers after the rotation cursor. Bounds
-# claim cost when thousands of tenants have work; rotation reaches the rest
-# on later claims.
-_TENANT_WINDOW = 32
 # Rows of housekeeping (expired leases, due messages) one claim does at most.
 _BATCH = 500
 
 _HEADS = (
     f"SELECT {MESSAGE_COLUMNS} FROM {{s}}.messages WHERE queue = %s AND tenant = %s "
-    "AND state = 0 AND head ORDER BY priority DESC, seq LIMIT %s FOR UPDATE SKIP LOCKED"
+    f"AND state = {READY:d} AND head ORDER BY priority DESC, seq LIMIT %s FOR UPDATE SKIP LOCKED"
 )
 _HEADS_OF_TENANTS = (
     f"SELECT m.* FROM unnest(%s::text[]) AS t(tenant) CROSS JOIN LATERAL (SELECT "
     f"{MESSAGE_COLUMNS} FROM {{s}}.messages WHERE queue = %s AND tenant = t.tenant "
-    "AND state = 0 AND head ORDER BY priority DESC, seq LIMIT %s FOR UPDATE SKIP LOCKED) AS m"
+    f"AND state = {READY:d} AND head ORDER BY priority DESC, seq LIMIT %s "
+    "FOR UPDATE SKIP LOCKED) AS m"
 )
 # A new lease token: a random UUID (122 random bits), unique for every lease.
 _NEW_TOKEN = "replace(gen_random_uuid()::text, '-', '')"
@@ -44,8 +44,9 @@ _RETURNED = ", ".join(f"m.{c.strip()}" for c in MESSAGE_COLUMNS.split(","))
 # Pick one tenant's first heads (skipping rows other claims hold) and lease them.
 _LEASE_HEADS = (
     "WITH picked AS (SELECT seq FROM {s}.messages WHERE queue = %(q)s AND tenant = %(t)s "
-    "AND state = 0 AND head ORDER BY priority DESC, seq LIMIT %(n)s FOR UPDATE SKIP LOCKED) "
-    "UPDATE {s}.messages AS m SET state = 1, attempt = m.attempt + 1, "
+    f"AND state = {READY:d} AND head ORDER BY priority DESC, seq LIMIT %(n)s "
+    "FOR UPDATE SKIP LOCKED) "
+    f"UPDATE {{s}}.messages AS m SET state = {IN_FLIGHT:d}, attempt = m.attempt + 1, "
     f"lease_token = {_NEW_TOKEN}, lease_expires = %(exp)s "
     f"FROM picked WHERE m.seq = picked.seq RETURNING {_RETURNED}"
 )
@@ -53,10 +54,10 @@ _LEASE_HEADS = (
 # starting after (or at, with ">=") a tenant.
 _TENANTS_FROM = (
     "WITH RECURSIVE t(tenant) AS ("
-    "(SELECT tenant FROM {s}.messages WHERE queue = %(q)s AND state = 0 AND head "
+    f"(SELECT tenant FROM {{s}}.messages WHERE queue = %(q)s AND state = {READY:d} AND head "
     "AND tenant {op} %(start)s ORDER BY tenant LIMIT 1) "
     "UNION ALL SELECT (SELECT m.tenant FROM {s}.messages m WHERE m.queue = %(q)s "
-    "AND m.state = 0 AND m.head AND m.tenant > t.tenant ORDER BY m.tenant LIMIT 1) "
+    f"AND m.state = {READY:d} AND m.head AND m.tenant > t.tenant ORDER BY m.tenant LIMIT 1) "
     "FROM t WHERE t.tenant IS NOT NULL) "
     "SELECT tenant FROM t WHERE tenant IS NOT NULL LIMIT %(n)s"
 )
@@ -67,16 +68,18 @@ _TENANTS_ALL = _TENANTS_FROM.replace("{op}", ">=")
 # Statement 1 of every claim: make due messages ready, lock expired leases,
 # and read the queue's config and its range of tenants with ready heads.
 _PREPARE = (
-    "WITH due AS (UPDATE {s}.messages SET state = 0 WHERE seq IN ("
-    "SELECT seq FROM {s}.messages WHERE queue = %(q)s AND state = 3 AND available_at <= %(now)s "
+    f"WITH due AS (UPDATE {{s}}.messages SET state = {READY:d} WHERE seq IN ("
+    f"SELECT seq FROM {{s}}.messages WHERE queue = %(q)s AND state = {SCHEDULED:d} "
+    "AND available_at <= %(now)s "
     "ORDER BY available_at LIMIT %(batch)s FOR UPDATE SKIP LOCKED) RETURNING 1), "
-    "expired AS (SELECT seq, attempt, tenant FROM {s}.messages WHERE queue = %(q)s AND state = 1 "
+    "expired AS (SELECT seq, attempt, tenant FROM {s}.messages WHERE queue = %(q)s "
+    f"AND state = {IN_FLIGHT:d} "
     "AND lease_expires <= %(now)s ORDER BY lease_expires LIMIT %(batch)s "
     "FOR UPDATE SKIP LOCKED) "
     "SELECT (SELECT config FROM {s}.queues WHERE name = %(q)s), "
     "(SELECT count(*) FROM due), "
-    "(SELECT min(tenant) FROM {s}.messages WHERE queue = %(q)s AND state = 0 AND head), "
-    "(SELECT max(tenant) FROM {s}.messages WHERE queue = %(q)s AND state = 0 AND head), "
+    f"(SELECT min(tenant) FROM {{s}}.messages WHERE queue = %(q)s AND state = {READY:d} AND head), "
+    f"(SELECT max(tenant) FROM {{s}}.messages WHERE queue = %(q)s AND state = {READY:d} AND head), "
     "ARRAY(SELECT seq FROM expired ORDER BY seq), ARRAY(SELECT attempt FROM expired ORDER BY seq), "
     "ARRAY(SELECT tenant FROM expired ORDER BY seq)"
 )
@@ -104,8 +107,8 @@ def _expire(
                 seq,
                 token=None,
                 now=now,
-                reason=f"lease expired on attempt {attempt} of {cfg.max_attempts}",
-                error_type="pmsq.LeaseExpired",
+                reason=expired_reason(attempt, cfg.max_attempts),
+                error_type=LEASE_EXPIRED,
                 traceback=None,
             )
             tx.count(queue, tenant, dead=1)
@@ -116,64 +119,49 @@ def _expire(
         # The token stays: until someone else claims the message, its late
         # holder may still settle it (a lease is lost only to another holder).
         tx.execute(
-            "UPDATE {s}.messages SET state = 0, lease_expires = NULL, "
-            "error_type = 'pmsq.LeaseExpired', error = 'lease expired on attempt ' || attempt "
+            f"UPDATE {{s}}.messages SET state = {READY:d}, lease_expires = NULL, "
+            # The error text is expired_error(attempt), built in SQL.
+            "error_type = %s, error = 'lease expired on attempt ' || attempt "
             "WHERE seq = ANY(%s)",
-            (back,),
+            (LEASE_EXPIRED, back),
         )
 
 
-class _RateBudget:
-    """Sliding-window log: at most ``limit`` claims in any ``per`` seconds, per scope."""
+def _rate_budget(tx: Tx, queue: str, rate: RateLimit, now: float) -> RateBudget:
+    # Serialise claims of this queue: counting then logging must be atomic.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+        (f"pmsq-rate:{tx.sql.schema}:{queue}",),
+    )
 
-    def __init__(self, tx: Tx, queue: str, rate: RateLimit, now: float) -> None:
-        self.tx, self.queue, self.rate, self.now = tx, queue, rate, now
-        self.left: dict[str, int] = {}
-        self.taken: list[str] = []
-        # Serialise claims of this queue: counting then logging must be atomic.
+    def used(scope: str) -> int:
         tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-            (f"pmsq-rate:{tx.sql.schema}:{queue}",),
+            "DELETE FROM {s}.rate WHERE queue = %s AND scope = %s AND ts <= %s",
+            (queue, scope, now - rate.per),
+        )
+        return int(
+            tx.one("SELECT count(*) FROM {s}.rate WHERE queue = %s AND scope = %s", (queue, scope))[
+                0
+            ]
         )
 
-    def scope_of(self, row: dict[str, Any]) -> str:
-        if self.rate.scope == "tenant":
-            return str(row["tenant"])
-        if self.rate.scope == "key":
-            # Keys are scoped per tenant: property:1 of two tenants are two keys.
-            return f"{row['tenant']}\x1f{row['key'] or ''}"
-        return ""
+    return RateBudget(rate, used)
 
-    def take(self, scope: str) -> bool:
-        if scope not in self.left:
-            self.tx.execute(
-                "DELETE FROM {s}.rate WHERE queue = %s AND scope = %s AND ts <= %s",
-                (self.queue, scope, self.now - self.rate.per),
-            )
-            used = self.tx.one(
-                "SELECT count(*) FROM {s}.rate WHERE queue = %s AND scope = %s",
-                (self.queue, scope),
-            )[0]
-            self.left[scope] = self.rate.limit - int(used)
-        if self.left[scope] <= 0:
-            return False
-        self.left[scope] -= 1
-        self.taken.append(scope)
-        return True
 
-    def log(self) -> None:
-        if self.taken:
-            self.tx.execute(
-                "INSERT INTO {s}.rate (queue, scope, ts) SELECT %s, scope, %s "
-                "FROM unnest(%s::text[]) AS u(scope)",
-                (self.queue, self.now, self.taken),
-            )
+def _log_rate(tx: Tx, queue: str, rate: RateBudget, now: float) -> None:
+    if rate.taken:
+        tx.execute(
+            "INSERT INTO {s}.rate (queue, scope, ts) SELECT %s, scope, %s "
+            "FROM unnest(%s::text[]) AS u(scope)",
+            (queue, now, rate.taken),
+        )
 
 
 def _tenant_range(tx: Tx, queue: str) -> tuple[str | None, str | None]:
     row = tx.one(
-        "SELECT (SELECT min(tenant) FROM {s}.messages WHERE queue = %(q)s AND state = 0 AND head), "
-        "(SELECT max(tenant) FROM {s}.messages WHERE queue = %(q)s AND state = 0 AND head)",
+        f"SELECT (SELECT min(tenant) FROM {{s}}.messages WHERE queue = %(q)s "
+        f"AND state = {READY:d} AND head), (SELECT max(tenant) FROM {{s}}.messages "
+        f"WHERE queue = %(q)s AND state = {READY:d} AND head)",
         {"q": queue},
     )
     return row[0], row[1]
@@ -194,18 +182,12 @@ def _rotation(tx: Tx, queue: str, lo: str | None, hi: str | None) -> tuple[list[
     if cursor is None:
         cursor = tx.one("SELECT rr_tenant FROM {s}.queues WHERE name = %s", (queue,))
     after = cursor[0] if cursor else None
-    found: list[str] = []
-    if after is not None:
-        found = [
-            r[0] for r in tx.all(_TENANTS_AFTER, {"q": queue, "start": after, "n": _TENANT_WINDOW})
-        ]
-    if len(found) < _TENANT_WINDOW:
-        # Wrap around: the tenants from the first up to the cursor.
-        for (t,) in tx.all(_TENANTS_ALL, {"q": queue, "start": "", "n": _TENANT_WINDOW}):
-            if len(found) >= _TENANT_WINDOW or (after is not None and t > after):
-                break
-            found.append(t)
-    return found, owned
+
+    def scan(start: str, inclusive: bool, limit: int, upto: str | None) -> list[str]:
+        sql = _TENANTS_ALL if inclusive else _TENANTS_AFTER
+        return [r[0] for r in tx.all(sql, {"q": queue, "start": start, "n": limit})]
+
+    return rotation_order(after, scan), owned
 
 
 def _select(
@@ -217,7 +199,7 @@ def _select(
     now: float,
     tenants: tuple[str | None, str | None],
 ) -> list[dict[str, Any]]:
-    rate = _RateBudget(tx, queue, cfg.rate_limit, now) if cfg.rate_limit else None
+    rate = _rate_budget(tx, queue, cfg.rate_limit, now) if cfg.rate_limit else None
     # Rate-limited scopes may reject heads, so look a little further ahead.
     fetch = n if rate is None else n * 4
     owned = False
@@ -236,31 +218,11 @@ def _select(
     index = {t: i for i, t in enumerate(order)}
     for row in sorted(rows, key=lambda r: (-r["priority"], r["seq"])):
         fronts[index[row["tenant"]]].append(row)
-    picked: list[dict[str, Any]] = []
-    pos = 0
-    last_tenant: str | None = None
-    while len(picked) < n:
-        # Highest priority first; among equals, the next tenant in rotation.
-        best: int | None = None
-        best_i = -1
-        for step in range(len(order)):
-            i = (pos + step) % len(order)
-            if fronts[i] and (best is None or fronts[i][0]["priority"] > best):
-                best, best_i = fronts[i][0]["priority"], i
-        if best_i < 0:
-            break
-        row = fronts[best_i].pop(0)
-        if rate is not None and not rate.take(rate.scope_of(row)):
-            if rate.rate.scope != "key":
-                fronts[best_i] = []  # the whole tenant (or queue) is out of budget
-            continue
-        picked.append(row)
-        last_tenant = order[best_i]
-        pos = (best_i + 1) % len(order)
+    picked, last = pick(fronts, n, rate)
     if rate is not None:
-        rate.log()
-    if owned and last_tenant is not None:
-        tx.execute("UPDATE {s}.queues SET rr_tenant = %s WHERE name = %s", (last_tenant, queue))
+        _log_rate(tx, queue, rate, now)
+    if owned and last is not None:
+        tx.execute("UPDATE {s}.queues SET rr_tenant = %s WHERE name = %s", (order[last], queue))
     return picked
 
 
@@ -311,24 +273,15 @@ def claim(
         if not picked:
             return []
         rows = tx.dicts(
-            f"UPDATE {{s}}.messages AS m SET state = 1, attempt = m.attempt + 1, "
+            f"UPDATE {{s}}.messages AS m SET state = {IN_FLIGHT:d}, attempt = m.attempt + 1, "
             f"lease_token = {_NEW_TOKEN}, lease_expires = %s FROM unnest(%s::bigint[]) "
             f"WITH ORDINALITY AS u(seq, i) WHERE m.seq = u.seq RETURNING u.i, {_RETURNED}",
             (expires, [r["seq"] for r in picked]),
         )
         rows.sort(key=lambda r: r["i"])
     return [
-        Claimed(
-            receipt=Receipt(
-                queue=queue,
-                message_id=row["id"],
-                token=row["lease_token"],
-                handle=row["seq"],
-                tenant=tenant_out(row["tenant"]),
-            ),
-            envelope=envelope_from_row(row),
-            attempt=row["attempt"],
-            lease_expires=expires,
+        claimed_from_row(
+            row, token=row["lease_token"], attempt=row["attempt"], lease_expires=expires
         )
         for row in rows
     ]
@@ -338,12 +291,12 @@ def has_ready(tx: Tx, queue: str, now: float, tenant: str | None) -> bool:
     """Cheap probe: is anything ready, due, or holding an expired lease?"""
     if tenant is None:
         ready = tx.one(
-            "SELECT 1 FROM {s}.messages WHERE queue = %s AND state = 0 AND head LIMIT 1",
+            f"SELECT 1 FROM {{s}}.messages WHERE queue = %s AND state = {READY:d} AND head LIMIT 1",
             (queue,),
         )
     else:
         ready = tx.one(
-            "SELECT 1 FROM {s}.messages WHERE queue = %s AND tenant = %s AND state = 0 "
+            f"SELECT 1 FROM {{s}}.messages WHERE queue = %s AND tenant = %s AND state = {READY:d} "
             "AND head LIMIT 1",
             (queue, tenant_in(tenant)),
         )
@@ -356,8 +309,10 @@ def has_ready(tx: Tx, queue: str, now: float, tenant: str | None) -> bool:
 def next_due(tx: Tx, queue: str) -> float | None:
     """Earliest delayed message or lease expiry in ``queue``."""
     row = tx.one(
-        "SELECT (SELECT min(available_at) FROM {s}.messages WHERE queue = %(q)s AND state = 3), "
-        "(SELECT min(lease_expires) FROM {s}.messages WHERE queue = %(q)s AND state = 1)",
+        f"SELECT (SELECT min(available_at) FROM {{s}}.messages WHERE queue = %(q)s AND state = "
+        f"{SCHEDULED:d}), "
+        f"(SELECT min(lease_expires) FROM {{s}}.messages WHERE queue = %(q)s AND state = "
+        f"{IN_FLIGHT:d})",
         {"q": queue},
     )
     values = [v for v in row if v is not None]

@@ -1,95 +1,27 @@
-"""Outcome counters and the handler-time histogram, buffered per process.
+"""Writing the buffered outcome counters into ``metrics`` (see ``pmsq.backends.sqlkit.metrics``).
 
 Counts are added after each committed settlement and written at most about
-once a second, in a short transaction of their own, as upserts into
-per-10-second slots (slot 0 holds the totals). A crash loses at most that
-second of statistics, never a message.
+once a second, in a short transaction of their own.
 """
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
-from pmsq.stats import HISTOGRAM_BOUNDS_MS
+from pmsq.backends.sqlkit.metrics import TOTAL_SLOT, Counts, slot_of
 from pmsq_postgres.tx import Tx
 
-__all__ = ["SLOT_SECONDS", "TOTAL_SLOT", "Metrics"]
-
-SLOT_SECONDS = 10
-TOTAL_SLOT = 0
-_BUCKETS = len(HISTOGRAM_BOUNDS_MS) + 1
-
-
-def _bucket(ms: float) -> int:
-    for i, bound in enumerate(HISTOGRAM_BOUNDS_MS):
-        if ms <= bound:
-            return i
-    return len(HISTOGRAM_BOUNDS_MS)
-
-
-class Metrics:
-    """A thread-safe buffer of outcome counts per (queue, tenant)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: dict[tuple[str, str], list[int]] = {}
-        self._hist: dict[tuple[str, str], list[int]] = {}
-
-    def __bool__(self) -> bool:
-        with self._lock:
-            return bool(self._counts)
-
-    def add(
-        self,
-        queue: str,
-        tenant: str,
-        *,
-        processed: int = 0,
-        failed: int = 0,
-        retried: int = 0,
-        dead: int = 0,
-        duration_ms: float | None = None,
-    ) -> None:
-        """Count one outcome."""
-        with self._lock:
-            c = self._counts.setdefault((queue, tenant), [0, 0, 0, 0])
-            c[0] += processed
-            c[1] += failed
-            c[2] += retried
-            c[3] += dead
-            if duration_ms is not None:
-                h = self._hist.setdefault((queue, tenant), [0] * _BUCKETS)
-                h[_bucket(duration_ms)] += 1
-
-    def take(self) -> tuple[dict[tuple[str, str], list[int]], dict[tuple[str, str], list[int]]]:
-        """Remove and return everything buffered."""
-        with self._lock:
-            counts, hist = self._counts, self._hist
-            self._counts, self._hist = {}, {}
-        return counts, hist
-
-    def give_back(
-        self, counts: dict[tuple[str, str], list[int]], hist: dict[tuple[str, str], list[int]]
-    ) -> None:
-        """Re-buffer what a failed flush took, so it is written by the next one."""
-        for (queue, tenant), c in counts.items():
-            self.add(queue, tenant, processed=c[0], failed=c[1], retried=c[2], dead=c[3])
-        with self._lock:
-            for k, h in hist.items():
-                mine = self._hist.setdefault(k, [0] * _BUCKETS)
-                for i, n in enumerate(h):
-                    mine[i] += n
+__all__ = ["write"]
 
 
 def write(
     tx: Tx,
-    counts: dict[tuple[str, str], list[int]],
-    hist: dict[tuple[str, str], list[int]],
+    counts: Counts,
+    hist: Counts,
     now: float,
 ) -> None:
     """Add buffered counts to the current slot and the totals (rows locked in sorted order)."""
-    slot = int(now // SLOT_SECONDS)
+    slot = slot_of(now)
     rows: list[dict[str, Any]] = []
     for queue, tenant in sorted(set(counts) | set(hist)):
         c = counts.get((queue, tenant), [0, 0, 0, 0])

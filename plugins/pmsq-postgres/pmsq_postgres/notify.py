@@ -75,6 +75,19 @@ class Listener:
                 and not self._stop.is_set()
             )
 
+    def wait_past(self, since: int | None, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds for any notification after count ``since``.
+
+        Returns:
+            The count now (equal to ``since``: nothing came).
+        """
+        self.start()
+        with self._cond:
+            self._cond.wait_for(
+                lambda: self._total != since or self._stop.is_set(), timeout=max(0.0, timeout)
+            )
+            return self._total
+
     def start(self) -> None:
         """Start the listener thread if it is not running."""
         with self._cond:
@@ -101,6 +114,11 @@ class Listener:
                 with psycopg.connect(self._conninfo, autocommit=True) as conn:
                     conn.execute(f'LISTEN "{self._channel}"')
                     delay = 0.1
+                    # Notifications sent while (re)connecting are lost: count one,
+                    # so a waiter looks at the store instead of trusting silence.
+                    with self._cond:
+                        self._total += 1
+                        self._cond.notify_all()
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=0.5):
                             self._deliver(note.payload)

@@ -7,12 +7,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from pmsq.backends.base import Envelope
+from pmsq.backends.sqlkit.quotas import check_room
+from pmsq.backends.sqlkit.rows import tenant_in
+from pmsq.backends.sqlkit.states import LIVE, WAITING, waiting_state
+from pmsq.backends.types import Envelope
 from pmsq.config import QueueConfig
-from pmsq.errors import QueueFull
 from pmsq_postgres.lines import JOIN_KEY_CTE
-from pmsq_postgres.rows import tenant_in
-from pmsq_postgres.schema import READY, SCHEDULED
 from pmsq_postgres.tx import Tx
 
 __all__ = ["ConfigReader", "dump_config", "insert_envelopes", "put_many"]
@@ -104,7 +104,7 @@ def _params(env: Envelope, now: float, attempt: int = 0) -> dict[str, Any]:
         "tenant": tenant_in(env.tenant),
         "key": env.key,
         "priority": env.priority,
-        "state": SCHEDULED if env.available_at > now else READY,
+        "state": waiting_state(env.available_at, now),
         "available_at": env.available_at,
         "attempt": attempt,
         "enqueued_at": env.enqueued_at,
@@ -141,13 +141,13 @@ def _count_waiting(tx: Tx, queue: str, tenant: str | None, cap: int) -> int:
     if tenant is None:
         row = tx.one(
             "SELECT count(*) FROM (SELECT 1 FROM {s}.messages WHERE queue = %s "
-            "AND state IN (0, 1, 3) LIMIT %s) AS w",
+            f"AND state IN {LIVE} LIMIT %s) AS w",
             (queue, cap),
         )
     else:
         row = tx.one(
             "SELECT count(*) FROM (SELECT 1 FROM {s}.messages WHERE queue = %s AND tenant = %s "
-            "AND state IN (0, 1, 3) LIMIT %s) AS w",
+            f"AND state IN {LIVE} LIMIT %s) AS w",
             (queue, tenant, cap),
         )
     return int(row[0])
@@ -162,22 +162,7 @@ def _check_quota(tx: Tx, cfg: QueueConfig, env: Envelope) -> None:
         "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
         (f"pmsq-quota:{tx.sql.schema}:{env.queue}",),
     )
-    if cfg.max_depth is not None and _count_waiting(tx, env.queue, None, cfg.max_depth) >= (
-        cfg.max_depth
-    ):
-        raise QueueFull(
-            f"queue {env.queue!r} is full (max_depth={cfg.max_depth}); "
-            "wait for consumers or raise max_depth"
-        )
-    if (
-        cfg.tenant_quota is not None
-        and env.tenant is not None
-        and _count_waiting(tx, env.queue, env.tenant, cfg.tenant_quota) >= cfg.tenant_quota
-    ):
-        raise QueueFull(
-            f"tenant {env.tenant!r} has {cfg.tenant_quota} messages waiting in queue "
-            f"{env.queue!r} (tenant_quota={cfg.tenant_quota})"
-        )
+    check_room(cfg, env, lambda tenant, cap: _count_waiting(tx, env.queue, tenant, cap))
 
 
 def _take_dedup(tx: Tx, cfg: QueueConfig, env: Envelope, now: float) -> str | None:
@@ -224,7 +209,7 @@ def _coalesce(tx: Tx, env: Envelope) -> str | None:
     # Re-checked under the row lock: a consumer may have claimed it meanwhile.
     done = tx.one(
         "UPDATE {s}.messages SET payload = %s, format = %s, headers = %s "
-        "WHERE seq = %s AND state IN (0, 3) AND attempt = 0 RETURNING id",
+        f"WHERE seq = %s AND state IN {WAITING} AND attempt = 0 RETURNING id",
         (env.data, env.format, env.headers, row[0]),
     )
     return None if done is None else str(done[0])

@@ -22,9 +22,9 @@ from pmsq.backends.schedule_family import (
     load_schedule,
     merge_declaration,
 )
+from pmsq.backends.sqlkit.rows import tenant_in
 from pmsq.errors import PmsqError
 from pmsq_postgres import puts
-from pmsq_postgres.rows import tenant_in
 from pmsq_postgres.tx import Tx
 
 __all__ = ["SCHEDULES_DDL", "PostgresSchedules"]

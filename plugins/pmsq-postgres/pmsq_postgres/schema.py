@@ -29,30 +29,30 @@ from typing import Any
 
 import psycopg
 
+from pmsq.backends.sqlkit.states import DEAD, IN_FLIGHT, READY, SCHEDULED, WAITING
 from pmsq_postgres.schedules import SCHEDULES_DDL
 from pmsq_postgres.tx import SqlText
 
 __all__ = ["SCHEMA_VERSION", "SchemaError", "create_or_migrate", "drop_schema"]
 
 SCHEMA_VERSION = 2
-READY, IN_FLIGHT, DEAD, SCHEDULED = 0, 1, 2, 3
 
-_V1 = """
-CREATE TABLE {s}.meta (
+_V1 = f"""
+CREATE TABLE {{s}}.meta (
     k text PRIMARY KEY,
     v text NOT NULL
 );
-CREATE TABLE {s}.queues (
+CREATE TABLE {{s}}.queues (
     name text PRIMARY KEY,
     config text NOT NULL,
     rr_tenant text
 );
-CREATE TABLE {s}.bindings (
+CREATE TABLE {{s}}.bindings (
     pattern text NOT NULL,
     queue text NOT NULL,
     PRIMARY KEY (pattern, queue)
 );
-CREATE TABLE {s}.messages (
+CREATE TABLE {{s}}.messages (
     seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     id text NOT NULL UNIQUE,
     queue text NOT NULL,
@@ -80,14 +80,14 @@ CREATE TABLE {s}.messages (
     dead_reason text,
     dead_at double precision
 ) WITH (autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.05);
-CREATE INDEX ix_ready ON {s}.messages (queue, tenant, priority DESC, seq)
-    WHERE state = 0 AND head;
-CREATE INDEX ix_scheduled ON {s}.messages (queue, available_at) WHERE state = 3;
-CREATE INDEX ix_leases ON {s}.messages (queue, lease_expires) WHERE state = 1;
-CREATE INDEX ix_line ON {s}.messages (queue, tenant, key, kpos) WHERE line;
-CREATE INDEX ix_dead ON {s}.messages (queue, tenant, dead_at) WHERE state = 2;
-CREATE INDEX ix_waiting ON {s}.messages (queue, tenant, enqueued_at) WHERE state IN (0, 3);
-CREATE TABLE {s}.keys (
+CREATE INDEX ix_ready ON {{s}}.messages (queue, tenant, priority DESC, seq)
+    WHERE state = {READY:d} AND head;
+CREATE INDEX ix_scheduled ON {{s}}.messages (queue, available_at) WHERE state = {SCHEDULED:d};
+CREATE INDEX ix_leases ON {{s}}.messages (queue, lease_expires) WHERE state = {IN_FLIGHT:d};
+CREATE INDEX ix_line ON {{s}}.messages (queue, tenant, key, kpos) WHERE line;
+CREATE INDEX ix_dead ON {{s}}.messages (queue, tenant, dead_at) WHERE state = {DEAD:d};
+CREATE INDEX ix_waiting ON {{s}}.messages (queue, tenant, enqueued_at) WHERE state IN {WAITING};
+CREATE TABLE {{s}}.keys (
     queue text NOT NULL,
     tenant text NOT NULL,
     key text NOT NULL,
@@ -95,7 +95,7 @@ CREATE TABLE {s}.keys (
     live integer NOT NULL,
     PRIMARY KEY (queue, tenant, key)
 );
-CREATE TABLE {s}.dedup (
+CREATE TABLE {{s}}.dedup (
     queue text NOT NULL,
     tenant text NOT NULL,
     dedup_id text NOT NULL,
@@ -103,8 +103,8 @@ CREATE TABLE {s}.dedup (
     expires_at double precision,
     PRIMARY KEY (queue, tenant, dedup_id)
 );
-CREATE INDEX ix_dedup_expiry ON {s}.dedup (expires_at) WHERE expires_at IS NOT NULL;
-CREATE TABLE {s}.metrics (
+CREATE INDEX ix_dedup_expiry ON {{s}}.dedup (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE {{s}}.metrics (
     queue text NOT NULL,
     tenant text NOT NULL,
     slot bigint NOT NULL,
@@ -115,13 +115,13 @@ CREATE TABLE {s}.metrics (
     hist bigint[],
     PRIMARY KEY (queue, tenant, slot)
 );
-CREATE TABLE {s}.rate (
+CREATE TABLE {{s}}.rate (
     queue text NOT NULL,
     scope text NOT NULL,
     ts double precision NOT NULL
 );
-CREATE INDEX ix_rate ON {s}.rate (queue, scope, ts);
-CREATE TABLE {s}.once (
+CREATE INDEX ix_rate ON {{s}}.rate (queue, scope, ts);
+CREATE TABLE {{s}}.once (
     consumer text NOT NULL,
     message_id text NOT NULL,
     recorded_at double precision NOT NULL,

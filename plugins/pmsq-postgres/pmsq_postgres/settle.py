@@ -10,19 +10,19 @@ row lock; whoever comes second sees the other's change.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from typing import Any
 
-from pmsq.backends.base import Envelope, Receipt
+from pmsq.backends.sqlkit.deadletter import fallback_copy
+from pmsq.backends.sqlkit.settlements import failure_count
+from pmsq.backends.sqlkit.settlements import settle_batch as kit_settle_batch
+from pmsq.backends.sqlkit.states import DEAD, HELD, IN_FLIGHT, READY, SCHEDULED, waiting_state
+from pmsq.backends.types import Receipt, Settlement
 from pmsq.ids import new_message_id
 from pmsq_postgres.lines import DECREMENT_FROM, leave_lines, promote_heads
 from pmsq_postgres.puts import ConfigReader, insert_envelopes
-from pmsq_postgres.rows import tenant_out
-from pmsq_postgres.schema import READY, SCHEDULED
 from pmsq_postgres.tx import Tx
 
-__all__ = ["ack", "bury", "extend", "release", "retry"]
+__all__ = ["ack", "bury", "extend", "release", "retry", "settle_batch"]
 
 
 def ack(tx: Tx, receipts: Sequence[Receipt], durations_ms: Sequence[float | None]) -> list[bool]:
@@ -35,7 +35,7 @@ def ack(tx: Tx, receipts: Sequence[Receipt], durations_ms: Sequence[float | None
     rows = tx.all(
         "WITH gone AS (DELETE FROM {s}.messages AS m "
         "USING unnest(%s::bigint[], %s::text[]) AS r(seq, token) "
-        "WHERE m.seq = r.seq AND m.lease_token = r.token AND m.state IN (0, 1) "
+        f"WHERE m.seq = r.seq AND m.lease_token = r.token AND m.state IN {HELD} "
         "RETURNING m.seq, m.queue, m.tenant, m.key), "
         "lines AS ("
         + DECREMENT_FROM.replace(
@@ -73,10 +73,10 @@ def retry(
     row = tx.one(
         "UPDATE {s}.messages SET state = %s, available_at = %s, "
         "lease_token = NULL, lease_expires = NULL, error_type = COALESCE(%s, error_type), "
-        "error = COALESCE(%s, error) WHERE seq = %s AND lease_token = %s AND state IN (0, 1) "
+        f"error = COALESCE(%s, error) WHERE seq = %s AND lease_token = %s AND state IN {HELD} "
         "RETURNING queue, tenant",
         (
-            SCHEDULED if available_at > now else READY,
+            waiting_state(available_at, now),
             available_at,
             error_type,
             error,
@@ -86,27 +86,25 @@ def retry(
     )
     if row is None:
         return False
-    tx.count(
-        row[0],
-        row[1],
-        retried=1,
-        failed=int(error_type is not None),
-        duration_ms=duration_ms,
-    )
+    tx.count(row[0], row[1], retried=1, failed=int(error_type is not None), duration_ms=duration_ms)
     tx.notify.add(row[0])
     return True
 
 
-def release(tx: Tx, receipts: Sequence[Receipt], now: float) -> None:
-    """Hand back unstarted messages: undo the attempt their claim counted."""
+def release(tx: Tx, receipts: Sequence[Receipt], now: float) -> list[bool]:
+    """Hand back unstarted messages: undo the attempt their claim counted; False if lost."""
     rows = tx.all(
-        "UPDATE {s}.messages AS m SET state = CASE WHEN m.available_at > %s THEN 3 ELSE 0 END, "
+        "UPDATE {s}.messages AS m SET "
+        f"state = CASE WHEN m.available_at > %s THEN {SCHEDULED:d} ELSE {READY:d} END, "
         "attempt = GREATEST(m.attempt - 1, 0), lease_token = NULL, lease_expires = NULL "
         "FROM unnest(%s::bigint[], %s::text[]) AS r(seq, token) "
-        "WHERE m.seq = r.seq AND m.lease_token = r.token AND m.state = 1 RETURNING m.queue",
+        f"WHERE m.seq = r.seq AND m.lease_token = r.token AND m.state = {IN_FLIGHT:d} "
+        "RETURNING m.queue, m.seq",
         (now, [r.handle for r in receipts], [r.token for r in receipts]),
     )
     tx.notify.update(r[0] for r in rows)
+    released = {r[1] for r in rows}
+    return [r.handle in released for r in receipts]
 
 
 def extend(tx: Tx, receipt: Receipt, expires: float) -> bool:
@@ -115,8 +113,8 @@ def extend(tx: Tx, receipt: Receipt, expires: float) -> bool:
     A lease that expired while nobody else claimed the message is taken again.
     """
     row = tx.one(
-        "UPDATE {s}.messages SET state = 1, lease_expires = %s WHERE seq = %s "
-        "AND lease_token = %s AND state IN (0, 1) RETURNING 1",
+        f"UPDATE {{s}}.messages SET state = {IN_FLIGHT:d}, lease_expires = %s WHERE seq = %s "
+        f"AND lease_token = %s AND state IN {HELD} RETURNING 1",
         (expires, receipt.handle, receipt.token),
     )
     return row is not None
@@ -145,12 +143,12 @@ def bury(
     cfg = configs.get(tx, queue)
     block = cfg.on_key_failure == "block"
     row = tx.one(
-        "UPDATE {s}.messages SET state = 2, line = (%s AND key IS NOT NULL), "
+        f"UPDATE {{s}}.messages SET state = {DEAD:d}, line = (%s AND key IS NOT NULL), "
         "head = (%s AND key IS NOT NULL), lease_token = NULL, lease_expires = NULL, "
         "dead_reason = %s, dead_at = %s, error_type = COALESCE(%s, error_type), "
         "error = COALESCE(%s, error) "
-        "WHERE seq = %s AND CASE WHEN %s::text IS NULL THEN state = 1 "
-        "ELSE state IN (0, 1) AND lease_token = %s END "
+        f"WHERE seq = %s AND CASE WHEN %s::text IS NULL THEN state = {IN_FLIGHT:d} "
+        f"ELSE state IN {HELD} AND lease_token = %s END "
         "RETURNING queue, tenant, key, id, payload, format, headers, priority, "
         "correlation_id, topic",
         (block, block, reason, now, error_type, traceback, seq, token, token),
@@ -162,28 +160,68 @@ def bury(
         leave_lines(tx, [(queue, tenant, key)])
     if cfg.fallback is not None:
         configs.get(tx, cfg.fallback)  # declare the fallback queue if it is new
-        headers: dict[str, Any] = json.loads(headers_text) if headers_text else {}
-        headers["pmsq.dead_letter"] = {"queue": queue, "message_id": mid, "reason": reason}
-        insert_envelopes(
-            tx,
-            [
-                Envelope(
-                    id=new_message_id(now),
-                    queue=cfg.fallback,
-                    data=bytes(payload),
-                    format=fmt,
-                    key=key,
-                    tenant=tenant_out(tenant),
-                    priority=priority,
-                    available_at=now,
-                    enqueued_at=now,
-                    headers=json.dumps(headers, separators=(",", ":")),
-                    dedup_id=None,
-                    topic=topic,
-                    correlation_id=correlation,
-                    causation_id=mid,
-                )
-            ],
-            now,
+        copy = fallback_copy(
+            cfg,
+            id=new_message_id(now),
+            message_id=mid,
+            reason=reason,
+            payload=payload,
+            format=fmt,
+            key=key,
+            tenant=tenant,
+            priority=priority,
+            headers=headers_text,
+            topic=topic,
+            correlation_id=correlation,
+            now=now,
         )
+        insert_envelopes(tx, [copy], now)
     return queue, tenant
+
+
+def settle_batch(
+    tx: Tx, configs: ConfigReader, settlements: Sequence[Settlement], now: float
+) -> list[bool]:
+    """Settle ``settlements`` in the open transaction; whether each one's lease held.
+
+    The acks go in one statement, then retries and dead letters one by one,
+    then the releases in one statement.
+    """
+
+    def one(s: Settlement) -> bool:
+        if s.action == "retry":
+            return retry(
+                tx,
+                s.receipt,
+                now=now,
+                available_at=s.available_at,
+                error_type=s.error_type,
+                error=s.error,
+                duration_ms=s.duration_ms,
+            )
+        return _bury_settlement(tx, configs, s, now)
+
+    return kit_settle_batch(
+        settlements,
+        acks=lambda batch: ack(tx, [s.receipt for s in batch], [s.duration_ms for s in batch]),
+        one=one,
+        releases=lambda batch: release(tx, [s.receipt for s in batch], now),
+    )
+
+
+def _bury_settlement(tx: Tx, configs: ConfigReader, s: Settlement, now: float) -> bool:
+    done = bury(
+        tx,
+        configs,
+        s.receipt.queue,
+        s.receipt.handle,
+        token=s.receipt.token,
+        now=now,
+        reason=s.reason,
+        error_type=s.error_type,
+        traceback=s.error,
+    )
+    if done is None:
+        return False
+    tx.count(done[0], done[1], dead=1, failed=failure_count(s), duration_ms=s.duration_ms)
+    return True

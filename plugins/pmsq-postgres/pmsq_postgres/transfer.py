@@ -20,16 +20,14 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from pmsq.backends.base import DedupRecord, StoredMessage
+from pmsq.backends.sqlkit.rows import MESSAGE_COLUMNS, stored_from_row, tenant_in, tenant_out
+from pmsq.backends.sqlkit.states import DEAD, waiting_state
+from pmsq.backends.types import DedupRecord, StoredMessage
 from pmsq_postgres.lines import JOIN_KEY_CTE
 from pmsq_postgres.puts import ConfigReader
-from pmsq_postgres.rows import MESSAGE_COLUMNS, envelope_from_row, tenant_in, tenant_out
-from pmsq_postgres.schema import DEAD, IN_FLIGHT, READY, SCHEDULED
 from pmsq_postgres.tx import Tx
 
 __all__ = ["export_dedup", "export_messages", "import_dedup", "import_messages"]
-
-_STATES = {READY: "pending", SCHEDULED: "pending", IN_FLIGHT: "in_flight", DEAD: "dead"}
 
 _SELECT = f"SELECT {MESSAGE_COLUMNS} FROM {{s}}.messages "
 
@@ -114,19 +112,7 @@ def export_messages(
         rows.extend((remap[r["seq"]], r) for r in tx.dicts(_SELECT + "WHERE seq = ANY(%s)", (due,)))
         rows.sort(key=lambda pr: pr[0])
         rows = rows[:limit]
-    out = [
-        StoredMessage(
-            envelope=envelope_from_row(r),
-            state=_STATES[r["state"]],  # type: ignore[arg-type]
-            attempts=r["attempt"],
-            error_type=r["error_type"],
-            error=r["error"],
-            dead_reason=r["dead_reason"],
-            dead_at=r["dead_at"],
-            holds_key=bool(r["state"] == DEAD and r["line"] and r["key"] is not None),
-        )
-        for _, r in rows
-    ]
+    out = [stored_from_row(r) for _, r in rows]
     if len(rows) < limit:
         return out, None
     return out, json.dumps({"after": rows[-1][0], "remap": sorted(remap.items())})
@@ -135,7 +121,7 @@ def export_messages(
 def _params(rec: StoredMessage, now: float) -> dict[str, Any]:
     env = rec.envelope
     dead = rec.state == "dead"
-    state = DEAD if dead else SCHEDULED if env.available_at > now else READY
+    state = DEAD if dead else waiting_state(env.available_at, now)
     return {
         "id": env.id,
         "queue": env.queue,

@@ -381,7 +381,7 @@ def test_outbox_notifies_only_when_the_app_commits(connect: Connect, pg_url: str
     consumer, producer = connect(), connect(notify=True)
     be = backend(consumer)
     woke: list[str] = []
-    be.add_wake_listener(woke.append)
+    be._listener.add_callback(woke.append)
     # Wait until the listener is connected: a committed put reaches it.
     poll(lambda: bool(producer.queue("warmup").put({}) and "warmup" in woke))
     with psycopg.connect(pg_url.split("?")[0]) as app:
@@ -486,28 +486,25 @@ def test_once_waits_for_a_concurrent_recorder(broker: pmsq.Broker, pg_url: str) 
 
 
 def test_a_put_from_another_broker_wakes_a_waiting_consumer(connect: Connect) -> None:
-    consumer, producer = connect(), connect(notify=True)
+    consumer, producer = connect(notify=True), connect(notify=True)
     be = backend(consumer)
-    be.change_token()  # starts listening
-    woke: list[str] = []
-    be.add_wake_listener(woke.append)
-    poll(lambda: be._listener._thread is not None)
-    got = threading.Event()
+    be.wait_for_change(None, 0)  # starts listening
+    poll(lambda: be._listener._total >= 1)  # connected (the connection counts as one)
+    since = be.wait_for_change(None, 0)
+    woke: list[object] = []
 
     def wait() -> None:
-        # Loop: the listener may still be connecting when the first put is sent.
-        while not got.is_set():
-            if be.wait_for_change("calendar", 0.5):
-                got.set()
+        # Only a NOTIFY ends this wait early: the WAL position is read after it.
+        woke.append(be.wait_for_change(since, 60.0))
 
     t = threading.Thread(target=wait)
     t.start()
-    try:
-        poll(lambda: producer.queue("calendar").put({"x": 1}) and got.wait(0.2))
-    finally:
-        got.set()
-        t.join(timeout=10)
-    assert "calendar" in woke
+    producer.queue("calendar").put({"x": 1})
+    t.join(timeout=30)
+    assert not t.is_alive(), "the NOTIFY of another broker's put did not end the wait"
+    assert woke
+    assert woke[0] != since
+    assert "calendar" in be.ready_queues(["calendar", "idle"], now=time.time()).queues
 
 
 def test_a_redriven_keyed_dead_letter_is_ordered_as_a_new_put(

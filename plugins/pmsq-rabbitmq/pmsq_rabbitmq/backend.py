@@ -20,8 +20,10 @@ from pmsq.backends.base import (
     Claimed,
     Envelope,
     Receipt,
+    Settlement,
     StoredDeadLetter,
 )
+from pmsq.backends.families import Settings as StoredSettings
 from pmsq.config import QueueConfig
 from pmsq.errors import ConfigurationError
 from pmsq.stats import QueueStats, Stats
@@ -44,7 +46,6 @@ CAPABILITIES = Capabilities(
     coalesce=False,
     rate_limits=False,
     tenant_fairness=False,
-    transactional_put=False,
     exact_stats=False,
 )
 
@@ -59,7 +60,7 @@ def _refuse(what: str, why: str) -> ConfigurationError:
     )
 
 
-class RabbitMQBackend(Backend):
+class RabbitMQBackend(Backend, StoredSettings):
     """A pmsq store on a RabbitMQ server (``amqp://`` or ``amqps://`` URL).
 
     Args:
@@ -77,6 +78,16 @@ class RabbitMQBackend(Backend):
 
     capabilities = CAPABILITIES
     name = _NAME
+    refusals = {
+        "transactional_put": "RabbitMQ has no transaction an app's database can join",
+        "once": "RabbitMQ has no transaction an app's database can join",
+        "history": "RabbitMQ keeps no message journal",
+        "transfer": "AMQP can only read a message by taking it",
+        "inspect": (
+            "AMQP can only read a message by taking it, which counts a delivery on a quorum "
+            "queue; use the RabbitMQ management UI's 'Get messages' to inspect a queue"
+        ),
+    }
 
     def __init__(
         self,
@@ -222,9 +233,7 @@ class RabbitMQBackend(Backend):
         self._meta.update(change)
 
     # -- puts ---------------------------------------------------------------------------
-    def put_many(
-        self, envelopes: Sequence[Envelope], *, now: float, connection: Any = None
-    ) -> list[str]:
+    def put_many(self, envelopes: Sequence[Envelope], *, now: float) -> list[str]:
         """Publish every envelope and wait for all their confirms (one batch).
 
         Not atomic: RabbitMQ has no transaction spanning queues (and none at all
@@ -237,8 +246,6 @@ class RabbitMQBackend(Backend):
             OutcomeUnknown: the connection failed before every confirm arrived.
             BackendUnavailable: the server cannot be reached (nothing was sent).
         """
-        if connection is not None:
-            self.capabilities.require(self.name, "transactional_put")
         items: list[Publish] = []
         for env in envelopes:
             if env.priority:
@@ -263,7 +270,15 @@ class RabbitMQBackend(Backend):
         return [env.id for env in envelopes]
 
     # -- claims and settlement ----------------------------------------------------------
-    def claim(self, queue: str, n: int, *, now: float, tenant: str | None = None) -> list[Claimed]:
+    def claim(
+        self,
+        queue: str,
+        n: int,
+        *,
+        now: float,
+        tenant: str | None = None,
+        consumer: str | None = None,
+    ) -> list[Claimed]:
         if tenant is not None:
             raise _refuse(
                 "claiming for one tenant",
@@ -274,40 +289,40 @@ class RabbitMQBackend(Backend):
             return []
         return self._consumer.claim(queue, n, now)
 
-    def ack(
-        self, receipts: Sequence[Receipt], *, now: float, durations_ms: Sequence[float | None]
-    ) -> list[bool]:
-        return self._consumer.ack(receipts, durations_ms)
+    def settle(self, settlements: Sequence[Settlement], *, now: float) -> list[bool]:
+        """Apply each outcome on its delivery's channel.
 
-    def retry(
-        self,
-        receipt: Receipt,
-        *,
-        now: float,
-        available_at: float,
-        error_type: str | None,
-        error: str | None,
-        duration_ms: float | None,
-    ) -> bool:
-        return self._consumer.retry(receipt, now, available_at, failed=error_type is not None)
-
-    def dead_letter(
-        self,
-        receipt: Receipt,
-        *,
-        now: float,
-        reason: str,
-        error_type: str | None,
-        traceback: str | None,
-        duration_ms: float | None,
-    ) -> bool:
-        info = wire.DeadInfo(
-            reason=reason, error_type=error_type, traceback=traceback, attempts=0, dead_at=now
-        )
-        return self._consumer.dead_letter(receipt, now, info)
-
-    def release(self, receipts: Sequence[Receipt], *, now: float) -> None:
-        self._consumer.release(receipts, now)
+        Not atomic: AMQP has no transaction over acks, republished retries
+        and dead letters, so after an error some of the batch may be settled.
+        """
+        done = [False] * len(settlements)
+        acks = [i for i, s in enumerate(settlements) if s.action == "ack"]
+        if acks:
+            oks = self._consumer.ack(
+                [settlements[i].receipt for i in acks], [settlements[i].duration_ms for i in acks]
+            )
+            for i, ok in zip(acks, oks, strict=True):
+                done[i] = ok
+        releases = [i for i, s in enumerate(settlements) if s.action == "release"]
+        if releases:
+            oks = self._consumer.release([settlements[i].receipt for i in releases], now)
+            for i, ok in zip(releases, oks, strict=True):
+                done[i] = ok
+        for i, s in enumerate(settlements):
+            if s.action == "retry":
+                done[i] = self._consumer.retry(
+                    s.receipt, now, s.available_at, failed=s.error_type is not None
+                )
+            elif s.action == "dead":
+                info = wire.DeadInfo(
+                    reason=s.reason,
+                    error_type=s.error_type,
+                    traceback=s.error,
+                    attempts=0,
+                    dead_at=now,
+                )
+                done[i] = self._consumer.dead_letter(s.receipt, now, info)
+        return done
 
     def extend(self, receipt: Receipt, seconds: float, *, now: float) -> float | None:
         return self._consumer.extend(receipt, seconds, now)
@@ -388,18 +403,6 @@ class RabbitMQBackend(Backend):
                 **figures,
             )
         return Stats(queues=out, bindings=tuple((p, q) for p, q in snap["bindings"]))
-
-    def peek(
-        self, queue: str, n: int, *, tenant: str | None = None
-    ) -> list[tuple[Envelope, int, str]]:
-        raise _refuse(
-            "peek",
-            "AMQP can only read a message by taking it, which counts a delivery on a quorum "
-            "queue; use the RabbitMQ management UI's 'Get messages' to inspect a queue",
-        )
-
-    def next_due(self, queue: str, *, now: float) -> float | None:
-        return None
 
     def check(self) -> list[str]:
         """Report queues recorded in the catalogue whose RabbitMQ objects are missing."""

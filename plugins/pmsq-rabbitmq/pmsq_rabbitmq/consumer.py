@@ -382,11 +382,13 @@ class Consumer:
                 return False
             return self._bury(lease, now, attrs.evolve(info, attempts=lease.attempt))
 
-    def release(self, receipts: Sequence[Receipt], now: float) -> None:
-        """Hand deliveries back without spending an attempt."""
+    def release(self, receipts: Sequence[Receipt], now: float) -> list[bool]:
+        """Hand deliveries back without spending an attempt; ``False`` for a stale receipt."""
         with self._con.lock:
+            results: list[bool] = []
             for r in receipts:
                 lease = self._live(r)
+                results.append(lease is not None)
                 if lease is None:
                     continue
                 assert lease.token is not None
@@ -397,6 +399,7 @@ class Consumer:
                 else:
                     info = self._info(lease.queue)
                     self._move(lease, [self._copy(lease, now, info, spent=lease.attempt - 1)])
+            return results
 
     def extend(self, receipt: Receipt, seconds: float, now: float) -> float | None:
         """Move the lease's end; ``None`` when the lease (or its channel) is gone."""

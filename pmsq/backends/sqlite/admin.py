@@ -7,23 +7,32 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from pmsq.backends.base import Envelope, StoredDeadLetter
 from pmsq.backends.sqlite import counters
-from pmsq.backends.sqlite.journal import Journal
-from pmsq.backends.sqlite.rows import MESSAGE_COLUMNS, envelope_from_row, tenant_in
-from pmsq.backends.sqlite.settle import SLOT_SECONDS, TOTAL_SLOT, promote_next
-from pmsq.message import utc_from_epoch
+from pmsq.backends.sqlite.journal import Event, Journal
+from pmsq.backends.sqlite.lines import promote_next, rejoin_tail
+from pmsq.backends.sqlkit.metrics import TOTAL_SLOT
+from pmsq.backends.sqlkit.rows import (
+    MESSAGE_COLUMNS,
+    dead_letter_from_row,
+    peek_from_row,
+    tenant_in,
+)
+from pmsq.backends.sqlkit.states import DEAD, READY
+from pmsq.backends.sqlkit.stats import (
+    add_metric_rows,
+    first_recent_slot,
+    snapshot,
+)
+from pmsq.backends.types import Envelope, StoredDeadLetter
 from pmsq.stats import Stats, StatsBuilder
 
-__all__ = ["dead_letters", "peek", "purge", "redrive", "stats"]
-
-_STATE_NAMES = {0: "ready", 1: "in_flight", 2: "dead", 3: "scheduled"}
+__all__ = ["check", "dead_letters", "peek", "purge", "redrive", "stats"]
 
 
 def _dead_filter(
     queue: str, tenant: str | None, ids: Sequence[str] | None
 ) -> tuple[str, list[Any]]:
-    where = "queue = ? AND state = 2"
+    where = f"queue = ? AND state = {DEAD:d}"
     args: list[Any] = [queue]
     if tenant is not None:
         where += " AND tenant = ?"
@@ -48,17 +57,7 @@ def dead_letters(
     if limit is not None:
         sql += " LIMIT ?"
         args.append(limit)
-    return [
-        StoredDeadLetter(
-            envelope=envelope_from_row(r),
-            attempts=r["attempt"],
-            reason=r["dead_reason"] or "",
-            error_type=r["error_type"],
-            traceback=r["error"],
-            dead_at=r["dead_at"],
-        )
-        for r in conn.execute(sql, args).fetchall()
-    ]
+    return [dead_letter_from_row(r) for r in conn.execute(sql, args).fetchall()]
 
 
 def redrive(
@@ -84,22 +83,15 @@ def redrive(
         args,
     ).fetchall()
     for seq, tenant_s, key, line, mid, correlation, attempts in rows:
-        journal.add(now, "redriven", mid, queue, tenant_s, key, correlation, attempts=attempts)
+        journal.add(now, Event.REDRIVEN, mid, queue, tenant_s, key, correlation, attempts=attempts)
         new_seq, head = seq, 1
         if key is not None and not line:
-            busy = conn.execute(
-                "SELECT 1 FROM pmsq_messages WHERE queue = ? AND tenant = ? AND key = ? "
-                "AND line = 1 AND key IS NOT NULL LIMIT 1",
-                (queue, tenant_s, key),
-            ).fetchone()
-            head = 0 if busy else 1
-            new_seq = conn.execute(
-                "SELECT COALESCE(MAX(seq), 0) + 1 FROM pmsq_messages"
-            ).fetchone()[0]
+            # It left its line when it died: it rejoins at the tail.
+            new_seq, head = rejoin_tail(conn, queue, tenant_s, key)
         conn.execute(
-            "UPDATE pmsq_messages SET seq = ?, state = 0, head = ?, line = 1, attempt = 0, "
-            "available_at = ?, dead_reason = NULL, dead_at = NULL, error_type = NULL, "
-            "error = NULL WHERE seq = ?",
+            f"UPDATE pmsq_messages SET seq = ?, state = {READY:d}, head = ?, line = 1, "
+            "attempt = 0, available_at = ?, dead_reason = NULL, dead_at = NULL, "
+            "error_type = NULL, error = NULL WHERE seq = ?",
             (new_seq, head, now, seq),
         )
     return len(rows)
@@ -123,7 +115,7 @@ def purge(
         args,
     ).fetchall()
     for tenant_s, key, line, mid, correlation in rows:
-        journal.add(now, "purged", mid, queue, tenant_s, key, correlation)
+        journal.add(now, Event.PURGED, mid, queue, tenant_s, key, correlation)
         if line:
             promote_next(conn, queue, tenant_s, key)
     return len(rows)
@@ -132,7 +124,7 @@ def purge(
 def peek(
     conn: sqlite3.Connection, queue: str, n: int, tenant: str | None
 ) -> list[tuple[Envelope, int, str]]:
-    where, args = "queue = ? AND state != 2", [queue]
+    where, args = f"queue = ? AND state != {DEAD:d}", [queue]
     if tenant is not None:
         where += " AND tenant = ?"
         args.append(tenant_in(tenant))
@@ -141,13 +133,7 @@ def peek(
         "ORDER BY head DESC, priority DESC, seq LIMIT ?",
         [*args, n],
     ).fetchall()
-    out = []
-    for r in rows:
-        state = _STATE_NAMES[r["state"]]
-        if r["state"] == 0 and not r["head"]:
-            state = "waiting_for_key"
-        out.append((envelope_from_row(r), r["attempt"], state))
-    return out
+    return [peek_from_row(r) for r in rows]
 
 
 def stats(conn: sqlite3.Connection, queue: str | None, now: float, tenant: str | None) -> Stats:
@@ -163,7 +149,8 @@ def stats(conn: sqlite3.Connection, queue: str | None, now: float, tenant: str |
     if tenant is not None:
         where += (" AND " if where else "WHERE ") + "tenant = ?"
         args.append(tenant_in(tenant))
-    # Maintained counts and one index seek per (queue, tenant): no backlog scan.
+    # Maintained counts and one index seek per (queue, tenant): no backlog scan
+    # (pmsq.backends.sqlite.counters).
     counts = counters.read(conn, queue, None if tenant is None else tenant_in(tenant))
     oldest = counters.oldest_waiting(conn, (p for p, c in counts.items() if c[0] or c[1]))
     for (q, t), (ready, delayed, in_flight, dead) in counts.items():
@@ -173,28 +160,22 @@ def stats(conn: sqlite3.Connection, queue: str | None, now: float, tenant: str |
         d["in_flight"] += in_flight
         d["dead"] += dead
         d["oldest"] = oldest.get((q, t))
-    recent = int(now // SLOT_SECONDS) - (60 // SLOT_SECONDS) + 1
-    metric_where = "WHERE (slot = 0 OR slot >= ?)" + where.replace("WHERE", " AND", 1)
-    for q, t, slot, processed, failed, retried, dead, hist in conn.execute(
-        "SELECT queue, tenant, slot, processed, failed, retried, dead_lettered, hist "
-        f"FROM pmsq_metrics {metric_where}",
-        [recent, *args],
-    ):
-        d = per.figures(q, t)
-        if slot == TOTAL_SLOT:
-            d["processed"] += processed
-            d["failed"] += failed
-            d["retried"] += retried
-            d["dead_lettered"] += dead
-        else:
-            d["processed_per_minute"] += processed
-            d["failed_per_minute"] += failed
-            d["retried_per_minute"] += retried
-            d["dead_lettered_per_minute"] += dead
-            if hist:
-                per.merge(d, {"hist": json.loads(hist)})
-    result = per.queues(now)
-    bindings = tuple(
-        (p, q) for p, q in conn.execute("SELECT pattern, queue FROM pmsq_bindings ORDER BY 1, 2")
+    metric_where = f"WHERE (slot = {TOTAL_SLOT} OR slot >= ?)" + where.replace("WHERE", " AND", 1)
+    add_metric_rows(
+        per,
+        conn.execute(
+            "SELECT queue, tenant, slot, processed, failed, retried, dead_lettered, hist "
+            f"FROM pmsq_metrics {metric_where}",
+            [first_recent_slot(now), *args],
+        ),
+        json.loads,
     )
-    return Stats(queues=result, bindings=bindings, taken_at=utc_from_epoch(now))
+    return snapshot(
+        per, conn.execute("SELECT pattern, queue FROM pmsq_bindings ORDER BY 1, 2"), now
+    )
+
+
+def check(conn: sqlite3.Connection) -> list[str]:
+    """Problems ``PRAGMA quick_check`` finds in the file (empty: healthy)."""
+    rows = conn.execute("PRAGMA quick_check").fetchall()
+    return [str(r[0]) for r in rows if str(r[0]) != "ok"]

@@ -9,27 +9,37 @@ from __future__ import annotations
 
 import secrets
 import sqlite3
+import time
 import zlib
+from collections.abc import Callable
 from typing import Any
 
-from pmsq.backends.base import Claimed, Receipt
-from pmsq.backends.sqlite.journal import Journal
+from pmsq.backends.sqlite.journal import Event, Journal
 from pmsq.backends.sqlite.puts import ConfigReader
-from pmsq.backends.sqlite.rows import MESSAGE_COLUMNS, envelope_from_row, tenant_in, tenant_out
-from pmsq.backends.sqlite.settle import Metrics, bury
+from pmsq.backends.sqlite.rows import MESSAGE_COLUMNS
+from pmsq.backends.sqlite.settle import bury
+from pmsq.backends.sqlite.store import Store, after_wait
+from pmsq.backends.sqlkit.deadletter import (
+    CORRUPT_PAYLOAD,
+    CORRUPT_REASON,
+    LEASE_EXPIRED,
+    expired_error,
+    expired_reason,
+)
+from pmsq.backends.sqlkit.metrics import Metrics
+from pmsq.backends.sqlkit.rotation import RateBudget, pick, rotation_order
+from pmsq.backends.sqlkit.rows import claimed_from_row, tenant_in
+from pmsq.backends.sqlkit.states import IN_FLIGHT, READY, SCHEDULED
+from pmsq.backends.types import Claimed
 from pmsq.config import QueueConfig, RateLimit
 
-__all__ = ["claim", "has_ready", "next_due"]
-
-# How many tenants one claim considers after the rotation cursor. Bounds
-# claim cost when thousands of tenants have work; rotation reaches the rest
-# on later claims.
-_TENANT_WINDOW = 32
+__all__ = ["Claimer", "claim", "has_ready", "next_due"]
 
 
 def _promote_due(conn: sqlite3.Connection, queue: str, now: float) -> None:
     conn.execute(
-        "UPDATE pmsq_messages SET state = 0 WHERE queue = ? AND state = 3 AND available_at <= ?",
+        f"UPDATE pmsq_messages SET state = {READY:d} WHERE queue = ? AND state = {SCHEDULED:d} AND "
+        "available_at <= ?",
         (queue, now),
     )
 
@@ -48,14 +58,14 @@ def _expire_leases(
     # ever returned (poison messages that crash their worker).
     expired = conn.execute(
         "SELECT seq, attempt, tenant, id, key, correlation_id, lease_expires FROM pmsq_messages "
-        "WHERE queue = ? AND state = 1 AND lease_expires <= ?",
+        f"WHERE queue = ? AND state = {IN_FLIGHT:d} AND lease_expires <= ?",
         (queue, now),
     ).fetchall()
     for seq, attempt, tenant, mid, key, correlation, lease_expires in expired:
         metrics.add(queue, tenant, failed=1)
         journal.add(
             now,
-            "lease_expired",
+            Event.LEASE_EXPIRED,
             mid,
             queue,
             tenant,
@@ -70,8 +80,8 @@ def _expire_leases(
                 configs,
                 seq,
                 now=now,
-                reason=f"lease expired on attempt {attempt} of {cfg.max_attempts}",
-                error_type="pmsq.LeaseExpired",
+                reason=expired_reason(attempt, cfg.max_attempts),
+                error_type=LEASE_EXPIRED,
                 traceback=None,
                 journal=journal,
             )
@@ -80,91 +90,62 @@ def _expire_leases(
             # The token stays: until someone else claims the message, its late
             # holder may still settle it (a lease is lost only to another holder).
             conn.execute(
-                "UPDATE pmsq_messages SET state = 0, lease_expires = NULL, "
-                "error_type = 'pmsq.LeaseExpired', error = ? WHERE seq = ?",
-                (f"lease expired on attempt {attempt}", seq),
+                f"UPDATE pmsq_messages SET state = {READY:d}, lease_expires = NULL, "
+                "error_type = ?, error = ? WHERE seq = ?",
+                (LEASE_EXPIRED, expired_error(attempt), seq),
             )
             metrics.add(queue, tenant, retried=1)
 
 
-def _tenants(conn: sqlite3.Connection, queue: str, after: str | None) -> list[str]:
-    """Tenants with ready heads, in rotation order starting after ``after``.
+def _scan_tenants(
+    conn: sqlite3.Connection, queue: str
+) -> Callable[[str, bool, int, str | None], list[str]]:
+    """Tenants with ready heads from a start, as :func:`rotation_order` scans them.
 
     A loose index scan: one index seek per tenant, whatever the backlog.
     """
-    found: list[str] = []
-    sql = (
-        "SELECT MIN(tenant) FROM pmsq_messages WHERE queue = ? AND tenant > ? "
-        "AND state = 0 AND head = 1"
-    )
-    start = after if after is not None else ""
-    # First the tenants after the cursor, then wrap around from the start.
-    for lower, inclusive in ((start, False), ("", True)):
-        cur: str | None = lower
-        if inclusive:
-            row = conn.execute(
-                "SELECT MIN(tenant) FROM pmsq_messages WHERE queue = ? AND tenant >= ? "
-                "AND state = 0 AND head = 1",
-                (queue, lower),
-            ).fetchone()
-            cur = row[0]
-            if cur is not None and cur not in found:
-                found.append(cur)
-        while cur is not None and len(found) < _TENANT_WINDOW:
-            row = conn.execute(sql, (queue, cur)).fetchone()
-            cur = row[0]
-            if cur is None or cur in found:
+
+    def scan(start: str, inclusive: bool, limit: int, upto: str | None) -> list[str]:
+        found: list[str] = []
+        op = ">=" if inclusive else ">"
+        cur: str | None = start
+        while cur is not None and len(found) < limit:
+            cur = conn.execute(
+                f"SELECT MIN(tenant) FROM pmsq_messages WHERE queue = ? AND tenant {op} ? "
+                f"AND state = {READY:d} AND head = 1",
+                (queue, cur),
+            ).fetchone()[0]
+            if cur is None or (upto is not None and cur > upto):
                 break
             found.append(cur)
-        if len(found) >= _TENANT_WINDOW:
-            break
-    return found
+            op = ">"
+        return found
+
+    return scan
 
 
 def _heads(conn: sqlite3.Connection, queue: str, tenant: str, limit: int) -> list[Any]:
     return conn.execute(
         f"SELECT {MESSAGE_COLUMNS} FROM pmsq_messages INDEXED BY pmsq_ix_ready "
-        "WHERE queue = ? AND tenant = ? AND state = 0 AND head = 1 "
+        f"WHERE queue = ? AND tenant = ? AND state = {READY:d} AND head = 1 "
         "ORDER BY priority DESC, seq LIMIT ?",
         (queue, tenant, limit),
     ).fetchall()
 
 
-class _RateBudget:
-    """Sliding-window log: at most ``limit`` claims in any ``per`` seconds, per scope."""
-
-    def __init__(self, conn: sqlite3.Connection, queue: str, rate: RateLimit, now: float):
-        self.conn, self.queue, self.rate, self.now = conn, queue, rate, now
-        self.left: dict[str, int] = {}
-
-    def scope_of(self, row: Any) -> str:
-        if self.rate.scope == "tenant":
-            return str(row["tenant"])
-        if self.rate.scope == "key":
-            # Keys are scoped per tenant: property:1 of two tenants are two keys.
-            return f"{row['tenant']}\x1f{row['key'] or ''}"
-        return ""
-
-    def take(self, scope: str) -> bool:
-        if scope not in self.left:
-            horizon = self.now - self.rate.per
-            self.conn.execute(
-                "DELETE FROM pmsq_rate WHERE queue = ? AND scope = ? AND ts <= ?",
-                (self.queue, scope, horizon),
-            )
-            used = self.conn.execute(
-                "SELECT COUNT(*) FROM pmsq_rate WHERE queue = ? AND scope = ?",
-                (self.queue, scope),
-            ).fetchone()[0]
-            self.left[scope] = self.rate.limit - int(used)
-        if self.left[scope] <= 0:
-            return False
-        self.left[scope] -= 1
-        self.conn.execute(
-            "INSERT INTO pmsq_rate (queue, scope, ts) VALUES (?, ?, ?)",
-            (self.queue, scope, self.now),
+def _rate_budget(conn: sqlite3.Connection, queue: str, rate: RateLimit, now: float) -> RateBudget:
+    def used(scope: str) -> int:
+        conn.execute(
+            "DELETE FROM pmsq_rate WHERE queue = ? AND scope = ? AND ts <= ?",
+            (queue, scope, now - rate.per),
         )
-        return True
+        return int(
+            conn.execute(
+                "SELECT COUNT(*) FROM pmsq_rate WHERE queue = ? AND scope = ?", (queue, scope)
+            ).fetchone()[0]
+        )
+
+    return RateBudget(rate, used)
 
 
 def _select(
@@ -175,17 +156,16 @@ def _select(
     tenant: str | None,
     now: float,
 ) -> list[Any]:
-    rate = _RateBudget(conn, queue, cfg.rate_limit, now) if cfg.rate_limit else None
+    rate = _rate_budget(conn, queue, cfg.rate_limit, now) if cfg.rate_limit else None
     # Rate-limited scopes may reject heads, so look a little further ahead.
     fetch = n if rate is None else n * 4
     if tenant is not None:
         order = [tenant_in(tenant)]
-        cursor_row = None
     else:
         lo, hi = conn.execute(
-            "SELECT (SELECT MIN(tenant) FROM pmsq_messages WHERE queue = ?1 AND state = 0 "
-            "AND head = 1), (SELECT MAX(tenant) FROM pmsq_messages WHERE queue = ?1 "
-            "AND state = 0 AND head = 1)",
+            f"SELECT (SELECT MIN(tenant) FROM pmsq_messages WHERE queue = ?1 "
+            f"AND state = {READY:d} AND head = 1), (SELECT MAX(tenant) FROM pmsq_messages "
+            f"WHERE queue = ?1 AND state = {READY:d} AND head = 1)",
             (queue,),
         ).fetchone()
         if lo is None:
@@ -196,31 +176,17 @@ def _select(
             cursor_row = conn.execute(
                 "SELECT rr_tenant FROM pmsq_queues WHERE name = ?", (queue,)
             ).fetchone()
-            order = _tenants(conn, queue, cursor_row[0] if cursor_row else None)
-    fronts: list[list[Any]] = [_heads(conn, queue, t, fetch) for t in order]
-    picked: list[Any] = []
-    pos = 0
-    last_tenant: str | None = None
-    while len(picked) < n:
-        # Highest priority first; among equals, the next tenant in rotation.
-        best = None
-        best_i = -1
-        for step in range(len(order)):
-            i = (pos + step) % len(order)
-            if fronts[i] and (best is None or fronts[i][0]["priority"] > best):
-                best, best_i = fronts[i][0]["priority"], i
-        if best_i < 0:
-            break
-        row = fronts[best_i].pop(0)
-        if rate is not None and not rate.take(rate.scope_of(row)):
-            if rate.rate.scope != "key":
-                fronts[best_i] = []  # the whole tenant (or queue) is out of budget
-            continue
-        picked.append(row)
-        last_tenant = order[best_i]
-        pos = (best_i + 1) % len(order)
-    if len(order) > 1 and last_tenant is not None:
-        conn.execute("UPDATE pmsq_queues SET rr_tenant = ? WHERE name = ?", (last_tenant, queue))
+            cursor = cursor_row[0] if cursor_row else None
+            # No cursor yet: start after the no-tenant tenant ''.
+            order = rotation_order(cursor or "", _scan_tenants(conn, queue))
+    picked, last = pick([_heads(conn, queue, t, fetch) for t in order], n, rate)
+    if rate is not None and rate.taken:
+        conn.executemany(
+            "INSERT INTO pmsq_rate (queue, scope, ts) VALUES (?, ?, ?)",
+            [(queue, scope, now) for scope in rate.taken],
+        )
+    if len(order) > 1 and last is not None:
+        conn.execute("UPDATE pmsq_queues SET rr_tenant = ? WHERE name = ?", (order[last], queue))
     return picked
 
 
@@ -263,8 +229,8 @@ def claim(
                 configs,
                 row["seq"],
                 now=now,
-                reason="payload checksum mismatch: the stored bytes are damaged",
-                error_type="pmsq.CorruptPayload",
+                reason=CORRUPT_REASON,
+                error_type=CORRUPT_PAYLOAD,
                 traceback=None,
                 journal=journal,
             )
@@ -278,7 +244,7 @@ def claim(
         leases.append((token, expires, row["seq"]))
         journal.add_row(
             now,
-            "delivered",
+            Event.DELIVERED,
             row["id"],
             queue,
             row["tenant"],
@@ -289,18 +255,7 @@ def claim(
             None,
         )
         out.append(
-            Claimed(
-                receipt=Receipt(
-                    queue=queue,
-                    message_id=row["id"],
-                    token=token,
-                    handle=row["seq"],
-                    tenant=tenant_out(row["tenant"]),
-                ),
-                envelope=envelope_from_row(row),
-                attempt=row["attempt"] + 1,
-                lease_expires=expires,
-            )
+            claimed_from_row(row, token=token, attempt=row["attempt"] + 1, lease_expires=expires)
         )
     _lease(conn, leases)
     return out
@@ -311,8 +266,8 @@ def _lease(conn: sqlite3.Connection, leases: list[tuple[str, float, int]]) -> No
     # heads, so marking them leased can wait until the batch is picked.
     if leases:
         conn.executemany(
-            "UPDATE pmsq_messages SET state = 1, attempt = attempt + 1, lease_token = ?, "
-            "lease_expires = ? WHERE seq = ?",
+            f"UPDATE pmsq_messages SET state = {IN_FLIGHT:d}, attempt = attempt + 1, "
+            "lease_token = ?, lease_expires = ? WHERE seq = ?",
             leases,
         )
 
@@ -321,12 +276,13 @@ def has_ready(conn: sqlite3.Connection, queue: str, now: float, tenant: str | No
     """Lock-free probe: is anything ready, due, or holding an expired lease?"""
     if tenant is None:
         ready = conn.execute(
-            "SELECT 1 FROM pmsq_messages WHERE queue = ? AND state = 0 AND head = 1 LIMIT 1",
+            f"SELECT 1 FROM pmsq_messages WHERE queue = ? AND state = {READY:d} AND head = 1 "
+            "LIMIT 1",
             (queue,),
         ).fetchone()
     else:
         ready = conn.execute(
-            "SELECT 1 FROM pmsq_messages WHERE queue = ? AND tenant = ? AND state = 0 "
+            f"SELECT 1 FROM pmsq_messages WHERE queue = ? AND tenant = ? AND state = {READY:d} "
             "AND head = 1 LIMIT 1",
             (queue, tenant_in(tenant)),
         ).fetchone()
@@ -345,8 +301,60 @@ def next_due(conn: sqlite3.Connection, queue: str, now: float) -> float | None:
 def _due(conn: sqlite3.Connection, queue: str) -> tuple[float | None, float | None]:
     """``(earliest delayed message, earliest lease expiry)`` in ``queue``."""
     row = conn.execute(
-        "SELECT (SELECT MIN(available_at) FROM pmsq_messages WHERE queue = ? AND state = 3), "
-        "(SELECT MIN(lease_expires) FROM pmsq_messages WHERE queue = ? AND state = 1)",
+        "SELECT (SELECT MIN(available_at) FROM pmsq_messages WHERE queue = ? AND state = "
+        f"{SCHEDULED:d}), "
+        f"(SELECT MIN(lease_expires) FROM pmsq_messages WHERE queue = ? AND state = {IN_FLIGHT:d})",
         (queue, queue),
     ).fetchone()
     return row[0], row[1]
+
+
+class Claimer:
+    """Claims for one backend: a lock-free probe first, then one write transaction.
+
+    Idle consumers never take the write lock: a claim first looks, without
+    it, whether anything is ready. A consumer whose last claim of a (queue,
+    tenant) scope came back full is busy there and skips the probe.
+    """
+
+    def __init__(
+        self, store: Store, configs: ConfigReader, metrics: Metrics, journal: Journal
+    ) -> None:
+        self._store = store
+        self._configs = configs
+        self._metrics = metrics
+        self._journal = journal
+        # (queue, tenant) scopes whose last claim came back full.
+        self._busy: set[tuple[str, str | None]] = set()
+
+    def claim(
+        self, queue: str, n: int, *, now: float, tenant: str | None, consumer: str | None
+    ) -> list[Claimed]:
+        """Lease up to ``n`` messages of ``queue`` (see ``Backend.claim``)."""
+        if n <= 0:
+            return []
+        called = time.monotonic()
+        scope = (queue, tenant)
+        if scope not in self._busy:
+            with self._store.reading() as conn:
+                if not has_ready(conn, queue, now, tenant):
+                    return []
+        got = self._store.write(
+            lambda c: claim(
+                c,
+                self._configs,
+                queue,
+                n,
+                now=after_wait(now, called),
+                tenant=tenant,
+                metrics=self._metrics,
+                journal=self._journal,
+                consumer=consumer,
+            ),
+            sync=False,
+        )
+        if len(got) == n:
+            self._busy.add(scope)
+        else:
+            self._busy.discard(scope)
+        return got

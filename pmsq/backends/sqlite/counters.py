@@ -19,6 +19,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 
+from pmsq.backends.sqlkit.states import DEAD, IN_FLIGHT, READY, SCHEDULED, WAITING
+
 __all__ = ["COUNTERS_DDL", "KINDS", "oldest_waiting", "read", "recount"]
 
 #: Column order of a count row.
@@ -28,8 +30,9 @@ KINDS = ("ready", "delayed", "in_flight", "dead")
 def _kind(row: str) -> str:
     # The kind of a message row (NEW or OLD), as a CASE expression.
     return (
-        f"(CASE WHEN {row}.state = 0 AND {row}.head = 1 THEN 0 "
-        f"WHEN {row}.state IN (0, 3) THEN 1 WHEN {row}.state = 1 THEN 2 ELSE 3 END)"
+        f"(CASE WHEN {row}.state = {READY:d} AND {row}.head = 1 THEN 0 "
+        f"WHEN {row}.state IN {WAITING} THEN 1 WHEN {row}.state = {IN_FLIGHT:d} THEN 2 "
+        "ELSE 3 END)"
     )
 
 
@@ -89,10 +92,10 @@ COUNTERS_DDL: tuple[str, ...] = (
     "DELETE FROM pmsq_counts",
     f"""INSERT INTO pmsq_counts (queue, tenant, {", ".join(KINDS)})
     SELECT queue, tenant,
-        SUM(state = 0 AND head = 1),
-        SUM(state = 3 OR (state = 0 AND head = 0)),
-        SUM(state = 1),
-        SUM(state = 2)
+        SUM(state = {READY:d} AND head = 1),
+        SUM(state = {SCHEDULED:d} OR (state = {READY:d} AND head = 0)),
+        SUM(state = {IN_FLIGHT:d}),
+        SUM(state = {DEAD:d})
     FROM pmsq_messages GROUP BY queue, tenant""",
 )
 
@@ -129,7 +132,8 @@ def recount(
         args,
     ):
         c = out.setdefault((q, t), [0, 0, 0, 0])
-        c[0 if state == 0 and head else 1 if state in (0, 3) else 2 if state == 1 else 3] += n
+        kind = 0 if state == READY and head else 1 if state in (READY, SCHEDULED) else 2
+        c[3 if state == DEAD else kind] += n
     return {k: (v[0], v[1], v[2], v[3]) for k, v in out.items()}
 
 
@@ -145,7 +149,7 @@ def oldest_waiting(
     for q, t in pairs:
         row = conn.execute(
             "SELECT MIN(enqueued_at) FROM pmsq_messages "
-            "WHERE queue = ? AND tenant = ? AND state IN (0, 3)",
+            f"WHERE queue = ? AND tenant = ? AND state IN {WAITING}",
             (q, t),
         ).fetchone()
         if row[0] is not None:

@@ -26,16 +26,37 @@ import os
 import socket
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
-from pmsq.backends.base import HistoryEvent
+from pmsq.backends.types import HistoryEvent
 
 # Reused: json.dumps with options builds a new encoder on every call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 
-__all__ = ["JOURNAL_DDL", "Journal", "prune", "query"]
+__all__ = ["JOURNAL_DDL", "Event", "Journal", "history", "prune", "query"]
 
-JOURNAL_DDL = """
+
+class Event:
+    """What happened to a message: the ``event`` column of the journal.
+
+    Plain ``str`` constants, not an enum: the journal row of every ack binds
+    one, and SQLite binds an exact ``str`` without looking for an adapter.
+    """
+
+    PUT: Final = "put"
+    DEDUP_HIT: Final = "dedup_hit"
+    COALESCED: Final = "coalesced"
+    DELIVERED: Final = "delivered"
+    ACKED: Final = "acked"
+    RETRIED: Final = "retried"
+    LEASE_EXPIRED: Final = "lease_expired"
+    DEAD_LETTERED: Final = "dead_lettered"
+    RELEASED: Final = "released"
+    REDRIVEN: Final = "redriven"
+    PURGED: Final = "purged"
+
+
+JOURNAL_DDL = f"""
 CREATE TABLE IF NOT EXISTS pmsq_journal (
     seq INTEGER PRIMARY KEY,
     at REAL NOT NULL,
@@ -52,9 +73,9 @@ CREATE TABLE IF NOT EXISTS pmsq_journal (
 );
 CREATE INDEX IF NOT EXISTS pmsq_ix_journal_message ON pmsq_journal (message_id);
 CREATE INDEX IF NOT EXISTS pmsq_ix_journal_key
-    ON pmsq_journal (key, queue, tenant, at) WHERE event = 'put' AND key IS NOT NULL;
+    ON pmsq_journal (key, queue, tenant, at) WHERE event = '{Event.PUT}' AND key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS pmsq_ix_journal_correlation
-    ON pmsq_journal (correlation_id) WHERE event = 'put' AND correlation_id != message_id;
+    ON pmsq_journal (correlation_id) WHERE event = '{Event.PUT}' AND correlation_id != message_id;
 """
 
 # One housekeeping pass deletes at most this many events: a bounded write
@@ -242,7 +263,7 @@ def resolve_dedup(conn: sqlite3.Connection, dedup_id: str) -> list[str]:
     return [
         str(r[0])
         for r in conn.execute(
-            "SELECT DISTINCT message_id FROM pmsq_journal WHERE event = 'put' "
+            f"SELECT DISTINCT message_id FROM pmsq_journal WHERE event = '{Event.PUT}' "
             "AND json_extract(detail, '$.dedup_id') = ? ORDER BY seq DESC",
             (dedup_id,),
         )
@@ -272,7 +293,7 @@ def query(
         args.append(message_id)
     if correlation_id is not None or key is not None:
         # The literal event = 'put' lets SQLite use the partial indexes.
-        puts, put_args = ["event = 'put'"], []
+        puts, put_args = [f"event = '{Event.PUT}'"], []
         for column, value in (("key", key), ("queue", queue), ("tenant", tenant)):
             if value is not None:
                 puts.append(f"{column} = ?")
@@ -301,3 +322,34 @@ def query(
         sql += " WHERE " + " AND ".join(where)
     sql = f"SELECT * FROM ({sql} ORDER BY seq DESC LIMIT ?) ORDER BY seq"
     return [_event(r) for r in conn.execute(sql, [*args, limit]).fetchall()]
+
+
+def history(
+    conn: sqlite3.Connection,
+    *,
+    message_id: str | None,
+    dedup_id: str | None,
+    correlation_id: str | None,
+    key: str | None,
+    queue: str | None,
+    tenant: str | None,
+    limit: int,
+) -> list[HistoryEvent]:
+    """``Backend.history``: :func:`query` for each message a dedup id ever named."""
+    ids = [message_id] if message_id is not None else [None]
+    if dedup_id is not None:
+        ids = [i for i in resolve_dedup(conn, dedup_id) if message_id in (None, i)]
+    events: list[HistoryEvent] = []
+    for mid in ids:
+        events.extend(
+            query(
+                conn,
+                message_id=mid,
+                correlation_id=correlation_id,
+                key=key,
+                queue=queue,
+                tenant=None if tenant is None else tenant or "",
+                limit=limit,
+            )
+        )
+    return events

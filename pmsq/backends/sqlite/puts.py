@@ -6,16 +6,18 @@ import json
 import sqlite3
 import threading
 import zlib
+from collections.abc import Sequence
 from typing import Any
 
-from pmsq.backends.base import Envelope
-from pmsq.backends.sqlite.journal import Journal
-from pmsq.backends.sqlite.rows import tenant_in
-from pmsq.backends.sqlite.schema import READY, SCHEDULED
+from pmsq.backends.sqlite.journal import Event, Journal
+from pmsq.backends.sqlite.lines import head_if_first, tail_of
+from pmsq.backends.sqlkit.quotas import check_room
+from pmsq.backends.sqlkit.rows import tenant_in
+from pmsq.backends.sqlkit.states import IN_FLIGHT, READY, SCHEDULED, WAITING, waiting_state
+from pmsq.backends.types import Envelope
 from pmsq.config import QueueConfig
-from pmsq.errors import QueueFull
 
-__all__ = ["ConfigReader", "insert_envelope", "put_one"]
+__all__ = ["ConfigReader", "insert_envelope", "put_batch", "put_one"]
 
 
 class ConfigReader:
@@ -85,23 +87,23 @@ def _count_waiting(conn: sqlite3.Connection, queue: str, tenant: str | None, cap
     if tenant is None:
         waiting = conn.execute(
             "SELECT COUNT(*) FROM (SELECT 1 FROM pmsq_messages "
-            "WHERE queue = ? AND state IN (0, 3) LIMIT ?)",
+            f"WHERE queue = ? AND state IN {WAITING} LIMIT ?)",
             (queue, cap),
         ).fetchone()[0]
         flying = conn.execute(
             "SELECT COUNT(*) FROM (SELECT 1 FROM pmsq_messages "
-            "WHERE queue = ? AND state = 1 LIMIT ?)",
+            f"WHERE queue = ? AND state = {IN_FLIGHT:d} LIMIT ?)",
             (queue, cap),
         ).fetchone()[0]
     else:
         waiting = conn.execute(
             "SELECT COUNT(*) FROM (SELECT 1 FROM pmsq_messages "
-            "WHERE queue = ? AND tenant = ? AND state IN (0, 3) LIMIT ?)",
+            f"WHERE queue = ? AND tenant = ? AND state IN {WAITING} LIMIT ?)",
             (queue, tenant, cap),
         ).fetchone()[0]
         flying = conn.execute(
             "SELECT COUNT(*) FROM (SELECT 1 FROM pmsq_messages "
-            "WHERE queue = ? AND state = 1 AND tenant = ? LIMIT ?)",
+            f"WHERE queue = ? AND state = {IN_FLIGHT:d} AND tenant = ? LIMIT ?)",
             (queue, tenant, cap),
         ).fetchone()[0]
     return int(waiting) + int(flying)
@@ -112,15 +114,8 @@ def insert_envelope(
 ) -> None:
     """Insert ``env`` at the tail of its key's line (head if the line is empty)."""
     tenant = tenant_in(env.tenant)
-    head = 1
-    if env.key is not None:
-        busy = conn.execute(
-            "SELECT 1 FROM pmsq_messages WHERE queue = ? AND tenant = ? AND key = ? "
-            "AND line = 1 AND key IS NOT NULL LIMIT 1",
-            (env.queue, tenant, env.key),
-        ).fetchone()
-        head = 0 if busy else 1
-    state = SCHEDULED if env.available_at > now else READY
+    head = head_if_first(conn, env.queue, tenant, env.key)
+    state = waiting_state(env.available_at, now)
     conn.execute(
         "INSERT INTO pmsq_messages (id, queue, tenant, key, priority, state, head, line, "
         "available_at, attempt, enqueued_at, format, payload, crc, headers, dedup_id, topic, "
@@ -177,16 +172,18 @@ def put_one(
             if journal is not None:
                 # The original's chain is not known here; the event stays out of chains.
                 _record(
-                    journal, "dedup_hit", str(row[0]), env, tenant, None, now, dedup_id=env.dedup_id
+                    journal,
+                    Event.DEDUP_HIT,
+                    str(row[0]),
+                    env,
+                    tenant,
+                    None,
+                    now,
+                    dedup_id=env.dedup_id,
                 )
             return str(row[0])
     if env.coalesce and env.key is not None:
-        row = conn.execute(
-            "SELECT seq, id, state, attempt, correlation_id FROM pmsq_messages "
-            "WHERE queue = ? AND tenant = ? AND key = ? AND line = 1 AND key IS NOT NULL "
-            "ORDER BY seq DESC LIMIT 1",
-            (env.queue, tenant, env.key),
-        ).fetchone()
+        row = tail_of(conn, env.queue, tenant, env.key)
         if row is not None and row[2] in (READY, SCHEDULED) and row[3] == 0:
             conn.execute(
                 "UPDATE pmsq_messages SET payload = ?, format = ?, crc = ?, headers = ? "
@@ -195,29 +192,33 @@ def put_one(
             )
             _remember_dedup(conn, cfg, env, tenant, str(row[1]))
             if journal is not None:
-                _record(journal, "coalesced", str(row[1]), env, tenant, row[4], now)
+                _record(journal, Event.COALESCED, str(row[1]), env, tenant, row[4], now)
             return str(row[1])
-    if cfg.max_depth is not None and _count_waiting(conn, env.queue, None, cfg.max_depth) >= (
-        cfg.max_depth
-    ):
-        raise QueueFull(
-            f"queue {env.queue!r} is full (max_depth={cfg.max_depth}); "
-            "wait for consumers or raise max_depth"
-        )
-    if (
-        cfg.tenant_quota is not None
-        and env.tenant is not None
-        and _count_waiting(conn, env.queue, tenant, cfg.tenant_quota) >= cfg.tenant_quota
-    ):
-        raise QueueFull(
-            f"tenant {env.tenant!r} has {cfg.tenant_quota} messages waiting in queue "
-            f"{env.queue!r} (tenant_quota={cfg.tenant_quota})"
-        )
+    check_room(cfg, env, lambda tenant, cap: _count_waiting(conn, env.queue, tenant, cap))
     insert_envelope(conn, env, now)
     _remember_dedup(conn, cfg, env, tenant, env.id)
     if journal is not None:
         record_put(journal, env, now, siblings=siblings)
     return env.id
+
+
+def put_batch(
+    conn: Any, configs: ConfigReader, log: Journal, envelopes: Sequence[Envelope], now: float
+) -> list[str]:
+    """Store ``envelopes`` in the open transaction; return the ids the caller sees.
+
+    A fan-out (several copies of one topic's message) journals each copy
+    with its siblings' ids.
+    """
+    if not log.enabled:
+        return [put_one(conn, configs, e, now) for e in envelopes]
+    topics = {e.topic for e in envelopes}
+    fanout = len(envelopes) > 1 and len(topics) == 1 and None not in topics
+    ids = [e.id for e in envelopes]
+    return [
+        put_one(conn, configs, e, now, log, [i for i in ids if i != e.id] if fanout else None)
+        for e in envelopes
+    ]
 
 
 def _record(
@@ -239,7 +240,7 @@ def record_put(
     """Journal the put of ``env`` (stored as a new message)."""
     journal.add(
         now,
-        "put",
+        Event.PUT,
         env.id,
         env.queue,
         tenant_in(env.tenant),

@@ -1,47 +1,11 @@
-"""Row <-> value conversions shared by the SQLite backend's modules."""
+"""The SQLite backend's message columns (the kit's, plus the payload checksum)."""
 
 from __future__ import annotations
 
-import sqlite3
-from typing import Any
+from pmsq.backends.sqlkit import rows
 
-from pmsq.backends.base import Envelope
+__all__ = ["MESSAGE_COLUMNS"]
 
-__all__ = ["MESSAGE_COLUMNS", "envelope_from_row", "tenant_in", "tenant_out"]
-
-# Columns selected wherever a full envelope is rebuilt; envelope_from_row reads them by name.
-MESSAGE_COLUMNS = (
-    "seq, id, queue, tenant, key, priority, state, head, line, available_at, attempt, "
-    "lease_token, lease_expires, enqueued_at, format, payload, crc, headers, dedup_id, topic, "
-    "correlation_id, causation_id, error_type, error, dead_reason, dead_at"
-)
-
-
-def tenant_in(tenant: str | None) -> str:
-    """Stored form of a tenant: ``''`` for none, so equality and indexes work."""
-    return tenant or ""
-
-
-def tenant_out(tenant: str) -> str | None:
-    """Public form of a stored tenant."""
-    return tenant or None
-
-
-def envelope_from_row(row: sqlite3.Row | Any) -> Envelope:
-    """Rebuild an ``Envelope`` from a row selected with ``MESSAGE_COLUMNS``."""
-    return Envelope(
-        id=row["id"],
-        queue=row["queue"],
-        data=bytes(row["payload"]),
-        format=row["format"],
-        key=row["key"],
-        tenant=tenant_out(row["tenant"]),
-        priority=row["priority"],
-        available_at=row["available_at"],
-        enqueued_at=row["enqueued_at"],
-        headers=row["headers"],
-        dedup_id=row["dedup_id"],
-        topic=row["topic"],
-        correlation_id=row["correlation_id"],
-        causation_id=row["causation_id"],
-    )
+# Columns selected wherever a full row is read: the kit's, and the payload's
+# CRC-32 that a claim checks before delivering it.
+MESSAGE_COLUMNS = rows.MESSAGE_COLUMNS + ", crc"

@@ -21,14 +21,15 @@ from pmsq.backends.schedule_family import (
     load_schedule,
     merge_declaration,
 )
-from pmsq.backends.sqlite.rows import tenant_in
+from pmsq.backends.sqlite import puts
+from pmsq.backends.sqlkit.rows import tenant_in
 from pmsq.errors import PmsqError
 
 if TYPE_CHECKING:
     import contextlib
 
-    from pmsq.backends.base import Envelope
     from pmsq.backends.sqlite.journal import Journal
+    from pmsq.backends.sqlite.puts import ConfigReader
 
 __all__ = ["SCHEDULES_DDL", "SQLiteSchedules"]
 
@@ -79,9 +80,7 @@ class SQLiteSchedules(ScheduleStore):
 
         def _reading(self) -> contextlib.AbstractContextManager[sqlite3.Connection]: ...
 
-        def _put_request(
-            self, conn: Any, log: Journal, envelopes: Sequence[Envelope], now: float
-        ) -> list[str]: ...
+        _configs: ConfigReader
 
     def save_schedule(self, schedule: StoredSchedule, *, now: float) -> StoredSchedule:
         def go(conn: sqlite3.Connection) -> StoredSchedule:
@@ -162,7 +161,7 @@ class SQLiteSchedules(ScheduleStore):
                     (f.next_at, f.last_at, f.fired_at, tenant_in(f.tenant), f.name, f.version),
                 ).rowcount
                 if won and f.envelopes:
-                    self._put_request(conn, self._journal, f.envelopes, now)
+                    puts.put_batch(conn, self._configs, self._journal, f.envelopes, now)
             except PmsqError as exc:
                 self._journal.rewind(mark)
                 conn.execute("ROLLBACK TO pmsq_fire")

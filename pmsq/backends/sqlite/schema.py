@@ -21,6 +21,7 @@ import sqlite3
 from pmsq.backends.sqlite.counters import COUNTERS_DDL
 from pmsq.backends.sqlite.journal import JOURNAL_DDL
 from pmsq.backends.sqlite.schedules import SCHEDULES_DDL
+from pmsq.backends.sqlkit.states import DEAD, IN_FLIGHT, READY, SCHEDULED, WAITING
 
 __all__ = [
     "APPLICATION_ID",
@@ -34,9 +35,8 @@ __all__ = [
 APPLICATION_ID = 0x706D7371
 SCHEMA_VERSION = 4
 
-READY, IN_FLIGHT, DEAD, SCHEDULED = 0, 1, 2, 3
 
-_V1 = """
+_V1 = f"""
 CREATE TABLE IF NOT EXISTS pmsq_meta (
     k TEXT PRIMARY KEY,
     v TEXT NOT NULL
@@ -84,17 +84,17 @@ CREATE TABLE IF NOT EXISTS pmsq_messages (
 );
 
 CREATE INDEX IF NOT EXISTS pmsq_ix_ready
-    ON pmsq_messages (queue, tenant, priority DESC, seq) WHERE state = 0 AND head = 1;
+    ON pmsq_messages (queue, tenant, priority DESC, seq) WHERE state = {READY:d} AND head = 1;
 CREATE INDEX IF NOT EXISTS pmsq_ix_scheduled
-    ON pmsq_messages (queue, available_at) WHERE state = 3;
+    ON pmsq_messages (queue, available_at) WHERE state = {SCHEDULED:d};
 CREATE INDEX IF NOT EXISTS pmsq_ix_leases
-    ON pmsq_messages (queue, lease_expires) WHERE state = 1;
+    ON pmsq_messages (queue, lease_expires) WHERE state = {IN_FLIGHT:d};
 CREATE INDEX IF NOT EXISTS pmsq_ix_keys
     ON pmsq_messages (queue, tenant, key, seq) WHERE line = 1 AND key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS pmsq_ix_dead
-    ON pmsq_messages (queue, tenant, dead_at) WHERE state = 2;
+    ON pmsq_messages (queue, tenant, dead_at) WHERE state = {DEAD:d};
 CREATE INDEX IF NOT EXISTS pmsq_ix_waiting
-    ON pmsq_messages (queue, tenant, enqueued_at) WHERE state IN (0, 3);
+    ON pmsq_messages (queue, tenant, enqueued_at) WHERE state IN {WAITING};
 
 CREATE TABLE IF NOT EXISTS pmsq_dedup (
     queue TEXT NOT NULL,

@@ -8,35 +8,29 @@ expired without anyone claiming the message since: that holder may settle it.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from pmsq.backends.base import Envelope
-from pmsq.backends.sqlite.journal import Journal, duration_detail
+from pmsq.backends.sqlite.journal import Event, Journal, duration_detail
+from pmsq.backends.sqlite.lines import promote_next
 from pmsq.backends.sqlite.puts import ConfigReader, insert_envelope, record_put
-from pmsq.backends.sqlite.rows import tenant_out
-from pmsq.backends.sqlite.schema import IN_FLIGHT, READY, SCHEDULED
+from pmsq.backends.sqlkit.deadletter import blocks_key, fallback_copy
+from pmsq.backends.sqlkit.metrics import Metrics
+from pmsq.backends.sqlkit.settlements import failure_count
+from pmsq.backends.sqlkit.settlements import settle_batch as kit_settle_batch
+from pmsq.backends.sqlkit.states import DEAD, HELD, IN_FLIGHT, READY, SCHEDULED, waiting_state
+from pmsq.backends.types import Settlement
 from pmsq.ids import new_message_id
-from pmsq.stats import HISTOGRAM_BOUNDS_MS
 
-__all__ = ["Metrics", "bury", "promote_next", "settle_acks"]
-
-SLOT_SECONDS = 10
-TOTAL_SLOT = 0
-
-
-def promote_next(conn: sqlite3.Connection, queue: str, tenant: str, key: str | None) -> None:
-    """Make the first message still in ``key``'s line its head (no-op for unkeyed)."""
-    if key is None:
-        return
-    conn.execute(
-        "UPDATE pmsq_messages SET head = 1 WHERE seq = (SELECT seq FROM pmsq_messages "
-        "WHERE queue = ? AND tenant = ? AND key = ? AND line = 1 AND key IS NOT NULL "
-        "ORDER BY seq LIMIT 1) AND head = 0",
-        (queue, tenant, key),
-    )
+__all__ = [
+    "bury",
+    "settle_acks",
+    "settle_batch",
+    "settle_extend",
+    "settle_release",
+    "settle_retry",
+]
 
 
 def bury(
@@ -65,9 +59,9 @@ def bury(
         return False
     queue, tenant, key = row[0], row[1], row[2]
     cfg = configs.get(conn, queue)
-    blocks = cfg.on_key_failure == "block" and key is not None
+    blocks = blocks_key(cfg, key)
     conn.execute(
-        "UPDATE pmsq_messages SET state = 2, line = ?, head = ?, lease_token = NULL, "
+        f"UPDATE pmsq_messages SET state = {DEAD:d}, line = ?, head = ?, lease_token = NULL, "
         "lease_expires = NULL, dead_reason = ?, dead_at = ?, "
         "error_type = COALESCE(?, error_type), error = COALESCE(?, error) WHERE seq = ?",
         (int(blocks), int(blocks), reason, now, error_type, traceback, seq),
@@ -77,7 +71,7 @@ def bury(
     fallback_id = new_message_id(now) if cfg.fallback is not None else None
     journal.add(
         now,
-        "dead_lettered",
+        Event.DEAD_LETTERED,
         row[3],
         queue,
         tenant,
@@ -90,28 +84,25 @@ def bury(
         duration_ms=_ms(duration_ms),
         fallback=fallback_id,
     )
-    if cfg.fallback is not None:
-        headers: dict[str, Any] = json.loads(row[6]) if row[6] else {}
-        headers["pmsq.dead_letter"] = {"queue": queue, "message_id": row[3], "reason": reason}
-        copy = Envelope(
-            id=str(fallback_id),
-            queue=cfg.fallback,
-            data=bytes(row[4]),
+    if fallback_id is not None:
+        copy = fallback_copy(
+            cfg,
+            id=fallback_id,
+            message_id=row[3],
+            reason=reason,
+            payload=row[4],
             format=row[5],
             key=key,
-            tenant=tenant_out(tenant),
+            tenant=tenant,
             priority=row[7],
-            available_at=now,
-            enqueued_at=now,
-            headers=json.dumps(headers, separators=(",", ":")),
-            dedup_id=None,
+            headers=row[6],
             topic=row[9],
             correlation_id=row[8],
-            causation_id=row[3],
+            now=now,
         )
         insert_envelope(conn, copy, now)
         record_put(journal, copy, now, dead_letter_of=row[3])
-        configs.get(conn, cfg.fallback)  # declare the fallback queue if it is new
+        configs.get(conn, copy.queue)  # declare the fallback queue if it is new
     return True
 
 
@@ -147,7 +138,7 @@ def settle_acks(
         params = [v for seq, token, _ in chunk for v in (seq, token)]
         # Only placeholders are formatted into the statement.
         for row in conn.execute(
-            f"DELETE FROM pmsq_messages WHERE ({where}) AND state IN (0, 1) "
+            f"DELETE FROM pmsq_messages WHERE ({where}) AND state IN {HELD} "
             "RETURNING seq, lease_token, queue, tenant, key, id, correlation_id, attempt",
             params,
         ):
@@ -161,7 +152,9 @@ def settle_acks(
         _, _, queue, tenant, key, mid, correlation, attempt = row
         promote_next(conn, queue, tenant, key)
         detail = duration_detail(_ms(ms))
-        journal.add_row(now, "acked", mid, queue, tenant, key, correlation, attempt, None, detail)
+        journal.add_row(
+            now, Event.ACKED, mid, queue, tenant, key, correlation, attempt, None, detail
+        )
         out.append((queue, tenant, key))
     return out
 
@@ -179,11 +172,11 @@ def settle_retry(
     duration_ms: float | None = None,
 ) -> tuple[str, str] | None:
     """Put a leased message back at ``available_at``; it stays its key's head."""
-    state = SCHEDULED if available_at > now else READY
+    state = waiting_state(available_at, now)
     row = conn.execute(
         "UPDATE pmsq_messages SET state = ?, available_at = ?, lease_token = NULL, "
         "lease_expires = NULL, error_type = COALESCE(?, error_type), error = COALESCE(?, error) "
-        "WHERE seq = ? AND lease_token = ? AND state IN (0, 1) "
+        f"WHERE seq = ? AND lease_token = ? AND state IN {HELD} "
         "RETURNING queue, tenant, key, id, correlation_id, attempt",
         (state, available_at, error_type, error, seq, token),
     ).fetchone()
@@ -191,7 +184,7 @@ def settle_retry(
         return None
     journal.add(
         now,
-        "retried",
+        Event.RETRIED,
         row[3],
         row[0],
         row[1],
@@ -208,17 +201,20 @@ def settle_retry(
 
 def settle_release(
     conn: sqlite3.Connection, seq: int, token: str, now: float, journal: Journal
-) -> None:
-    """Hand back an unstarted message: undo the attempt its claim counted."""
+) -> bool:
+    """Hand back an unstarted message: undo the attempt its claim counted; False if lost."""
     row = conn.execute(
-        "UPDATE pmsq_messages SET state = CASE WHEN available_at > ? THEN 3 ELSE 0 END, "
+        "UPDATE pmsq_messages SET "
+        f"state = CASE WHEN available_at > ? THEN {SCHEDULED:d} ELSE {READY:d} END, "
         "attempt = MAX(attempt - 1, 0), lease_token = NULL, lease_expires = NULL "
-        "WHERE seq = ? AND lease_token = ? AND state = 1 "
+        f"WHERE seq = ? AND lease_token = ? AND state = {IN_FLIGHT:d} "
         "RETURNING queue, tenant, key, id, correlation_id, attempt",
         (now, seq, token),
     ).fetchone()
-    if row is not None:
-        journal.add(now, "released", row[3], row[0], row[1], row[2], row[4], attempt=row[5] + 1)
+    if row is None:
+        return False
+    journal.add(now, Event.RELEASED, row[3], row[0], row[1], row[2], row[4], attempt=row[5] + 1)
+    return True
 
 
 def settle_extend(conn: sqlite3.Connection, seq: int, token: str, expires: float) -> bool:
@@ -228,83 +224,90 @@ def settle_extend(conn: sqlite3.Connection, seq: int, token: str, expires: float
     """
     cur = conn.execute(
         "UPDATE pmsq_messages SET state = ?, lease_expires = ? WHERE seq = ? "
-        "AND lease_token = ? AND state IN (0, 1)",
+        f"AND lease_token = ? AND state IN {HELD}",
         (IN_FLIGHT, expires, seq, token),
     )
     return cur.rowcount == 1
 
 
-def _bucket(ms: float) -> int:
-    for i, bound in enumerate(HISTOGRAM_BOUNDS_MS):
-        if ms <= bound:
-            return i
-    return len(HISTOGRAM_BOUNDS_MS)
+def settle_batch(
+    conn: sqlite3.Connection,
+    settlements: Sequence[Settlement],
+    *,
+    now: float,
+    configs: ConfigReader,
+    journal: Journal,
+    metrics: Metrics,
+) -> list[bool]:
+    """Settle ``settlements`` in the open transaction; whether each one's lease held.
 
+    Outcomes are counted into ``metrics`` (written later by the backend).
+    """
 
-class Metrics:
-    """Counts outcomes within one transaction and writes them once at its end."""
-
-    def __init__(self) -> None:
-        self._counts: dict[tuple[str, str], list[int]] = {}
-        self._hist: dict[tuple[str, str], list[int]] = {}
-
-    def __bool__(self) -> bool:
-        return bool(self._counts)
-
-    def snapshot(self) -> tuple[dict[tuple[str, str], list[int]], ...]:
-        """The counts so far, for ``restore`` when a transaction is run again."""
-        return (
-            {k: list(v) for k, v in self._counts.items()},
-            {k: list(v) for k, v in self._hist.items()},
+    def acks(batch: list[Settlement]) -> list[bool]:
+        rows = settle_acks(
+            conn,
+            [(s.receipt.handle, s.receipt.token, s.duration_ms) for s in batch],
+            now=now,
+            journal=journal,
         )
+        for s, row in zip(batch, rows, strict=True):
+            if row is not None:
+                metrics.add(row[0], row[1], processed=1, duration_ms=s.duration_ms)
+        return [row is not None for row in rows]
 
-    def restore(self, saved: tuple[dict[tuple[str, str], list[int]], ...]) -> None:
-        """Go back to a ``snapshot``: the counts of a rolled-back transaction are dropped."""
-        self._counts, self._hist = saved[0], saved[1]
+    def one(s: Settlement) -> bool:
+        if s.action == "release":
+            return settle_release(conn, s.receipt.handle, s.receipt.token, now, journal)
+        return _settle_failure(conn, s, now, configs, journal, metrics)
 
-    def add(
-        self,
-        queue: str,
-        tenant: str,
-        *,
-        processed: int = 0,
-        failed: int = 0,
-        retried: int = 0,
-        dead: int = 0,
-        duration_ms: float | None = None,
-    ) -> None:
-        c = self._counts.setdefault((queue, tenant), [0, 0, 0, 0])
-        c[0] += processed
-        c[1] += failed
-        c[2] += retried
-        c[3] += dead
-        if duration_ms is not None:
-            h = self._hist.setdefault((queue, tenant), [0] * (len(HISTOGRAM_BOUNDS_MS) + 1))
-            h[_bucket(duration_ms)] += 1
+    return kit_settle_batch(settlements, acks=acks, one=one)
 
-    def flush(self, conn: sqlite3.Connection, now: float) -> None:
-        slot = int(now // SLOT_SECONDS)
-        for (queue, tenant), c in self._counts.items():
-            for s in (TOTAL_SLOT, slot):
-                conn.execute(
-                    "INSERT INTO pmsq_metrics (queue, tenant, slot, processed, failed, retried, "
-                    "dead_lettered) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
-                    "processed = processed + excluded.processed, failed = failed + "
-                    "excluded.failed, retried = retried + excluded.retried, dead_lettered = "
-                    "dead_lettered + excluded.dead_lettered",
-                    (queue, tenant, s, *c),
-                )
-            hist = self._hist.get((queue, tenant))
-            if hist:
-                row = conn.execute(
-                    "SELECT hist FROM pmsq_metrics WHERE queue = ? AND tenant = ? AND slot = ?",
-                    (queue, tenant, slot),
-                ).fetchone()
-                old = json.loads(row[0]) if row and row[0] else []
-                merged = [a + (old[i] if i < len(old) else 0) for i, a in enumerate(hist)]
-                conn.execute(
-                    "UPDATE pmsq_metrics SET hist = ? WHERE queue = ? AND tenant = ? AND slot = ?",
-                    (json.dumps(merged), queue, tenant, slot),
-                )
-        self._counts.clear()
-        self._hist.clear()
+
+def _settle_failure(
+    conn: sqlite3.Connection,
+    s: Settlement,
+    now: float,
+    configs: ConfigReader,
+    journal: Journal,
+    metrics: Metrics,
+) -> bool:
+    """A retry or a dead letter."""
+    r = s.receipt
+    failed = failure_count(s)
+    if s.action == "retry":
+        retried = settle_retry(
+            conn,
+            r.handle,
+            r.token,
+            now=now,
+            available_at=s.available_at,
+            error_type=s.error_type,
+            error=s.error,
+            journal=journal,
+            duration_ms=s.duration_ms,
+        )
+        if retried is None:
+            return False
+        metrics.add(retried[0], retried[1], retried=1, failed=failed, duration_ms=s.duration_ms)
+        return True
+    row = conn.execute(
+        "SELECT queue, tenant FROM pmsq_messages WHERE seq = ? AND lease_token = ? "
+        f"AND state IN {HELD}",
+        (r.handle, r.token),
+    ).fetchone()
+    if row is None:
+        return False
+    bury(
+        conn,
+        configs,
+        r.handle,
+        now=now,
+        reason=s.reason,
+        error_type=s.error_type,
+        traceback=s.error,
+        journal=journal,
+        duration_ms=s.duration_ms,
+    )
+    metrics.add(row[0], row[1], dead=1, failed=failed, duration_ms=s.duration_ms)
+    return True

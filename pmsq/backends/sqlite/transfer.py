@@ -13,14 +13,13 @@ import sqlite3
 import zlib
 from collections.abc import Sequence
 
-from pmsq.backends.base import DedupRecord, StoredMessage
+from pmsq.backends.sqlite.lines import head_if_first
 from pmsq.backends.sqlite.puts import ConfigReader
-from pmsq.backends.sqlite.rows import MESSAGE_COLUMNS, envelope_from_row, tenant_in, tenant_out
-from pmsq.backends.sqlite.schema import DEAD, IN_FLIGHT, READY, SCHEDULED
+from pmsq.backends.sqlkit.rows import MESSAGE_COLUMNS, stored_from_row, tenant_in, tenant_out
+from pmsq.backends.sqlkit.states import DEAD, waiting_state
+from pmsq.backends.types import DedupRecord, StoredMessage
 
 __all__ = ["export_dedup", "export_messages", "import_dedup", "import_messages"]
-
-_STATES = {READY: "pending", SCHEDULED: "pending", IN_FLIGHT: "in_flight", DEAD: "dead"}
 
 
 def export_messages(
@@ -33,19 +32,7 @@ def export_messages(
         "ORDER BY seq LIMIT ?",
         (queue, start, limit),
     ).fetchall()
-    out = [
-        StoredMessage(
-            envelope=envelope_from_row(r),
-            state=_STATES[r["state"]],  # type: ignore[arg-type]
-            attempts=r["attempt"],
-            error_type=r["error_type"],
-            error=r["error"],
-            dead_reason=r["dead_reason"],
-            dead_at=r["dead_at"],
-            holds_key=bool(r["state"] == DEAD and r["line"] and r["key"] is not None),
-        )
-        for r in rows
-    ]
+    out = [stored_from_row(r) for r in rows]
     cursor = str(rows[-1]["seq"]) if len(rows) == limit else None
     return out, cursor
 
@@ -77,19 +64,12 @@ def import_messages(
         dead = rec.state == "dead"
         # A dead letter occupies its key's line only while it blocks the key.
         in_line = (not dead) or (rec.holds_key and env.key is not None)
-        head = 1
-        if in_line and env.key is not None:
-            busy = conn.execute(
-                "SELECT 1 FROM pmsq_messages WHERE queue = ? AND tenant = ? AND key = ? "
-                "AND line = 1 AND key IS NOT NULL LIMIT 1",
-                (env.queue, tenant, env.key),
-            ).fetchone()
-            head = 0 if busy else 1
+        head = head_if_first(conn, env.queue, tenant, env.key) if in_line else 1
         if dead:
             state = DEAD
             head = head if in_line else 0
         else:
-            state = SCHEDULED if env.available_at > now else READY
+            state = waiting_state(env.available_at, now)
         conn.execute(
             "INSERT INTO pmsq_messages (id, queue, tenant, key, priority, state, head, line, "
             "available_at, attempt, enqueued_at, format, payload, crc, headers, dedup_id, topic, "

@@ -1,0 +1,103 @@
+"""Outcome counters and the handler-time histogram, buffered per process.
+
+Each backend counts settled outcomes here and writes the buffer, at most
+about once a second, as upserts into per-10-second slots of its metrics
+table (slot 0 holds the totals). A crash loses at most that second of
+statistics, never a message. Only the upsert is dialect SQL.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from pmsq.stats import HISTOGRAM_BOUNDS_MS
+
+__all__ = ["SLOT_SECONDS", "TOTAL_SLOT", "Counts", "Metrics", "bucket", "slot_of"]
+
+#: Width of one metrics slot, in seconds.
+SLOT_SECONDS = 10
+#: The slot that holds all-time totals.
+TOTAL_SLOT = 0
+_BUCKETS = len(HISTOGRAM_BOUNDS_MS) + 1
+
+#: Buffered figures per ``(queue, stored tenant)``: ``[processed, failed,
+#: retried, dead]`` counts, and histogram buckets.
+Counts = dict[tuple[str, str], list[int]]
+
+
+def bucket(ms: float) -> int:
+    """The histogram bucket of a handler time of ``ms`` milliseconds."""
+    for i, bound in enumerate(HISTOGRAM_BOUNDS_MS):
+        if ms <= bound:
+            return i
+    return len(HISTOGRAM_BOUNDS_MS)
+
+
+def slot_of(now: float) -> int:
+    """The metrics slot that ``now`` falls in."""
+    return int(now // SLOT_SECONDS)
+
+
+class Metrics:
+    """A thread-safe buffer of outcome counts per (queue, tenant)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counts = {}
+        self._hist: Counts = {}
+
+    def __bool__(self) -> bool:
+        with self._lock:
+            return bool(self._counts)
+
+    def add(
+        self,
+        queue: str,
+        tenant: str,
+        *,
+        processed: int = 0,
+        failed: int = 0,
+        retried: int = 0,
+        dead: int = 0,
+        duration_ms: float | None = None,
+    ) -> None:
+        """Count one outcome of ``queue``/``tenant`` (stored form)."""
+        with self._lock:
+            c = self._counts.setdefault((queue, tenant), [0, 0, 0, 0])
+            c[0] += processed
+            c[1] += failed
+            c[2] += retried
+            c[3] += dead
+            if duration_ms is not None:
+                h = self._hist.setdefault((queue, tenant), [0] * _BUCKETS)
+                h[bucket(duration_ms)] += 1
+
+    def snapshot(self) -> tuple[Counts, Counts]:
+        """The counts so far, for ``restore`` when a transaction is run again."""
+        with self._lock:
+            return (
+                {k: list(v) for k, v in self._counts.items()},
+                {k: list(v) for k, v in self._hist.items()},
+            )
+
+    def restore(self, saved: tuple[Counts, Counts]) -> None:
+        """Go back to a ``snapshot``: the counts of a rolled-back transaction are dropped."""
+        with self._lock:
+            self._counts, self._hist = saved[0], saved[1]
+
+    def take(self) -> tuple[Counts, Counts]:
+        """Remove and return everything buffered: ``(counts, histograms)``."""
+        with self._lock:
+            counts, hist = self._counts, self._hist
+            self._counts, self._hist = {}, {}
+        return counts, hist
+
+    def give_back(self, counts: Counts, hist: Counts) -> None:
+        """Re-buffer what a failed write took, so the next one writes it."""
+        for (queue, tenant), c in counts.items():
+            self.add(queue, tenant, processed=c[0], failed=c[1], retried=c[2], dead=c[3])
+        with self._lock:
+            for k, h in hist.items():
+                mine = self._hist.setdefault(k, [0] * _BUCKETS)
+                for i, n in enumerate(h):
+                    mine[i] += n
