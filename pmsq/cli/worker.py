@@ -21,7 +21,7 @@ from pmsq.worker.options import select_handlers
 from pmsq.worker.supervisor import Supervisor, die_with_parent
 from pmsq.worker.thread import Worker
 
-__all__ = ["load_broker", "register"]
+__all__ = ["add_worker_options", "load_broker", "register"]
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s [%(process)d] %(name)s: %(message)s"
 
@@ -43,6 +43,12 @@ def register(subparsers: Any) -> None:
         help="the app module and its Broker attribute, e.g. myapp.tasks:broker "
         "(':BROKER' may be left out when the module has exactly one Broker)",
     )
+    add_worker_options(parser)
+    parser.set_defaults(func=run)
+
+
+def add_worker_options(parser: argparse.ArgumentParser) -> None:
+    """Add the options every worker command takes (``pmsq worker``, ``manage.py pmsq_worker``)."""
     parser.add_argument(
         "--concurrency",
         type=int,
@@ -73,7 +79,6 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
-    parser.set_defaults(func=run)
 
 
 def load_broker(target: str) -> Broker:

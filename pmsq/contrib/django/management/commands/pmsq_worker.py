@@ -15,6 +15,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from pmsq.cli.worker import add_worker_options
 from pmsq.errors import PmsqError
 
 __all__ = ["Command"]
@@ -33,36 +34,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         """The options of ``pmsq worker``."""
-        parser.add_argument(
-            "--concurrency",
-            type=int,
-            default=8,
-            metavar="N",
-            help="handlers at once per process (default 8)",
-        )
-        parser.add_argument(
-            "--processes",
-            type=int,
-            default=1,
-            metavar="N",
-            help="worker processes to run and restart when they die (default 1)",
-        )
-        parser.add_argument(
-            "--queues",
-            default=None,
-            metavar="Q,...",
-            help="comma-separated queues to serve (default: every queue with a handler)",
-        )
-        parser.add_argument(
-            "--shutdown-timeout",
-            type=float,
-            default=30.0,
-            metavar="S",
-            help="grace period for in-flight handlers on SIGTERM (default 30)",
-        )
-        parser.add_argument(
-            "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
-        )
+        add_worker_options(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         """Run one worker, or supervise ``--processes`` of them."""
