@@ -383,11 +383,13 @@ def test_pmsq_worker_supervises_several_processes(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, out.decode()
-    # Two children, each a Django process of its own (distinct pids in the log lines).
+    # Two children, each a process of its own: the supervisor names their pids. (Not
+    # the children's own "worker started" lines: one child may drain all 20 messages
+    # and be stopped before the other finished starting Django.)
     pids = {
-        line.split("[", 1)[1].split("]", 1)[0]
+        line.rsplit("(pid ", 1)[1].rstrip(")")
         for line in out.decode().splitlines()
-        if "worker started" in line
+        if "supervisor: started worker process" in line
     }
     assert len(pids) == 2, out.decode()
     assert _count(db, "SELECT COUNT(DISTINCT booking_id) FROM bookings_confirmation") == n
