@@ -9,7 +9,7 @@ missing, so nothing ever silently does less.
 
 - ``TransactionalPut`` (``transactional_put``): ``put_in_transaction``, the outbox.
 - ``Once`` (``once``): ``once``, exactly-once effects in the app's transaction.
-- ``History`` (``history``): ``set_history``, ``history``; ``pmsq trace``.
+- ``History`` (``history``): ``set_history``, ``history``, ``record``; ``pmsq trace``.
 - ``Transfer`` (``transfer``): ``export_messages``, ``import_messages``,
   ``export_dedup``, ``import_dedup``; ``pmsq migrate``.
 - ``Settings`` (``settings``): ``get_meta``, ``set_meta``; alert rules.
@@ -141,6 +141,16 @@ class History(Family):
 
         Filters combine; ``dedup_id`` matches the messages put with it.
         Returns at most the newest ``limit`` events.
+        """
+
+    @abc.abstractmethod
+    def record(self, events: Sequence[HistoryEvent]) -> None:
+        """Write events that happened outside any message verb, in one transaction.
+
+        An operator's action (a dashboard's redrive, purge or pause) is
+        journaled this way with who did it. ``process`` is the recording
+        process's, whatever the events say; with no journal kept
+        (``set_history(None)``) nothing is written.
         """
 
 

@@ -31,6 +31,7 @@ _COMMANDS = (
     "backup",
     "restore",
     "trace",
+    "serve",
 )
 
 

@@ -47,34 +47,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the snapshot."""
-    from pmsq.alerts import evaluate, load_rules
-    from pmsq.schedules.health import (
-        read_schedules,
-        schedule_alerts,
-        schedule_section,
-        schedules_prometheus,
-        schedules_to_dicts,
-    )
+    from pmsq.monitor.exposition import as_json, as_prometheus, report
+    from pmsq.schedules.health import schedule_section
 
     with open_store(args.url) as broker:
         if args.queue is not None:
             require_queue(broker, args.queue)
-        snap = broker.backend.stats(args.queue, now=broker.clock.time())
-        rules = load_rules(broker.backend, snap.queues)
-        plans = [s for s in read_schedules(broker.runtime) if args.queue in (None, s.queue)]
-        now = broker.clock.time()
+        r = report(broker, args.queue)
+    snap, rules, plans, now = r.stats, r.rules, r.schedules, r.now
     if args.json:
-        data = snap.to_dict()
-        data["alerts"] = [a.to_dict() for a in evaluate(snap, rules)]
-        data["alerts"] += [a.to_dict() for a in schedule_alerts(plans, now)]
-        data["schedules"] = schedules_to_dicts(plans, now)
-        print(json.dumps(data, indent=2, sort_keys=True))
+        print(json.dumps(as_json(r), indent=2, sort_keys=True))
         return 0
     if args.prometheus:
-        from pmsq.monitor.prometheus import to_prometheus
-
-        alerts = evaluate(snap, rules) + schedule_alerts(plans, now)
-        print(to_prometheus(snap, alerts) + schedules_prometheus(plans, now), end="")
+        print(as_prometheus(r), end="")
         return 0
     from rich.console import Console
 

@@ -19,6 +19,7 @@ that does that job.
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -321,6 +322,18 @@ class SQLiteBackend(
                 limit=limit,
             )
         )
+
+    def record(self, events: Sequence[HistoryEvent]) -> None:
+        def add(_: sqlite3.Connection) -> None:
+            for e in events:
+                detail = json.dumps(e.detail, separators=(",", ":")) if e.detail else None
+                self._journal.add_row(
+                    e.at, e.event, e.message_id, e.queue, e.tenant or "", e.key,
+                    e.correlation_id, e.attempt, e.worker, detail,
+                )  # fmt: skip
+
+        if events and self._journal.enabled:
+            self._write(add)
 
     def stats(self, queue: str | None = None, *, now: float, tenant: str | None = None) -> Stats:
         with self._lock:
