@@ -235,6 +235,7 @@ _BROKER_USERS = (
     "pmsq.contrib",
     "pmsq.demo",
     "pmsq.testing",
+    "pmsq.web",
 )
 #: The parts the Broker is a facade over: they get a ``Runtime``, never the Broker.
 _CORE = (

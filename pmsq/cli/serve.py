@@ -20,7 +20,7 @@ to every user of the machine (ps).
 examples:
   pmsq serve pms.db                                  # http://127.0.0.1:8377/
   PMSQ_WEB_TOKEN=$(cat /etc/pmsq/token) pmsq serve /var/lib/pms/pms.db
-  pmsq serve pms.db --host 0.0.0.0 --port 9000       # every interface: use a token
+  pmsq serve pms.db --host 0.0.0.0 --port 9000   # all interfaces: use a token
   curl -s localhost:8377/metrics                     # Prometheus text
   curl -s -H "Authorization: Bearer $PMSQ_WEB_TOKEN" \\
        -d queue=email -d all=1 localhost:8377/actions/redrive

@@ -69,7 +69,7 @@ def app(
         raise ConfigurationError(f"{INSTALL_HINT} ({exc.name} is missing)") from None
     import pmsq
     from pmsq.web.access import Access
-    from pmsq.web.app import create_app
+    from pmsq.web.routes import create_app
 
     Access(token)  # bad tokens fail before a store is opened
     if isinstance(url_or_broker, str):
