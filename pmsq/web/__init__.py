@@ -21,7 +21,7 @@ from pmsq.errors import ConfigurationError
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
-    from pmsq.broker import Broker
+    from pmsq import Broker
 
 __all__ = ["INSTALL_HINT", "TOKEN_ENV", "app"]
 
