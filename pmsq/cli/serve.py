@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import signal
 import socket
 import sys
 
@@ -97,17 +98,35 @@ def run(args: argparse.Namespace) -> int:
         # (--port 0 picks a free port) and a busy port is one clear line.
         family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        broker.close()
+        raise CommandError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((args.host, args.port))
+        # Listening before the address is printed: a client that reads it and
+        # connects at once waits in the backlog until uvicorn serves.
+        sock.listen(2048)
     except OSError as exc:
+        sock.close()
         broker.close()
         raise CommandError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     print(f"pmsq dashboard on http://{shown}:{port}/ ({mode})", flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    # uvicorn stops gracefully on SIGINT/SIGTERM, then raises the signal again
+    # through the handlers it found: with these, that ends in exit status 0.
+    stopped: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda number, _frame: stopped.append(number))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         server.run(sockets=[sock])
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sock.close()
         broker.close()
     return 0
