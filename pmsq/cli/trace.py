@@ -258,6 +258,8 @@ def _error(e: HistoryEvent) -> str | None:
 def describe(e: HistoryEvent) -> str:
     """One line of what an event says, besides the error."""
     d = e.detail
+    if e.event == "operator":  # an action from the dashboard (pmsq.web.actions)
+        return f"{d.get('action')} by {d.get('by')} ({d.get('via')})"
     if e.event == "put":
         parts = []
         if d.get("topic"):

@@ -7,7 +7,8 @@ read the store through :func:`report` and print it with :func:`as_json` or
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import importlib
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 
@@ -54,7 +55,7 @@ def report(broker: Broker, queue: str | None = None, *, tenant: str | None = Non
     from pmsq.schedules.health import read_schedules, schedule_alerts
 
     now = broker.clock.time()
-    snap = broker.backend.stats(queue, now=now, tenant=tenant)
+    snap = _with_presence(broker, broker.backend.stats(queue, now=now, tenant=tenant), now)
     rules = load_rules(broker.backend, snap.queues)
     plans = [
         s
@@ -63,6 +64,20 @@ def report(broker: Broker, queue: str | None = None, *, tenant: str | None = Non
     ]
     alerts = evaluate(snap, rules) + schedule_alerts(plans, now)
     return Report(stats=snap, rules=rules, alerts=alerts, schedules=plans, now=now)
+
+
+def _with_presence(broker: Broker, snap: Stats, now: float) -> Stats:
+    """``snap`` with ``consumers`` counted from worker heartbeats, where pmsq has them.
+
+    Worker presence (``pmsq.backends.presence``) is being added beside this
+    module; until both are merged, a pmsq without it leaves ``snap`` as is.
+    """
+    try:
+        presence = importlib.import_module("pmsq.backends.presence")
+    except ModuleNotFoundError:
+        return snap
+    with_presence: Any = presence.with_presence
+    return cast(Stats, with_presence(broker.backend, snap, now))
 
 
 def as_json(r: Report) -> dict[str, Any]:

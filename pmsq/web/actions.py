@@ -92,8 +92,10 @@ def _scoped(action: Action, principal: Principal) -> Action:
     return attrs.evolve(action, tenant=principal.tenant)
 
 
-def _apply(broker: Broker, action: Action, principal: Principal) -> int:
-    scope: Any = broker if principal.tenant is None else broker.tenant(principal.tenant)
+def _apply(broker: Broker, action: Action) -> int:
+    # Through a tenant handle whenever a tenant is named (always, for a tenant's
+    # token: _scoped forced it), so ids of other tenants' messages match nothing.
+    scope: Any = broker if action.tenant is None else broker.tenant(action.tenant)
     ids = None if action.ids is None else list(action.ids)
     if action.verb == "redrive":
         return int(scope.dead_letters(action.queue).redrive(ids))
@@ -102,18 +104,15 @@ def _apply(broker: Broker, action: Action, principal: Principal) -> int:
     if action.verb == "cancel":
         queue = scope.queue(action.queue)
         if action.key is not None:
-            if principal.tenant is None:
-                return int(queue.cancel(key=action.key, tenant=action.tenant))
             return int(queue.cancel(key=action.key))
         if not ids:
             raise ConfigurationError("cancel needs message ids or a key")
         return sum(1 for i in ids if queue.cancel(i))
-    # Pauses are stored per (queue, tenant, key) on the broker, not on tenant handles:
-    # the tenant was forced to the principal's by _scoped.
+    # Pauses are stored per (queue, tenant, key) on the broker, not on tenant handles.
     options = {"tenant": action.tenant, "key": action.key}
     if action.verb == "pause":
         broker.pause(  # type: ignore[attr-defined]
-            action.queue, until=action.until, reason=action.reason, **options
+            action.queue, until=action.until, reason=action.reason or "", **options
         )
         return 1
     return int(bool(broker.resume(action.queue, **options)))  # type: ignore[attr-defined]
@@ -136,7 +135,7 @@ def perform(broker: Broker, action: Action, principal: Principal, *, client: str
         ConfigurationError: the action is invalid for this queue or pmsq.
     """
     action = _scoped(action, principal)
-    count = _apply(broker, action, principal)
+    count = _apply(broker, action)
     log.info("%s by %s from %s: %d changed", action.describe(), principal.who, client, count)
     _journal(broker, action, principal, client, count)
     return count

@@ -270,13 +270,13 @@ async def healthz(dash: Dashboard, request: Request) -> Response:
         queues = dash.broker.queues()
         body: dict[str, Any] = {"status": "ok", "queues": len(queues)}
         if want_consumers:
-            snap = dash.broker.stats()
+            snap = report(dash.broker).stats
             # QueueStats.consumers comes with worker heartbeats; a pmsq without them
             # cannot tell, and a health check that cannot tell must not say yes.
-            unknown = [n for n, qs in snap.queues.items() if not hasattr(qs, "consumers")]
-            if unknown:
+            consumers = {n: getattr(qs, "consumers", None) for n, qs in snap.queues.items()}
+            if any(c is None for c in consumers.values()):
                 return 503, {"status": "unknown", "error": "this pmsq does not track consumers"}
-            unserved = sorted(n for n, qs in snap.queues.items() if qs.ready and not qs.consumers)
+            unserved = sorted(n for n, qs in snap.queues.items() if qs.ready and not consumers[n])
             if unserved:
                 return 503, {"status": "no consumers", "queues_without_consumers": unserved}
         return 200, body

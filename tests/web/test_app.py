@@ -463,3 +463,31 @@ def test_pause_forms_and_routes_are_absent_without_pauses(store: pmsq.Broker) ->
         "/actions/pause", data={"queue": "email"}, headers={"authorization": f"Bearer {TOKEN}"}
     )
     assert r.status_code == 404
+
+
+def test_an_admin_naming_a_tenant_acts_on_that_tenant_only(store: pmsq.Broker) -> None:
+    c = client(store, TOKEN)
+    globex = [d.message.id for d in store.tenant("globex").dead_letters("email").list()]
+    r = c.post(
+        "/actions/purge",
+        data={"queue": "email", "all": "1", "tenant": "acme"},
+        headers={"authorization": f"Bearer {TOKEN}"},
+    )
+    assert r.json()["count"] == 2
+    assert dead_ids(store) == globex
+
+
+def test_pmsq_trace_shows_who_acted(store: pmsq.Broker, capsys: pytest.CaptureFixture[str]) -> None:
+    from pmsq.cli import main
+
+    target = dead_ids(store)[0]
+    c = client(store, TOKEN)
+    c.post(
+        "/actions/redrive",
+        data={"queue": "email", "id": target},
+        headers={"authorization": f"Bearer {TOKEN}"},
+    )
+    assert main(["trace", store.backend.path, target]) == 0  # type: ignore[attr-defined]
+    out = capsys.readouterr().out
+    assert "operator" in out
+    assert "redrive by token:" in out
