@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from markupsafe import Markup, escape
 
-__all__ = ["bars", "line"]
+__all__ = ["bars", "line", "shared_top"]
 
 _W, _H = 240, 48
 
@@ -20,7 +20,14 @@ def _top(values: Sequence[float]) -> float:
     return max([*values, 0.0]) or 1.0
 
 
-def bars(processed: Sequence[int], failed: Sequence[int], *, title: str, width: int = _W) -> Markup:
+def bars(
+    processed: Sequence[int],
+    failed: Sequence[int],
+    *,
+    title: str,
+    width: int = _W,
+    top: float | None = None,
+) -> Markup:
     """Stacked bars per point: acks (green) under failures (red).
 
     Args:
@@ -28,12 +35,16 @@ def bars(processed: Sequence[int], failed: Sequence[int], *, title: str, width: 
         failed: Failures per point, the same length.
         title: What the chart shows (read by screen readers, shown on hover).
         width: Width of the drawing in viewBox units.
+        top: The value of a full-height bar; ``None``: this chart's own
+            highest. Charts side by side in a table share one, so a quiet
+            queue never looks busy next to a loaded one.
 
     Returns:
         Safe markup of one ``<svg>`` element.
     """
     n = max(1, len(processed))
-    top = _top([p + f for p, f in zip(processed, failed, strict=True)])
+    own = _top([p + f for p, f in zip(processed, failed, strict=True)])
+    top = own if top is None else max(top, own)
     step = width / n
     parts = []
     for i, (p, f) in enumerate(zip(processed, failed, strict=True)):
@@ -91,3 +102,13 @@ def line(values: Sequence[float | None], *, title: str, width: int = _W) -> Mark
         f'role="img"><title>{escape(title)}</title>'
         f'<line class="axis" x1="0" y1="{_H}" x2="{width}" y2="{_H}"/>{lines}</svg>'
     )
+
+
+def shared_top(series: Sequence[object]) -> float:
+    """The highest acks + failures of any point of these lines' series (``Line``-like)."""
+    tops = [0.0]
+    for line_ in series:
+        s = getattr(line_, "series", None)
+        if s is not None:
+            tops.append(_top([p + f for p, f in zip(s.processed, s.failed, strict=True)]))
+    return max(tops) or 1.0

@@ -96,6 +96,7 @@ def _environment() -> jinja2.Environment:
     env.globals.update(
         bars=charts.bars,
         line=charts.line,
+        shared_top=charts.shared_top,
         OPERATOR_EVENT=OPERATOR_EVENT,
         # The timeline reads the journal the way ``pmsq trace`` does.
         where=timeline._where,

@@ -145,3 +145,12 @@ def test_line_draws_every_known_point(values: list[float | None]) -> None:
 def test_chart_titles_are_escaped() -> None:
     assert "<script>" not in charts.bars([1], [0], title="<script>x</script>")
     assert "&lt;script&gt;" in charts.line([1.0], title="<script>x</script>")
+
+
+def test_charts_sharing_a_top_draw_a_quiet_series_low() -> None:
+    quiet = str(charts.bars([1], [0], title="q", top=100.0))
+    alone = str(charts.bars([1], [0], title="q"))
+    assert 'height="0.5"' in quiet  # 1 of 100: a sliver
+    assert 'height="48.0"' in alone  # its own top: full height
+    # A top below the series' own highest never clips it.
+    assert 'height="48.0"' in str(charts.bars([10], [0], title="q", top=1.0))
