@@ -68,11 +68,6 @@ def _when(value: dt.datetime | float | None) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _number(value: float) -> str:
-    """``3`` for 3.0, ``0.25`` for 0.25: alert values read like the figures they compare."""
-    return f"{value:g}" if value == int(value) else f"{value:.2f}"
-
-
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("pmsq.web", "templates"),
@@ -88,7 +83,6 @@ def _environment() -> jinja2.Environment:
         pct=figures.fmt_pct,
         count=figures.fmt_count,
         when=_when,
-        num=_number,
         per_s=lambda per_minute: figures.fmt_rate(per_minute / 60.0),
     )
     from pmsq.cli import trace as timeline

@@ -63,7 +63,7 @@ def test_the_overview_shows_the_snapshot_figures(store: pmsq.Broker) -> None:
         assert int(cells["dead"]) == qs.dead
         assert int(cells["in_flight"]) == qs.in_flight
     # The default rule's alert: any dead letter is critical.
-    assert "email: dead 3 over 0" in html
+    assert "email: 3 dead letters (alert above 0)" in html
 
 
 def test_a_queue_page_lists_its_dead_letters_with_their_errors(store: pmsq.Broker) -> None:
