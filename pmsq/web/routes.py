@@ -160,6 +160,7 @@ class Dashboard:
             can_act=found is not None,
             can_pause=views.can_pause(self.broker),
             can_cancel=views.can_cancel(self.broker),
+            can_list_workers=views.can_list_workers(self.broker),
             done=request.query_params.get("done"),
             path=request.url.path,
             **context,
@@ -238,6 +239,15 @@ async def pauses(dash: Dashboard, request: Request) -> Response:
     found = await run_in_threadpool(views.pauses, dash.broker, tenant)
     queues = [c.name for c in await run_in_threadpool(dash.broker.queues)]
     return dash.page(request, "pauses.html", pauses=found, queues=queues, title="pauses")
+
+
+async def workers(dash: Dashboard, request: Request) -> Response:
+    viewer = dash.viewer(request)
+    if viewer is not None and viewer.tenant is not None:
+        # Hosts and processes are the deployment's, not a tenant's business.
+        raise _Refused(403, "a tenant's token does not see the workers")
+    found = await run_in_threadpool(views.workers, dash.broker)
+    return dash.page(request, "workers.html", workers=found, title="workers")
 
 
 async def trace(dash: Dashboard, request: Request) -> Response:
@@ -443,6 +453,7 @@ def create_app(broker: Broker, token: TokenSpec, *, owns_broker: bool) -> Starle
             r("/tenants/{tenant}", tenants),
             r("/schedules", schedules),
             r("/pauses", pauses),
+            r("/workers", workers),
             r("/trace", trace),
             r("/metrics", metrics),
             r("/healthz", healthz),

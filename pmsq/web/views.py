@@ -35,6 +35,7 @@ __all__ = [
     "queue_page",
     "schedules",
     "trace",
+    "workers",
 ]
 
 #: Dead letters listed on a queue's page (the newest are listed last).
@@ -202,6 +203,28 @@ def pauses(broker: Broker, tenant: str | None) -> list[Any]:
         return []
     found = getattr(broker, "pauses")()  # noqa: B009 - present only once pauses are merged
     return [p for p in found if tenant is None or p.tenant == tenant]
+
+
+def can_list_workers(broker: Broker) -> bool:
+    """Whether this pmsq knows its workers (``broker.workers()``, from heartbeats)."""
+    return hasattr(broker, "workers")
+
+
+def workers(broker: Broker, queue: str | None = None) -> list[Any] | None:
+    """The live worker processes (serving ``queue``), or ``None`` when nobody can tell.
+
+    Worker presence comes with another part of pmsq; without it, or on a
+    backend that records no heartbeats, the answer is unknown, not "none".
+    """
+    from pmsq.errors import ConfigurationError
+
+    if not can_list_workers(broker):
+        return None
+    try:
+        found: list[Any] = getattr(broker, "workers")()  # noqa: B009 - present once merged
+    except ConfigurationError:
+        return None
+    return [w for w in found if queue is None or queue in w.queues]
 
 
 def trace(broker: Broker, tenant: str | None, ident: str) -> list[MessageTrace] | None:

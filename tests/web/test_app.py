@@ -491,3 +491,25 @@ def test_pmsq_trace_shows_who_acted(store: pmsq.Broker, capsys: pytest.CaptureFi
     out = capsys.readouterr().out
     assert "operator" in out
     assert "redrive by token:" in out
+
+
+# -- workers (worker presence is another branch; the guard goes when it is merged) -------------
+@pytest.mark.skipif(not hasattr(pmsq.Broker, "workers"), reason="worker presence is not merged")
+def test_the_workers_page_lists_live_workers(store: pmsq.Broker) -> None:
+    store.handler("calendar")(lambda msg: None)
+    with pmsq.Worker(store, concurrency=2):
+        live = store.workers()  # type: ignore[attr-defined]
+        assert live
+        html = client(store).get("/workers").text
+        for w in live:
+            assert f'data-worker="{w.id}"' in html
+    c = client(store, {TOKEN: None, ACME_TOKEN: "acme"})
+    assert c.get("/workers", headers={"authorization": f"Bearer {ACME_TOKEN}"}).status_code == 403
+
+
+def test_without_worker_presence_there_is_no_workers_page(store: pmsq.Broker) -> None:
+    if hasattr(store, "workers"):
+        pytest.skip("this pmsq has worker presence")
+    html = client(store).get("/workers").text
+    assert "records no worker heartbeats" in html
+    assert 'href="/workers"' not in client(store).get("/").text
