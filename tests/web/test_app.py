@@ -513,3 +513,28 @@ def test_without_worker_presence_there_is_no_workers_page(store: pmsq.Broker) ->
     html = client(store).get("/workers").text
     assert "records no worker heartbeats" in html
     assert 'href="/workers"' not in client(store).get("/").text
+
+
+def test_names_another_writer_planted_in_the_store_are_escaped(store: pmsq.Broker) -> None:
+    """Queue and tenant names the API would refuse, written into the file directly."""
+    import sqlite3
+
+    target = dead_ids(store)[0]
+    planted = "<script>alert(1)</script>\x07"
+    conn = sqlite3.connect(store.backend.path)  # type: ignore[attr-defined]
+    with conn:
+        conn.execute(
+            "UPDATE pmsq_messages SET tenant = ?, key = ? WHERE id = ?", (planted, planted, target)
+        )
+        conn.execute(
+            "UPDATE pmsq_journal SET queue = ?, tenant = ? WHERE message_id = ?",
+            (planted, planted, target),
+        )
+    conn.close()
+    c = client(store)
+    for path in ("/queues/email", f"/trace?id={target}"):
+        r = c.get(path)
+        assert r.status_code == 200
+        assert "<script>alert(1)" not in r.text
+        assert "\x07" not in r.text
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;\\x07" in r.text

@@ -285,3 +285,14 @@ def test_a_redrive_through_the_page_really_redrives(
     assert "redrive by token:" in text
     assert "redriven" in text
     shots(browser, "trace")
+
+
+def test_a_missing_browser_fails_under_ci_and_skips_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="install-test-deps"):
+        _missing("chromium")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        _missing("chromium")
