@@ -336,6 +336,9 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 async def _form_lists(request: Request) -> dict[str, list[str]]:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > _MAX_FORM:
+        raise _Refused(413, "form too large")  # before reading a byte of it
     body = await request.body()
     if len(body) > _MAX_FORM:
         raise _Refused(413, "form too large")

@@ -310,6 +310,8 @@ def test_bad_actions_are_refused_clearly(
 def test_unknown_verbs_and_json_bodies_are_refused(store: pmsq.Broker) -> None:
     c = client(store, TOKEN)
     auth = {"authorization": f"Bearer {TOKEN}"}
+    huge = {"queue": "email", "all": "1", "pad": "x" * 70_000}
+    assert c.post("/actions/purge", data=huge, headers=auth).status_code == 413
     assert c.post("/actions/drop", data={"queue": "email"}, headers=auth).status_code == 400
     r = c.post("/actions/purge", json={"queue": "email", "all": "1"}, headers=auth)
     assert r.status_code == 415
