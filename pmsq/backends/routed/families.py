@@ -31,7 +31,13 @@ import attrs
 from pmsq.backends.base import Backend, Capabilities
 from pmsq.backends.families import History, Inspect, Once, Settings, TransactionalPut, Transfer
 from pmsq.backends.routed.backend import RoutedBackend
-from pmsq.backends.schedule_family import FireResult, Firing, ScheduleStore, StoredSchedule
+from pmsq.backends.schedule_family import (
+    FireResult,
+    Firing,
+    ScheduleStore,
+    StoredSchedule,
+    merge_declaration,
+)
 from pmsq.backends.types import DedupRecord, Envelope, HistoryEvent, StoredMessage
 from pmsq.errors import ConfigurationError
 from pmsq.message import Message
@@ -126,16 +132,17 @@ class RoutedHistory(RoutedBackend, History):
         tenant: str | None = None,
         limit: int = 1000,
     ) -> list[HistoryEvent]:
-        ask = functools.partial(
-            History.history,
-            message_id=message_id,
-            dedup_id=dedup_id,
-            correlation_id=correlation_id,
-            key=key,
-            queue=queue,
-            tenant=tenant,
-            limit=limit,
-        )
+        def ask(store: History) -> list[HistoryEvent]:
+            return store.history(
+                message_id=message_id,
+                dedup_id=dedup_id,
+                correlation_id=correlation_id,
+                key=key,
+                queue=queue,
+                tenant=tenant,
+                limit=limit,
+            )
+
         if queue is not None:
             return ask(History.of(self.store_for(queue)))
         events = [
@@ -202,7 +209,23 @@ class RoutedSchedules(RoutedBackend, ScheduleStore):
         return [s for s in rows if self.owns(index, s.queue)]
 
     def save_schedule(self, schedule: StoredSchedule, *, now: float) -> StoredSchedule:
-        return ScheduleStore.of(self.store_for(schedule.queue)).save_schedule(schedule, now=now)
+        home = self.routes.index_for(schedule.queue)
+        moved = [
+            (i, s)
+            for i, store in enumerate(self.stores)
+            if i != home
+            for s in ScheduleStore.of(store).list_schedules()
+            if (s.tenant, s.name) == (schedule.tenant, schedule.name) and self.owns(i, s.queue)
+        ]
+        if moved:
+            # Re-declared onto a queue of another store: it keeps its cursor there, and the
+            # old row goes after the new one is stored (a crash between them leaves two rows
+            # rather than none; the next declaration removes the extra one).
+            schedule = merge_declaration(moved[0][1], schedule, now)
+        stored = ScheduleStore.of(self.stores[home]).save_schedule(schedule, now=now)
+        for i, old in moved:
+            ScheduleStore.of(self.stores[i]).delete_schedule(old.tenant, old.name)
+        return stored
 
     def delete_schedule(self, tenant: str | None, name: str) -> bool:
         # Not short-circuited: a schedule moved with its queue may be in two stores.
