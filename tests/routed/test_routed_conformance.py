@@ -24,7 +24,7 @@ class TestTwoSQLiteStores(BrokerConformance):
         second = str(self.tmp_path / "second.db")
         return pmsq.connect(
             str(self.tmp_path / "main.db"),
-            routes={name: second for name in SECOND},
+            routes=dict.fromkeys(SECOND, second),
             clock=clock,
             durability="normal",
         )
