@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from pmsq.cli._common import add_url, open_store, require_queue
+from pmsq.cli._common import add_url, open_store, require_queue, routes_of
 
 EXAMPLES = """\
 All three outputs come from the same pmsq.Stats snapshot.
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         schedules_to_dicts,
     )
 
-    with open_store(args.url) as broker:
+    with open_store(args.url, routes_of(args)) as broker:
         if args.queue is not None:
             require_queue(broker, args.queue)
         snap = broker.backend.stats(args.queue, now=broker.clock.time())
