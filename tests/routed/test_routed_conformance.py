@@ -11,6 +11,8 @@ import contextlib
 import sqlite3
 from collections.abc import Iterator
 
+from hypothesis import settings
+
 import pmsq
 from pmsq.testing import BrokerConformance, ManualClock
 
@@ -19,6 +21,9 @@ SECOND = ("calendar", "payments.#", "any-words", "b")
 
 class TestTwoSQLiteStores(BrokerConformance):
     """The default store ``main.db`` and ``second.db``."""
+
+    # Every example opens two files: fewer long-run examples keep it inside the timeout.
+    stateful_settings_slow = settings(BrokerConformance.stateful_settings_slow, max_examples=400)
 
     def make_broker(self, clock: ManualClock) -> pmsq.Broker:
         second = str(self.tmp_path / "second.db")
