@@ -120,3 +120,26 @@ def test_migrate_one_queue_refuses_an_unknown_queue(cli: Run, tmp_path: Path) ->
     assert code == 1
     assert "no queue 'payments'" in err
     assert "email" in err
+
+
+@pytest.mark.timeout(120)
+def test_the_demo_runs_with_payments_in_their_own_store(cli: Run, tmp_path: Path) -> None:
+    day, pay = tmp_path / "day.db", tmp_path / "payments.db"
+    code, out, err = cli(
+        "demo",
+        "--db",
+        str(day),
+        "--payments-db",
+        str(pay),
+        "--duration",
+        "2",
+        "--no-monitor",
+        "--seed",
+        "4",
+    )
+    assert code == 0, out + err
+    assert "all checks passed" in out
+    with pmsq.connect(str(pay)) as p, pmsq.connect(str(day)) as d:
+        assert [q.name for q in p.queues()] == ["accounting"]
+        assert p.stats("accounting").processed > 0
+        assert "accounting" not in {q.name for q in d.queues()}
