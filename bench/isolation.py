@@ -193,7 +193,9 @@ def _write(table: str, argv: list[str]) -> None:
         f"{BURST_PROCESSES} processes x {BURST_THREADS} threads putting one event at a time "
         'plus a worker consuming them. `durability="full"` everywhere; PostgreSQL with '
         "fsync on, on loopback.\n\n"
-        f"{table}\n{END}"
+        f"{table}\n\nOne run; other jobs shared the machine, so compare the rows of one run. "
+        "`payments` is handled/put: fewer puts than planned means the producer fell behind.\n"
+        f"{END}"
     )
     text = RESULTS.read_text()
     if BEGIN in text:
