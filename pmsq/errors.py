@@ -99,14 +99,19 @@ class PartialPublish(StorageError):
 
     Args:
         stored: Per store URL that has the message, the queues it reached there.
-        failed: Per store URL that does not, its error.
+        failed: Per store URL that does not, its error (an ``OutcomeUnknown``
+            store may have it after all; the retry settles that too).
     """
 
     def __init__(self, *, stored: dict[str, list[str]], failed: dict[str, PmsqError]) -> None:
         self.stored = stored
         self.failed = failed
         have = "; ".join(f"{url} ({', '.join(qs)})" for url, qs in stored.items())
-        lack = "; ".join(f"{url} ({type(e).__name__}: {e})" for url, e in failed.items())
+        lack = "; ".join(
+            f"{url} ({'outcome unknown, ' if isinstance(e, OutcomeUnknown) else ''}"
+            f"{type(e).__name__}: {e})"
+            for url, e in failed.items()
+        )
         super().__init__(
             f"the publish reached only some stores: stored in {have}; NOT stored in {lack}. "
             "Retry it with the same dedup_id to complete it without duplicates (without a "

@@ -143,3 +143,19 @@ def test_the_demo_runs_with_payments_in_their_own_store(cli: Run, tmp_path: Path
         assert [q.name for q in p.queues()] == ["accounting"]
         assert p.stats("accounting").processed > 0
         assert "accounting" not in {q.name for q in d.queues()}
+
+
+def test_trace_follows_a_chain_across_the_stores(cli: Run, tmp_path: Path) -> None:
+    main, pay = tmp_path / "main.db", tmp_path / "payments.db"
+    with pmsq.connect(str(main), routes={"payments.#": str(pay)}) as b:
+        b.subscribe("booking.*", queue="payments")
+        b.subscribe("booking.*", queue="email")
+        email_id, payment_id = b.publish("booking.created", {"n": 1}, key="property:1")
+    code, out, err = cli(
+        "trace", str(main), "--correlation", email_id, "--route", f"payments.#={pay}"
+    )
+    assert code == 0, err
+    assert email_id in out
+    assert payment_id in out  # the copy in the other store is part of the chain
+    code, out, err = cli("trace", str(main), "--correlation", email_id)
+    assert payment_id not in out  # without the route only main.db is read
