@@ -87,7 +87,7 @@ def test_the_routed_broker_has_only_what_both_stores_have(tmp_path: Path, pg_url
         assert isinstance(b.backend, RoutedBackend)
         assert b.backend.name == "routed (SQLite + PostgreSQL)"
         assert not b.backend.capabilities.history  # the PostgreSQL backend keeps no journal
-        with pytest.raises(pmsq.ConfigurationError, match="history"):
+        with pytest.raises(pmsq.ConfigurationError, match=r"history.*the PostgreSQL store lacks"):
             pmsq.connect(str(tmp_path / "main.db"), routes={"payments.#": pg_url}, history=3600.0)
 
 

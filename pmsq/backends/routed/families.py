@@ -278,17 +278,20 @@ def _capabilities(flags: tuple[tuple[str, bool], ...]) -> Capabilities:
 
 
 @functools.cache
-def _build(families: frozenset[str], flags: tuple[tuple[str, bool], ...], name: str) -> type:
+def _build(
+    families: frozenset[str],
+    flags: tuple[tuple[str, bool], ...],
+    name: str,
+    refusals: tuple[tuple[str, str], ...],
+) -> type:
     bases = tuple(MIXINS[f] for f in MIXINS if f in families) or (RoutedBackend,)
-    return type(
-        "RoutedBackend",
-        bases,
-        {
-            "capabilities": _capabilities(flags),
-            "name": name,
-            "__module__": __name__,
-        },
-    )
+    namespace = {
+        "capabilities": _capabilities(flags),
+        "name": name,
+        "refusals": dict(refusals),
+        "__module__": __name__,
+    }
+    return type("RoutedBackend", bases, namespace)
 
 
 def routed_class(stores: Sequence[Backend]) -> type[RoutedBackend]:
@@ -305,5 +308,18 @@ def routed_class(stores: Sequence[Backend]) -> type[RoutedBackend]:
     for s in stores:
         if s.name not in names:
             names.append(s.name)
-    cls: type[RoutedBackend] = _build(families, flags, f"routed ({' + '.join(names)})")
+    refusals = tuple(
+        (
+            cap,
+            f"a routed broker has only what all its stores have; {_lacking(stores, cap)} lacks it",
+        )
+        for cap in Capabilities.family_names()
+        if cap not in families
+    )
+    cls: type[RoutedBackend] = _build(families, flags, f"routed ({' + '.join(names)})", refusals)
     return cls
+
+
+def _lacking(stores: Sequence[Backend], capability: str) -> str:
+    names = sorted({s.name for s in stores if capability not in s.capabilities.families})
+    return f"the {' and '.join(names)} store"
