@@ -23,7 +23,7 @@ examples:
   pmsq demo                          # 20 s, live monitor, a temporary store
   pmsq demo --duration 5 --no-monitor
   pmsq demo --db day.db && pmsq dlq list day.db email
-  pmsq demo --db day.db --payments-db payments.db   # payments in a store of their own
+  pmsq demo --db day.db --payments-db pay.db  # payments in their own store
 """
 
 
