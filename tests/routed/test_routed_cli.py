@@ -159,3 +159,13 @@ def test_trace_follows_a_chain_across_the_stores(cli: Run, tmp_path: Path) -> No
     assert payment_id in out  # the copy in the other store is part of the chain
     code, out, err = cli("trace", str(main), "--correlation", email_id)
     assert payment_id not in out  # without the route only main.db is read
+
+
+def test_doctor_examines_each_routed_store(cli: Run, stores: tuple[Path, Path]) -> None:
+    main, pay = stores
+    code, out, err = cli("doctor", str(main), "--route", f"payments.#={pay}")
+    assert out.count("store ") >= 2
+    assert f"store {main}" in out
+    assert f"store {pay}" in out
+    assert "dead letter" in out  # the payments store's finding is reported
+    assert code in (0, 1), err
