@@ -23,7 +23,7 @@ import contextlib
 import datetime as dt
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from pmsq import routing
@@ -543,9 +543,10 @@ def connect(
     poll_interval: float = 0.05,
     rng: random.Random | None = None,
     history: dt.timedelta | float | None = DEFAULT_HISTORY,
+    routes: Mapping[str, str] | None = None,
     **backend_options: Any,
 ) -> Broker:
-    """Open a store and return its ``Broker``.
+    """Open a store (or several, with ``routes``) and return its ``Broker``.
 
     Args:
         url: ``sqlite:///path.db``, a plain path, or a URL of an installed plugin
@@ -564,9 +565,12 @@ def connect(
             journal at all. Pruned automatically. A backend without the
             ``history`` capability ignores the default and refuses any other
             retention.
+        routes: Several stores at once: ``{pattern: url}`` puts each queue whose
+            name matches a pattern (topic syntax, first match wins) in that
+            store, the rest in ``url`` (see docs/several-stores.md).
 
     Raises:
-        ConfigurationError: bad option or unknown URL scheme.
+        ConfigurationError: bad option, route or unknown URL scheme.
         StorageError: the store is corrupt, foreign, from a newer pmsq, or unreachable.
     """
     if durability not in ("full", "normal", "memory"):
@@ -583,7 +587,21 @@ def connect(
     # nor leave a connection to it open.
     _check_broker_options(max_payload_bytes, poll_interval)
     retention = _history_seconds(history)
-    backend = open_backend(url, durability=durability, busy_timeout=busy_timeout, **backend_options)
+    if routes is None:
+        backend = open_backend(
+            url, durability=durability, busy_timeout=busy_timeout, **backend_options
+        )
+    else:
+        from pmsq.backends.routed import open_routed
+
+        backend = open_routed(
+            url,
+            routes,
+            interval=float(poll_interval),
+            durability=durability,
+            busy_timeout=busy_timeout,
+            **backend_options,
+        )
     if isinstance(backend, History) or (history is not DEFAULT_HISTORY and retention is not None):
         try:
             History.of(backend, "history=").set_history(retention)

@@ -11,7 +11,8 @@ The error tree::
     ├── LeaseLost                               ack/retry/extend with a stale lease token
     ├── Empty                                   get() timed out
     ├── StorageError                            disk full, I/O error, corrupt file, lock timeout
-    │   └── OutcomeUnknown                      a commit failed in a way that may have reached disk
+    │   ├── OutcomeUnknown                      a commit failed in a way that may have reached disk
+    │   └── PartialPublish                      a publish reached some stores, not all (routes=)
     └── BackendUnavailable                      a plugin's server cannot be reached
 
     HandlerSignal                               not an error: how handlers steer settlement
@@ -31,6 +32,7 @@ __all__ = [
     "HandlerSignal",
     "LeaseLost",
     "OutcomeUnknown",
+    "PartialPublish",
     "PayloadTooLarge",
     "PmsqError",
     "QueueFull",
@@ -84,6 +86,37 @@ class OutcomeUnknown(StorageError):
     The write may or may not be stored. Retrying a put with the same
     ``dedup_id`` is safe: it yields exactly one message.
     """
+
+
+class PartialPublish(StorageError):
+    """A publish across several stores stored its copies in some of them but not all.
+
+    Each store's copies commit together; the stores are separate databases,
+    so one can fail after another committed. Retrying the publish with the
+    same ``dedup_id`` completes it without duplicates: the stores that have
+    it answer with their first copy's id. The failure of each store is the
+    ``__cause__`` (the first one) and in :attr:`failed`.
+
+    Args:
+        stored: Per store URL that has the message, the queues it reached there.
+        failed: Per store URL that does not, its error (an ``OutcomeUnknown``
+            store may have it after all; the retry settles that too).
+    """
+
+    def __init__(self, *, stored: dict[str, list[str]], failed: dict[str, PmsqError]) -> None:
+        self.stored = stored
+        self.failed = failed
+        have = "; ".join(f"{url} ({', '.join(qs)})" for url, qs in stored.items())
+        lack = "; ".join(
+            f"{url} ({'outcome unknown, ' if isinstance(e, OutcomeUnknown) else ''}"
+            f"{type(e).__name__}: {e})"
+            for url, e in failed.items()
+        )
+        super().__init__(
+            f"the publish reached only some stores: stored in {have}; NOT stored in {lack}. "
+            "Retry it with the same dedup_id to complete it without duplicates (without a "
+            "dedup_id, the stores that have it would get a second copy)"
+        )
 
 
 class BackendUnavailable(PmsqError):

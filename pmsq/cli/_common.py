@@ -23,7 +23,9 @@ __all__ = [
     "open_store",
     "parse_json",
     "probe_sqlite",
+    "read_routes_file",
     "require_queue",
+    "routes_of",
     "sqlite_path",
 ]
 
@@ -33,8 +35,80 @@ class CommandError(PmsqError):
 
 
 def add_url(parser: argparse.ArgumentParser) -> None:
-    """Add the positional ``URL`` argument every store command takes."""
+    """Add the positional ``URL`` every store command takes, and the routes to other stores.
+
+    ``--route PATTERN=URL`` (repeatable) and ``--routes FILE`` (a TOML file
+    with a ``[routes]`` table) are what ``pmsq.connect(url, routes=...)``
+    takes: queues whose names match a pattern live in that store.
+    """
     parser.add_argument("url", metavar="URL", help="store URL (sqlite:///pms.db) or a plain path")
+    parser.add_argument(
+        "--route",
+        dest="route",
+        action="append",
+        default=[],
+        type=_route_flag,
+        metavar="PATTERN=URL",
+        help="queues matching PATTERN (topic syntax: payments.#) live in the store at URL; "
+        "repeat for several, tried in order",
+    )
+    parser.add_argument(
+        "--routes",
+        dest="routes_file",
+        metavar="FILE",
+        help='a TOML file whose [routes] table maps patterns to URLs ("payments.#" = "...")',
+    )
+
+
+def _route_flag(text: str) -> tuple[str, str]:
+    pattern, sep, url = text.partition("=")
+    if not sep or not pattern.strip() or not url.strip():
+        raise argparse.ArgumentTypeError(
+            f"expected PATTERN=URL (e.g. 'payments.#=postgresql://pms@db/pms'), got {text!r}"
+        )
+    return pattern.strip(), url.strip()
+
+
+def routes_of(args: argparse.Namespace) -> dict[str, str] | None:
+    """The routes given on the command line (file first, then each ``--route``); ``None``: none.
+
+    Raises:
+        CommandError: the routes file is missing or not TOML with a ``[routes]``
+            table of strings.
+    """
+    routes: dict[str, str] = {}
+    path = getattr(args, "routes_file", None)
+    if path:
+        routes.update(read_routes_file(path))
+    for pattern, url in getattr(args, "route", None) or []:
+        routes[pattern] = url
+    return routes or None
+
+
+def read_routes_file(path: str) -> dict[str, str]:
+    """The ``[routes]`` table of a TOML file, in file order.
+
+    Raises:
+        CommandError: the file is missing, not TOML, or has no table of strings.
+    """
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise CommandError(f"no routes file at {path}") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise CommandError(f"cannot read the routes file {path}: {exc}") from None
+    table = data.get("routes")
+    if not isinstance(table, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in table.items()
+    ):
+        raise CommandError(
+            f"{path} needs a [routes] table of pattern = URL strings, e.g.\n"
+            '[routes]\n"payments.#" = "postgresql://pms@db/pms"'
+        )
+    return dict(table)
 
 
 def sqlite_path(url: str) -> str | None:
@@ -85,18 +159,21 @@ def probe_sqlite(path: str) -> None:
         )
 
 
-def open_store(url: str) -> pmsq.Broker:
-    """Connect to an existing store; never creates one.
+def open_store(url: str, routes: dict[str, str] | None = None) -> pmsq.Broker:
+    """Connect to an existing store (with ``routes``: to several); never creates one.
 
     Raises:
-        CommandError: there is no store at ``url``.
+        CommandError: there is no store at ``url`` or at a routed SQLite URL.
         StorageError: the file is corrupt, foreign or unreadable (with advice).
-        ConfigurationError: unknown URL scheme.
+        ConfigurationError: unknown URL scheme or a bad route.
     """
-    path = sqlite_path(url)
-    if path is not None:
-        probe_sqlite(path)
-    return pmsq.connect(url)
+    from pmsq.backends.routed.routes import parse_routes
+
+    for each in parse_routes(url, routes).urls:  # a bad pattern fails before any probe
+        path = sqlite_path(each)
+        if path is not None:
+            probe_sqlite(path)
+    return pmsq.connect(url, routes=routes)
 
 
 def require_queue(broker: pmsq.Broker, name: str) -> str:

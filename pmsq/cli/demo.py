@@ -23,6 +23,7 @@ examples:
   pmsq demo                          # 20 s, live monitor, a temporary store
   pmsq demo --duration 5 --no-monitor
   pmsq demo --db day.db && pmsq dlq list day.db email
+  pmsq demo --db day.db --payments-db pay.db  # payments in their own store
 """
 
 
@@ -46,6 +47,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--no-monitor", action="store_true", help="print progress lines instead of the dashboard"
     )
+    p.add_argument(
+        "--payments-db",
+        metavar="URL",
+        help="keep the payments (the accounting queue) in a store of their own: a new "
+        "SQLite file or a store URL (docs/several-stores.md)",
+    )
     p.add_argument("--seed", type=int, help="seed for a reproducible day")
     p.set_defaults(func=run)
 
@@ -63,5 +70,11 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(f"folder {folder} does not exist")
     else:
         path = os.path.join(tempfile.mkdtemp(prefix="pmsq-demo-"), "pms.db")
+    routes = None
+    if args.payments_db:
+        pay = args.payments_db
+        if "://" not in pay and os.path.exists(pay):
+            raise CommandError(f"{pay} exists; the demo needs a new file for the payments")
+        routes = {"accounting": pay}
     live = not args.no_monitor and sys.stdout.isatty()
-    return run_demo(path, duration=args.duration, seed=args.seed, live=live)
+    return run_demo(path, duration=args.duration, seed=args.seed, live=live, routes=routes)

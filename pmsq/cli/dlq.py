@@ -15,6 +15,7 @@ from pmsq.cli._common import (
     nonneg_seconds,
     open_store,
     require_queue,
+    routes_of,
 )
 from pmsq.message import DeadLetter
 
@@ -246,7 +247,7 @@ def _chunks(ids: list[str]) -> list[list[str]]:
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch the dlq action."""
-    with open_store(args.url) as broker:
+    with open_store(args.url, routes_of(args)) as broker:
         require_queue(broker, args.queue)
         dead = broker.tenant(args.tenant).dead_letters(args.queue) if args.tenant else None
         dead = dead or broker.dead_letters(args.queue)

@@ -9,7 +9,8 @@ import shutil
 import attrs
 
 from pmsq.backends.families import Settings
-from pmsq.cli._common import CommandError, add_url, probe_sqlite, sqlite_path
+from pmsq.backends.routed.routes import parse_routes
+from pmsq.cli._common import CommandError, add_url, probe_sqlite, routes_of, sqlite_path
 from pmsq.errors import PmsqError
 
 EXAMPLES = """\
@@ -214,13 +215,20 @@ def run(args: argparse.Namespace) -> int:
     from rich.text import Text
 
     console = Console(highlight=False, soft_wrap=True)
-    findings = examine(args.url)
+    # With routes, each store is examined on its own: they are separate databases.
+    urls = parse_routes(args.url, routes_of(args)).urls
+    findings: list[Finding] = []
     marks = {"ok": ("✓", "green"), "warning": ("!", "yellow"), "problem": ("✗", "bold red")}
-    for f in findings:
-        mark, style = marks[f.level]
-        console.print(Text(f"{mark} {f.text}", style=style))
-        if f.advice:
-            console.print(f"    → {f.advice}")
+    for url in urls:
+        if len(urls) > 1:
+            console.print(Text(f"store {url}", style="bold"))
+        found = examine(url)
+        findings += found
+        for f in found:
+            mark, style = marks[f.level]
+            console.print(Text(f"{mark} {f.text}", style=style))
+            if f.advice:
+                console.print(f"    → {f.advice}")
     bad = sum(f.level == "problem" for f in findings)
     warn = sum(f.level == "warning" for f in findings)
     if bad:

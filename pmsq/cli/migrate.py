@@ -14,6 +14,7 @@ from pmsq.cli._common import CommandError, open_store, sqlite_path
 from pmsq.config import check_queue_name
 from pmsq.migrate import (
     BackendSource,
+    OneQueue,
     PersistQueueSource,
     QueueCheck,
     Source,
@@ -31,6 +32,13 @@ message leased right now would be copied as pending and delivered again by
 the new store, so migrate refuses a source with messages in flight unless
 --force.
 
+One queue: --queue Q moves only queue Q (its declaration, bindings, pending
+messages in key order, dead letters and dedup ids), so an app can move its
+critical queues to another store one at a time and route them there with
+pmsq.connect(url, routes={"Q": DST_URL}) (docs/several-stores.md). The
+source keeps its copy; a routed broker reads Q only from the store its
+routes name. Stop Q's workers and producers first.
+
 Safe to interrupt: ids are kept and an id already in the destination is
 skipped, so running the same command again copies only what is missing.
 It ends by comparing pending and dead counts per queue in both stores and
@@ -47,6 +55,7 @@ examples:
   pmsq migrate sqlite:///pms.db postgresql://pms@db:5432/pms
   pmsq migrate pms.db 'postgresql://pms@db/pms?schema=pmsq' --batch 2000
   pmsq migrate postgresql://pms@db/pms sqlite:///back.db     # and back
+  pmsq migrate pms.db postgresql://pms@db/pms --queue payments   # one queue
   pmsq migrate persistqueue:///var/app/queue pms.db --queue email
 """
 
@@ -63,7 +72,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("src", metavar="SRC_URL", help="store to read (or persistqueue:///dir)")
     p.add_argument("dst", metavar="DST_URL", help="store to fill (created if new)")
     p.add_argument(
-        "--queue", metavar="NAME", help="destination queue for a persist-queue source (required)"
+        "--queue",
+        metavar="NAME",
+        help="move only this queue (a pmsq source), or the destination queue of a "
+        "persist-queue source (required there)",
     )
     p.add_argument(
         "--batch",
@@ -114,15 +126,16 @@ def _open_source(args: argparse.Namespace) -> tuple[Source, bool]:
             raise CommandError("a persistqueue:// source needs --queue NAME (the pmsq queue)")
         check_queue_name(args.queue)
         return PersistQueueSource(args.src, args.queue), False
-    if args.queue:
-        raise CommandError("--queue is only for persistqueue:// sources")
     broker = open_store(args.src)
     try:
         require_export(broker.backend)
+        source: Source = BackendSource(broker.backend, getattr(broker.backend, "url", args.src))
+        if args.queue:
+            source = OneQueue(source, check_queue_name(args.queue))
     except BaseException:
         broker.close()
         raise
-    return BackendSource(broker.backend, getattr(broker.backend, "url", args.src)), True
+    return source, True
 
 
 def _open_dest(args: argparse.Namespace) -> pmsq.Broker:
@@ -156,9 +169,10 @@ def run(args: argparse.Namespace) -> int:
         dest = _open_dest(args)
         try:
             backend = dest.backend
-            if isinstance(source, BackendSource) and _identity(
-                args.src, source.backend
-            ) == _identity(args.dst, backend):
+            whole = source.source if isinstance(source, OneQueue) else source
+            if isinstance(whole, BackendSource) and _identity(args.src, whole.backend) == _identity(
+                args.dst, backend
+            ):
                 raise CommandError("SRC_URL and DST_URL are the same store")
             require_import(backend)
             err = Console(stderr=True, highlight=False)
@@ -168,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
                 )
             total = sum(p + d for p, d in source.counts().values())
             result = _copy_with_progress(source, backend, args.batch, authoritative, total, err)
-            for warning in result.warnings:
+            extra = source.warnings() if isinstance(source, OneQueue) else []
+            for warning in (*result.warnings, *extra):
                 err.print(f"warning: {warning}")
             checks = verify(source.counts(), backend)
             dst_name = getattr(backend, "url", args.dst)

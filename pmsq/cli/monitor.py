@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pmsq.cli._common import add_url, open_store, positive_seconds
+from pmsq.cli._common import add_url, open_store, positive_seconds, routes_of
 
 EXAMPLES = """\
 columns:
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pmsq.monitor.live import install_stop_signals, watch
 
-    broker = open_store(args.url)
+    broker = open_store(args.url, routes_of(args))
     stop = threading.Event()
     restore = install_stop_signals(stop)
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from pmsq.cli._common import add_url, open_store, require_queue
+from pmsq.cli._common import add_url, open_store, require_queue, routes_of
 
 EXAMPLES = """\
 Nothing is claimed, leased or changed: workers keep running undisturbed.
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise CommandError(f"-n takes a count >= 1, got {args.n}")
-    with open_store(args.url) as broker:
+    with open_store(args.url, routes_of(args)) as broker:
         require_queue(broker, args.queue)
         # A plain handle: broker.queue() would declare the queue, peeking must not write.
         found = Queue(broker.runtime, args.queue, tenant=args.tenant).peek(args.n)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from pmsq.cli._common import add_url, nonneg_seconds, open_store, parse_json, require_queue
+from pmsq.cli._common import (
+    add_url,
+    nonneg_seconds,
+    open_store,
+    parse_json,
+    require_queue,
+    routes_of,
+)
 
 EXAMPLES = """\
 The queue must exist (declared by the app, or already used); the payload is
@@ -57,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         if not sep or not name:
             raise CommandError(f"--header takes NAME=VALUE, got {item!r}")
         headers[name] = value
-    with open_store(args.url) as broker:
+    with open_store(args.url, routes_of(args)) as broker:
         require_queue(broker, args.queue)
         mid = broker.queue(args.queue).put(
             payload,

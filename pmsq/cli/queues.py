@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from pmsq.cli._common import add_url, open_store
+from pmsq.cli._common import add_url, open_store, routes_of
 from pmsq.config import QueueConfig
 
 EXAMPLES = """\
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     """Print the queues."""
     from pmsq.alerts import load_rules
 
-    with open_store(args.url) as broker:
+    with open_store(args.url, routes_of(args)) as broker:
         configs = broker.queues()
         bindings = broker.bindings()
         rules = load_rules(broker.backend, [c.name for c in configs])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from pmsq.cli._common import add_url, open_store
+from pmsq.cli._common import add_url, open_store, routes_of
 
 EXAMPLES = """\
 examples:
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     """
     from pmsq.schedules.health import render_schedules, schedules_to_dicts
 
-    with open_store(args.url) as broker:
+    with open_store(args.url, routes_of(args)) as broker:
         schedules = broker.schedules()
         now = broker.clock.time()
     if args.json:

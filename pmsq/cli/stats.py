@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from pmsq.cli._common import add_url, open_store, require_queue
+from pmsq.cli._common import add_url, open_store, require_queue, routes_of
 
 EXAMPLES = """\
 All three outputs come from the same pmsq.Stats snapshot.
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from pmsq.monitor.exposition import as_json, as_prometheus, report
     from pmsq.schedules.health import schedule_section
 
-    with open_store(args.url) as broker:
+    with open_store(args.url, routes_of(args)) as broker:
         if args.queue is not None:
             require_queue(broker, args.queue)
         r = report(broker, args.queue)

@@ -11,7 +11,7 @@ from typing import Any
 import attrs
 
 from pmsq.backends.base import HistoryEvent
-from pmsq.cli._common import CommandError, add_url, open_store
+from pmsq.cli._common import CommandError, add_url, open_store, routes_of
 
 EXAMPLES = """\
 The journal records every put, delivery and outcome in the same transaction
@@ -192,7 +192,7 @@ def _check_args(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the timeline (or tree)."""
     _check_args(args)
-    with open_store(args.url) as broker:
+    with open_store(args.url, routes_of(args)) as broker:
         what, events = _find(broker, args)
     messages = group(events)
     if args.json:

@@ -72,10 +72,17 @@ class DemoRun:
         duration: Seconds of publishing; draining follows.
         seed: Seed of the day and the injected failures.
         rate: Events published per second.
+        routes: ``pmsq.connect`` routes (``pmsq demo --payments-db``).
     """
 
     def __init__(
-        self, path: str, *, duration: float, seed: int | None = None, rate: float | None = None
+        self,
+        path: str,
+        *,
+        duration: float,
+        seed: int | None = None,
+        rate: float | None = None,
+        routes: dict[str, str] | None = None,
     ) -> None:
         self.path = path
         self.duration = duration
@@ -93,7 +100,8 @@ class DemoRun:
         self.publishing_done = threading.Event()
         self.drained = threading.Event()
         self.stop = threading.Event()
-        self.broker = pmsq.connect(path, durability="normal")
+        self.routes = routes
+        self.broker = pmsq.connect(path, durability="normal", routes=routes)
         self._seq: dict[str, int] = {}
 
     # -- setup -----------------------------------------------------------------

@@ -82,6 +82,7 @@ def run_demo(
     seed: int | None = None,
     live: bool = True,
     console: Console | None = None,
+    routes: dict[str, str] | None = None,
 ) -> int:
     """Run the demo on a new store at ``path``; return 0 if every check passed, else 1.
 
@@ -91,22 +92,31 @@ def run_demo(
         seed: Seed of the day.
         live: Show the live dashboard (else a progress line per second).
         console: Where to print (default standard output).
+        routes: Queues in other stores (``--payments-db``: the accounting queue).
     """
     console = console or Console()
     console.print(f"store: {path}  (worker log: {path}.log)", highlight=False, soft_wrap=True)
     with _log_to(f"{path}.log"):
-        return _run(path, duration=duration, seed=seed, live=live, console=console)
+        return _run(path, duration=duration, seed=seed, live=live, console=console, routes=routes)
 
 
-def _run(path: str, *, duration: float, seed: int | None, live: bool, console: Console) -> int:
+def _run(
+    path: str,
+    *,
+    duration: float,
+    seed: int | None,
+    live: bool,
+    console: Console,
+    routes: dict[str, str] | None = None,
+) -> int:
     from pmsq.monitor.live import install_stop_signals, watch
 
-    day = DemoRun(path, duration=duration, seed=seed)
+    day = DemoRun(path, duration=duration, seed=seed, routes=routes)
     interrupted = threading.Event()
     stop_threads = day.start()
     # SIGINT/SIGTERM end the show early; the run then stops without a verdict.
     restore = install_stop_signals(interrupted)
-    watcher = pmsq.connect(path, durability="normal")
+    watcher = pmsq.connect(path, durability="normal", routes=routes)
     try:
         if live:
             done = threading.Event()
@@ -143,8 +153,9 @@ def _run(path: str, *, duration: float, seed: int | None, live: bool, console: C
         day.close()
     checks = verify(history)
     console.print(render_report(checks, history))
+    flags = "".join(f" --route '{p}={u}'" for p, u in (routes or {}).items())
     console.print(
-        f"store kept: pmsq stats {path}; pmsq dlq list {path} email",
+        f"store kept: pmsq stats {path}{flags}; pmsq dlq list {path} email",
         highlight=False,
         soft_wrap=True,
     )

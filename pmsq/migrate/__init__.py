@@ -9,12 +9,20 @@ from __future__ import annotations
 
 from pmsq.migrate.copy import MigrationResult, QueueCheck, check_queues, copy, verify
 from pmsq.migrate.persistqueue import PersistQueueSource, parse_persistqueue_url
-from pmsq.migrate.sources import BackendSource, Counts, Source, require_export, require_import
+from pmsq.migrate.sources import (
+    BackendSource,
+    Counts,
+    OneQueue,
+    Source,
+    require_export,
+    require_import,
+)
 
 __all__ = [
     "BackendSource",
     "Counts",
     "MigrationResult",
+    "OneQueue",
     "PersistQueueSource",
     "QueueCheck",
     "Source",

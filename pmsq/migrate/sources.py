@@ -16,7 +16,14 @@ from pmsq.backends.families import Transfer
 from pmsq.config import QueueConfig
 from pmsq.errors import ConfigurationError
 
-__all__ = ["BackendSource", "Counts", "Source", "require_export", "require_import"]
+__all__ = [
+    "BackendSource",
+    "Counts",
+    "OneQueue",
+    "Source",
+    "require_export",
+    "require_import",
+]
 
 #: Per queue: (pending messages including in flight, dead letters).
 Counts = dict[str, tuple[int, int]]
@@ -99,6 +106,62 @@ class BackendSource(Source):
 
     def close(self) -> None:
         self.backend.close()
+
+
+class OneQueue(Source):
+    """One queue of another source: its declaration, bindings, messages and dedup ids.
+
+    ``pmsq migrate SRC DST --queue Q`` moves a queue to the store the routes
+    will send it to (docs/several-stores.md); the rest of the source is not read.
+
+    Args:
+        source: The whole source (closed with this one).
+        queue: The queue to move.
+
+    Raises:
+        ConfigurationError: the source has no queue of that name.
+    """
+
+    def __init__(self, source: Source, queue: str) -> None:
+        self.source = source
+        self.queue = queue
+        self.description = f"{source.description} (queue {queue})"
+        configs = [c for c in source.queues() if c.name == queue]
+        if not configs:
+            known = ", ".join(sorted(c.name for c in source.queues())) or "none"
+            raise ConfigurationError(f"the source has no queue {queue!r} to move (queues: {known})")
+        self._config = configs[0]
+
+    def queues(self) -> list[QueueConfig]:
+        return [self._config]
+
+    def bindings(self) -> list[tuple[str, str]]:
+        return [(p, q) for p, q in self.source.bindings() if q == self.queue]
+
+    def counts(self) -> Counts:
+        return {q: c for q, c in self.source.counts().items() if q == self.queue}
+
+    def in_flight(self) -> dict[str, int]:
+        return {q: n for q, n in self.source.in_flight().items() if q == self.queue}
+
+    def pages(self, queue: str, batch: int) -> Iterator[list[StoredMessage]]:
+        return self.source.pages(queue, batch)
+
+    def dedup(self, queue: str) -> list[DedupRecord]:
+        return self.source.dedup(queue)
+
+    def warnings(self) -> list[str]:
+        """What the operator must also do: a fallback queue is not moved with its queue."""
+        fallback = self._config.fallback
+        if fallback is None:
+            return []
+        return [
+            f"queue {self.queue!r} has fallback {fallback!r}, which stays in the source; "
+            f"move it too (--queue {fallback}) and route both to the same store"
+        ]
+
+    def close(self) -> None:
+        self.source.close()
 
 
 def require_export(backend: Backend) -> None:

@@ -167,7 +167,7 @@ def test_in_flight_messages_need_force(cli: Run, src: Path, tmp_path: Path) -> N
         (("{src}", "sqlite:///{src}"), "the same store"),
         (("{src}", "persistqueue:///somewhere"), "can only be a source"),
         (("{src}", "sqlite:///:memory:"), "in-memory"),
-        (("{src}", "{dst}", "--queue", "x"), "--queue is only for persistqueue"),
+        (("{src}", "{dst}", "--queue", "x"), "no queue 'x' to move"),
         (("{tmp}/missing.db", "{dst}"), "no store at"),
     ],
 )
