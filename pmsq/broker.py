@@ -30,6 +30,7 @@ from pmsq import routing
 from pmsq.alerts import Alert, AlertBook, AlertRule, evaluate, load_rules, save_rule
 from pmsq.backends.base import Backend
 from pmsq.backends.families import History, Once
+from pmsq.backends.presence import Presence, WorkerInfo, live_since
 from pmsq.backends.registry import open_backend
 from pmsq.clock import Clock, SystemClock
 from pmsq.codec import Codec, JsonCodec
@@ -442,6 +443,23 @@ class Broker:
         alerts += schedule_alerts(read_schedules(self.runtime), self.clock.time())
         self._alert_book.fire(alerts)
         return alerts
+
+    def workers(self) -> list[WorkerInfo]:
+        """The live worker processes of this store, known by their heartbeats.
+
+        A worker is live while its last heartbeat is at most
+        ``pmsq.backends.presence.LIVE_WINDOW`` (15) seconds old; a graceful
+        stop removes it at once.
+
+        Returns:
+            ``pmsq.WorkerInfo`` values, by host, pid and id.
+
+        Raises:
+            ConfigurationError: the backend does not record worker heartbeats.
+        """
+        presence = Presence.of(self.backend, "workers")
+        since = live_since(self.clock.time())
+        return [WorkerInfo.from_beat(b) for b in presence.list_workers(since=since)]
 
     def dead_letters(self, queue: str) -> DeadLetters:
         """The dead letters of ``queue``: ``.list()``, ``.redrive(ids)``, ``.purge(ids)``."""

@@ -147,7 +147,8 @@ def stats(tx: Tx, queue: str | None, now: float, tenant: str | None) -> Stats:
     add_metric_rows(
         per,
         tx.all(
-            "SELECT queue, tenant, slot, processed, failed, retried, dead_lettered, hist "
+            "SELECT queue, tenant, slot, processed, failed, retried, dead_lettered, hist, put, "
+            "wait_hist "
             f"FROM {{s}}.metrics WHERE {metric_where}",
             [first_recent_slot(now), *args],
         ),

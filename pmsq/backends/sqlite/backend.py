@@ -40,6 +40,7 @@ from pmsq.backends.sqlite import (
 )
 from pmsq.backends.sqlite.group_commit import GroupCommit
 from pmsq.backends.sqlite.journal import Journal
+from pmsq.backends.sqlite.presence import SQLitePresence
 from pmsq.backends.sqlite.puts import ConfigReader
 from pmsq.backends.sqlite.schedules import SQLiteSchedules
 from pmsq.backends.sqlite.store import SYNC, Durability, Store, after_wait, parse_sqlite_url
@@ -81,7 +82,15 @@ def _check_retention(retention: float | None) -> float | None:
 
 
 class SQLiteBackend(
-    SQLiteSchedules, Backend, TransactionalPut, Once, History, Transfer, Settings, Inspect
+    SQLiteSchedules,
+    SQLitePresence,
+    Backend,
+    TransactionalPut,
+    Once,
+    History,
+    Transfer,
+    Settings,
+    Inspect,
 ):
     """The reference backend: a SQLite file (or memory) shared by threads and processes.
 
@@ -200,7 +209,9 @@ class SQLiteBackend(
     def put_many(self, envelopes: Sequence[Envelope], *, now: float) -> list[str]:
         return list(
             self._group.run(
-                lambda conn: puts.put_batch(conn, self._configs, self._journal, envelopes, now),
+                lambda conn: puts.put_batch(
+                    conn, self._configs, self._journal, envelopes, now, self._metrics
+                ),
                 now,
                 rerunnable=True,
             )

@@ -11,6 +11,7 @@ from typing import Any
 
 from pmsq.backends.sqlite.journal import Event, Journal
 from pmsq.backends.sqlite.lines import head_if_first, tail_of
+from pmsq.backends.sqlkit.metrics import Metrics
 from pmsq.backends.sqlkit.quotas import check_room
 from pmsq.backends.sqlkit.rows import tenant_in
 from pmsq.backends.sqlkit.states import IN_FLIGHT, READY, SCHEDULED, WAITING, waiting_state
@@ -151,11 +152,13 @@ def put_one(
     now: float,
     journal: Journal | None = None,
     siblings: list[str] | None = None,
+    metrics: Metrics | None = None,
 ) -> str:
     """Store one envelope in the open transaction; return the id the caller sees.
 
     What happened (put, dedup hit, coalesced) is recorded in ``journal``;
-    ``siblings`` are the ids of the other copies of a fan-out.
+    ``siblings`` are the ids of the other copies of a fan-out; a message
+    stored is counted in ``metrics`` (``put_per_minute``).
 
     Raises:
         QueueFull: ``max_depth`` or ``tenant_quota`` reached (nothing written).
@@ -197,26 +200,36 @@ def put_one(
     check_room(cfg, env, lambda tenant, cap: _count_waiting(conn, env.queue, tenant, cap))
     insert_envelope(conn, env, now)
     _remember_dedup(conn, cfg, env, tenant, env.id)
+    if metrics is not None:
+        metrics.add(env.queue, tenant, put=1)
     if journal is not None:
         record_put(journal, env, now, siblings=siblings)
     return env.id
 
 
 def put_batch(
-    conn: Any, configs: ConfigReader, log: Journal, envelopes: Sequence[Envelope], now: float
+    conn: Any,
+    configs: ConfigReader,
+    log: Journal,
+    envelopes: Sequence[Envelope],
+    now: float,
+    metrics: Metrics | None = None,
 ) -> list[str]:
     """Store ``envelopes`` in the open transaction; return the ids the caller sees.
 
     A fan-out (several copies of one topic's message) journals each copy
-    with its siblings' ids.
+    with its siblings' ids. Messages stored are counted in ``metrics``
+    (``None`` for a transaction pmsq does not commit itself: the outbox).
     """
     if not log.enabled:
-        return [put_one(conn, configs, e, now) for e in envelopes]
+        return [put_one(conn, configs, e, now, metrics=metrics) for e in envelopes]
     topics = {e.topic for e in envelopes}
     fanout = len(envelopes) > 1 and len(topics) == 1 and None not in topics
     ids = [e.id for e in envelopes]
     return [
-        put_one(conn, configs, e, now, log, [i for i in ids if i != e.id] if fanout else None)
+        put_one(
+            conn, configs, e, now, log, [i for i in ids if i != e.id] if fanout else None, metrics
+        )
         for e in envelopes
     ]
 
