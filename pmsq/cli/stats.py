@@ -48,6 +48,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the snapshot."""
     from pmsq.alerts import evaluate, load_rules
+    from pmsq.backends.presence import with_presence
+    from pmsq.monitor.workers import read_workers, render_workers
     from pmsq.schedules.health import (
         read_schedules,
         schedule_alerts,
@@ -59,15 +61,21 @@ def run(args: argparse.Namespace) -> int:
     with open_store(args.url) as broker:
         if args.queue is not None:
             require_queue(broker, args.queue)
-        snap = broker.backend.stats(args.queue, now=broker.clock.time())
+        now = broker.clock.time()
+        # with_presence: live consumers per queue, from the workers' heartbeats.
+        snap = with_presence(broker.backend, broker.backend.stats(args.queue, now=now), now)
         rules = load_rules(broker.backend, snap.queues)
         plans = [s for s in read_schedules(broker.runtime) if args.queue in (None, s.queue)]
-        now = broker.clock.time()
+        workers = read_workers(broker)
+        if workers is not None and args.queue is not None:
+            workers = [w for w in workers if args.queue in w.queues]
     if args.json:
         data = snap.to_dict()
         data["alerts"] = [a.to_dict() for a in evaluate(snap, rules)]
         data["alerts"] += [a.to_dict() for a in schedule_alerts(plans, now)]
         data["schedules"] = schedules_to_dicts(plans, now)
+        # None: the backend keeps no heartbeats (unknown, not "no workers").
+        data["workers"] = None if workers is None else [w.to_dict() for w in workers]
         print(json.dumps(data, indent=2, sort_keys=True))
         return 0
     if args.prometheus:
@@ -90,4 +98,5 @@ def run(args: argparse.Namespace) -> int:
         console.print(render_totals(snap, tenants=args.tenants))
     if plans:
         console.print(schedule_section(plans, now))
+    console.print(render_workers(workers, now))
     return 0

@@ -152,7 +152,7 @@ class SQLiteBackend(
         self._upkeep = Upkeep(self._metrics, self._journal)
         # Late-bound through self._write, so a test can count the transactions.
         self._group = GroupCommit(
-            lambda fn: self._write(fn), self._journal, self._upkeep.after_batch
+            lambda fn: self._write(fn), self._journal, self._upkeep.after_batch, self._metrics
         )
         self._claims = claims.Claimer(self._store, self._configs, self._metrics, self._journal)
         self._probe = wake.Probe(self._store)
