@@ -141,6 +141,17 @@ class PresenceBeat:
         self._next = now + self._interval
         return True
 
+    def start(self, now: float) -> None:
+        """Beat at once (blocking) and schedule the next beat one interval after ``now``.
+
+        The thread ``Worker`` calls it in ``start()``, so the worker is listed
+        by ``broker.workers()`` as soon as ``start()`` returns.
+        """
+        if self._store is None:
+            return
+        self.beat()
+        self._next = now + self._interval
+
     def beat(self) -> None:
         """Write this worker's row with ``last_seen`` = now (blocking)."""
         if self._store is None:
