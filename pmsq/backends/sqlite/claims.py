@@ -217,6 +217,7 @@ def claim(
         _expire_leases(conn, configs, cfg, queue, now, metrics, journal)
     out: list[Claimed] = []
     leases: list[tuple[str, float, int]] = []
+    waits: dict[str, list[float]] = {}
     expires = now + cfg.lease
     rows = _select(conn, cfg, queue, n, tenant, now)
     while rows:
@@ -244,7 +245,7 @@ def claim(
         leases.append((token, expires, row["seq"]))
         if row["attempt"] == 0:
             # First delivery: how long it waited since it became due (wait_p50_ms).
-            metrics.add(queue, row["tenant"], wait_ms=(now - row["available_at"]) * 1000.0)
+            waits.setdefault(row["tenant"], []).append((now - row["available_at"]) * 1000.0)
         journal.add_row(
             now,
             Event.DELIVERED,
@@ -261,6 +262,8 @@ def claim(
             claimed_from_row(row, token=token, attempt=row["attempt"] + 1, lease_expires=expires)
         )
     _lease(conn, leases)
+    if waits:
+        metrics.add_waits(queue, waits)
     return out
 
 
