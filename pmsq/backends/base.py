@@ -72,8 +72,8 @@ class Capabilities:
 
     The semantic flags below are declared by the backend; the families
     (``transactional_put``, ``once``, ``history``, ``transfer``, ``settings``,
-    ``inspect``) are derived from the family mixins its class implements,
-    and read as attributes of the same name.
+    ``inspect``, ``presence``) are derived from the family mixins its class
+    implements, and read as attributes of the same name.
 
     Attributes:
         per_key_fifo: Strict per-key order (False: order per shard only).
