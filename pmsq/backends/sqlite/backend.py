@@ -58,7 +58,7 @@ from pmsq.backends.types import (
     StoredMessage,
 )
 from pmsq.config import QueueConfig
-from pmsq.errors import ConfigurationError, PmsqError
+from pmsq.errors import ConfigurationError, PmsqError, StorageError
 from pmsq.message import Message
 from pmsq.once import once_sqlite
 from pmsq.stats import Stats
@@ -336,8 +336,11 @@ class SQLiteBackend(
     def stats(self, queue: str | None = None, *, now: float, tenant: str | None = None) -> Stats:
         with self._lock:
             if self._metrics:
-                # This process's own recent outcomes belong in its own snapshot.
-                self._write(lambda c: self._upkeep.flush_metrics(c, now, force=True))
+                # This process's own recent outcomes belong in its own snapshot,
+                # but reading must not need the write lock (WAL): if another
+                # process holds it, the counts stay buffered for a later write.
+                with contextlib.suppress(StorageError):
+                    self._write(lambda c: self._upkeep.flush_metrics(c, now, force=True))
             return self._read(lambda c: admin.stats(c, queue, now, tenant))
 
     def peek(
