@@ -13,9 +13,12 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 import pmsq
 from pmsq.backends.presence import BEAT_INTERVAL, LIVE_WINDOW, Presence, WorkerBeat
 from pmsq.clock import ManualClock
+from pmsq.worker.heartbeat import PresenceBeat
 from worker._support import Running, wait_for
 
 APP = textwrap.dedent(
@@ -148,3 +151,59 @@ def test_heartbeats_are_not_per_message(live: pmsq.Broker) -> None:
     # However long that took, the beats are bounded by elapsed time / interval.
     elapsed = beats[-1].last_seen - beats[0].last_seen
     assert len(beats) <= 2 + elapsed / BEAT_INTERVAL
+
+
+class _FlakyStore(Presence):
+    """A presence store whose writes fail until told otherwise."""
+
+    name = "flaky"
+
+    def __init__(self) -> None:
+        self.failing = True
+        self.rows: dict[str, WorkerBeat] = {}
+
+    def beat_worker(self, beat: WorkerBeat) -> None:
+        if self.failing:
+            raise pmsq.StorageError("the store is locked")
+        self.rows[beat.id] = beat
+
+    def forget_worker(self, worker_id: str) -> bool:
+        if self.failing:
+            raise pmsq.StorageError("the store is locked")
+        return self.rows.pop(worker_id, None) is not None
+
+    def list_workers(self, *, since: float) -> list[WorkerBeat]:
+        return [b for b in self.rows.values() if b.last_seen >= since]
+
+
+def test_a_failed_heartbeat_is_logged_and_retried_never_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = _FlakyStore()
+    start = 1_800_000_000.0
+    clock = ManualClock(start)
+    beat = PresenceBeat(store, clock, "w1", ["sms", "email"], 4, interval=5.0)
+    assert beat.next_at() == -math.inf, "the first beat is due at once"
+    assert beat.due(100.0)
+    assert (beat.due(100.0), beat.next_at()) == (False, 105.0)
+    beat.beat()  # fails: logged
+    assert "could not record the worker's heartbeat" in caplog.text
+    store.failing = False
+    clock.advance(5.0)
+    beat.beat()
+    (row,) = store.rows.values()
+    assert (row.queues, row.concurrency, row.pid) == (("email", "sms"), 4, os.getpid())
+    # Started at its first attempt, even though that write failed.
+    assert (row.started_at, row.last_seen) == (start, start + 5.0)
+    beat.leave()
+    assert store.rows == {}
+    assert beat.next_at() is None, "no beats after leaving"
+
+
+def test_without_the_presence_family_the_beat_does_nothing() -> None:
+    beat = PresenceBeat(object(), ManualClock(0.0), "w1", ["sms"], 1)
+    assert beat.next_at() is None
+    assert not beat.due(1e9)
+    beat.start(0.0)
+    beat.beat()
+    beat.leave()
