@@ -5,6 +5,7 @@
 
 from pmsq.alerts import Alert, AlertRule
 from pmsq.backends.base import Backend, Capabilities
+from pmsq.backends.presence import WorkerInfo
 from pmsq.broker import Broker, connect
 from pmsq.clock import Clock, ManualClock, SystemClock
 from pmsq.codec import Codec, JsonCodec
@@ -81,6 +82,7 @@ __all__ = [
     "TenantHandle",
     "Unroutable",
     "Worker",
+    "WorkerInfo",
     "__version__",
     "connect",
 ]

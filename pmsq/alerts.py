@@ -9,7 +9,8 @@ its alert starts, not again while it lasts.
 
 Queues without a stored rule are checked against :data:`DEFAULT_RULE`
 (any dead letter is critical; a message waiting over five minutes is a
-warning). A stored rule overrides the default threshold by threshold.
+warning; messages due while no live worker serves the queue is critical).
+A stored rule overrides the default threshold by threshold.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
     "load_rules",
     "meta_key",
     "save_rule",
+    "unserved",
 ]
 
 log = logging.getLogger("pmsq.alerts")
@@ -77,6 +79,10 @@ class AlertRule:
             last minute exceeds this fraction (0..1).
         dead_letters: Critical when the queue holds more dead letters than this
             (``0``: any dead letter).
+        min_consumers: Critical when messages are due and fewer live workers
+            than this serve the queue (``0``: never, for a queue that only
+            an outside system reads). Backends that cannot count consumers
+            never raise it.
     """
 
     queue: str
@@ -90,13 +96,22 @@ class AlertRule:
     dead_letters: int | None = attrs.field(
         default=None, validator=_opt_nonneg("dead_letters", integer=True)
     )
+    min_consumers: int | None = attrs.field(
+        default=None, validator=_opt_nonneg("min_consumers", integer=True)
+    )
 
     @property
     def empty(self) -> bool:
         """Whether the rule sets no threshold at all."""
         return all(
             v is None
-            for v in (self.max_depth, self.max_age, self.max_failure_rate, self.dead_letters)
+            for v in (
+                self.max_depth,
+                self.max_age,
+                self.max_failure_rate,
+                self.dead_letters,
+                self.min_consumers,
+            )
         )
 
     def over(self, default: AlertRule) -> AlertRule:
@@ -109,6 +124,9 @@ class AlertRule:
                 default.max_failure_rate if self.max_failure_rate is None else self.max_failure_rate
             ),
             dead_letters=default.dead_letters if self.dead_letters is None else self.dead_letters,
+            min_consumers=(
+                default.min_consumers if self.min_consumers is None else self.min_consumers
+            ),
         )
 
     def to_json(self) -> str:
@@ -135,7 +153,7 @@ class AlertRule:
 
 
 #: Applied to every queue, threshold by threshold, unless its own rule says otherwise.
-DEFAULT_RULE = AlertRule(queue="*", max_age=300.0, dead_letters=0)
+DEFAULT_RULE = AlertRule(queue="*", max_age=300.0, dead_letters=0, min_consumers=1)
 
 
 @attrs.frozen
@@ -145,11 +163,13 @@ class Alert:
     Attributes:
         queue: The queue.
         tenant: The tenant, for a per-tenant figure; ``None`` for the whole queue.
-        metric: ``"depth"``, ``"oldest_age"``, ``"failure_rate"``, ``"dead"``, or
-            ``"schedule:<name>"`` for a schedule that has not fired in time.
+        metric: ``"depth"``, ``"oldest_age"``, ``"failure_rate"``, ``"dead"``,
+            ``"consumers"`` (messages due, too few live workers serve the
+            queue), or ``"schedule:<name>"`` for a schedule that has not fired in time.
         level: ``"warning"`` (yellow) or ``"critical"`` (red).
         value: The figure observed.
-        threshold: The rule's limit it exceeded.
+        threshold: The rule's limit it crossed (for ``"consumers"``: the
+            minimum it fell below).
     """
 
     queue: str
@@ -170,6 +190,12 @@ class Alert:
             what, limit = f"{int(self.value)} messages waiting", f"{int(self.threshold)}"
         elif self.metric == "oldest_age":
             what, limit = f"oldest message waited {self.value:.0f}s", f"{self.threshold:g}s"
+        elif self.metric == "consumers":
+            workers = "no live worker" if self.value == 0 else f"only {int(self.value)} live"
+            return (
+                f"{where}: messages are due and {workers} serves the queue "
+                f"(alert below {int(self.threshold)}; start a worker for it)"
+            )
         elif self.metric.startswith("schedule:"):  # pmsq.schedules.health
             what = f"schedule {self.metric[9:]!r} has not fired for {self.value:.0f}s"
             limit = f"{self.threshold:g}s"
@@ -210,7 +236,22 @@ def check_queue(qs: QueueStats, rule: AlertRule, tenant: str | None = None) -> l
         add("depth", "warning", qs.depth, rule.max_depth)
     if rule.max_age is not None and qs.oldest_age is not None and qs.oldest_age > rule.max_age:
         add("oldest_age", "warning", qs.oldest_age, rule.max_age)
+    # Consumers serve the whole queue, so a tenant's share repeats nothing new.
+    if tenant is None and unserved(qs, rule):
+        add("consumers", "critical", qs.consumers or 0, rule.min_consumers or 0)
     return out
+
+
+def unserved(qs: QueueStats, rule: AlertRule) -> bool:
+    """Messages of ``qs`` are due and fewer than ``rule.min_consumers`` live workers serve it.
+
+    Due means deliverable now or late (``oldest_age`` set); ``consumers``
+    ``None`` (a backend that cannot tell) never counts as unserved.
+    """
+    if rule.min_consumers is None or qs.consumers is None:
+        return False
+    due = qs.ready > 0 or qs.oldest_age is not None
+    return due and qs.consumers < rule.min_consumers
 
 
 def evaluate(

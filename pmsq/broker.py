@@ -30,6 +30,7 @@ from pmsq import routing
 from pmsq.alerts import Alert, AlertBook, AlertRule, evaluate, load_rules, save_rule
 from pmsq.backends.base import Backend
 from pmsq.backends.families import History, Once
+from pmsq.backends.presence import Presence, WorkerInfo, live_since
 from pmsq.backends.registry import open_backend
 from pmsq.clock import Clock, SystemClock
 from pmsq.codec import Codec, JsonCodec
@@ -392,12 +393,14 @@ class Broker:
         max_age: float | None = None,
         max_failure_rate: float | None = None,
         dead_letters: int | None = None,
+        min_consumers: int | None = None,
         callback: Callable[[Alert], object] | None = None,
     ) -> AlertRule:
         """Set the alert rule of ``queue``; stored, so monitors in other processes see it.
 
         Thresholds left ``None`` fall back to ``pmsq.alerts.DEFAULT_RULE``
-        (any dead letter; a message waiting over five minutes); a call with no
+        (any dead letter; a message waiting over five minutes; messages due
+        and no live worker serving the queue); a call with no
         threshold removes the stored rule. ``callback(alert)`` runs in this
         process when :meth:`check_alerts` finds a new alert on the queue.
 
@@ -407,6 +410,8 @@ class Broker:
             max_age: Warn when the oldest waiting message is older (seconds).
             max_failure_rate: Critical above this failed share (0..1) over the last minute.
             dead_letters: Critical above this many dead letters (0: any).
+            min_consumers: Critical when messages are due and fewer live
+                workers serve the queue (default 1; 0 turns the alert off).
             callback: Called with each new ``pmsq.Alert`` of this queue.
 
         Returns:
@@ -421,6 +426,7 @@ class Broker:
             max_age=max_age,
             max_failure_rate=max_failure_rate,
             dead_letters=dead_letters,
+            min_consumers=min_consumers,
         )
         save_rule(self.backend, rule)
         self._alert_book.set_callback(queue, callback)
@@ -430,7 +436,8 @@ class Broker:
         """Evaluate every queue against its rule; call callbacks of alerts that just started.
 
         A schedule whose next slot is over a minute overdue (no worker fired
-        it) is a warning on its queue too.
+        it) is a warning on its queue too, and a queue with messages due but
+        no live worker serving it is critical (``min_consumers``).
 
         Returns:
             The alerts raised now (also those already raised at the last check).
@@ -442,6 +449,23 @@ class Broker:
         alerts += schedule_alerts(read_schedules(self.runtime), self.clock.time())
         self._alert_book.fire(alerts)
         return alerts
+
+    def workers(self) -> list[WorkerInfo]:
+        """The live worker processes of this store, known by their heartbeats.
+
+        A worker is live while its last heartbeat is at most
+        ``pmsq.backends.presence.LIVE_WINDOW`` (15) seconds old; a graceful
+        stop removes it at once.
+
+        Returns:
+            ``pmsq.WorkerInfo`` values, by host, pid and id.
+
+        Raises:
+            ConfigurationError: the backend does not record worker heartbeats.
+        """
+        presence = Presence.of(self.backend, "workers")
+        since = live_since(self.clock.time())
+        return [WorkerInfo.from_beat(b) for b in presence.list_workers(since=since)]
 
     def dead_letters(self, queue: str) -> DeadLetters:
         """The dead letters of ``queue``: ``.list()``, ``.redrive(ids)``, ``.purge(ids)``."""

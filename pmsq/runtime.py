@@ -15,6 +15,7 @@ from typing import Any
 
 from pmsq.backends.base import Backend, Claimed, Envelope
 from pmsq.backends.families import TransactionalPut
+from pmsq.backends.presence import with_presence
 from pmsq.clock import Clock
 from pmsq.codec import Codec
 from pmsq.config import QueueConfig
@@ -120,14 +121,19 @@ class Runtime:
 
     def queue_stats(self, queue: str, tenant: str | None = None) -> QueueStats:
         """One queue's figures (one tenant's, with ``tenant``)."""
-        snap: Stats = self.backend.stats(queue, now=self.clock.time(), tenant=tenant)
+        now = self.clock.time()
+        snap = with_presence(self.backend, self.backend.stats(queue, now=now, tenant=tenant), now)
         return snap.queues.get(queue) or QueueStats(name=queue)
 
     def stats(self, tenant: str | None = None) -> Stats:
         """Every queue's figures (one tenant's, with ``tenant``)."""
+        now = self.clock.time()
         if tenant is None:
-            return self.backend.stats(None, now=self.clock.time())
-        return self.backend.stats(None, now=self.clock.time(), tenant=tenant)
+            snap = self.backend.stats(None, now=now)
+        else:
+            snap = self.backend.stats(None, now=now, tenant=tenant)
+        # Live consumers are counted here, once for every backend with heartbeats.
+        return with_presence(self.backend, snap, now)
 
     def close(self) -> None:
         """Close the store and wake every local waiter so it sees the broker closed."""

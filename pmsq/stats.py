@@ -9,10 +9,13 @@ import attrs
 
 __all__ = [
     "HISTOGRAM_BOUNDS_MS",
+    "WAIT_BOUNDS_MS",
     "QueueStats",
     "Stats",
     "StatsBuilder",
+    "eta",
     "percentile_from_histogram",
+    "with_consumers",
 ]
 
 # Upper bounds (ms) of the handler-time histogram buckets; the last bucket is open.
@@ -35,11 +38,36 @@ HISTOGRAM_BOUNDS_MS: tuple[float, ...] = (
     60000,
 )
 
+# Upper bounds (ms) of the wait-time histogram (due to first delivery): a
+# message may wait hours behind a backlog, so it reaches further than handler times.
+WAIT_BOUNDS_MS: tuple[float, ...] = (
+    *HISTOGRAM_BOUNDS_MS,
+    120_000,
+    300_000,
+    900_000,
+    1_800_000,
+    3_600_000,
+    7_200_000,
+    21_600_000,
+    86_400_000,
+)
 
-def percentile_from_histogram(counts: list[int] | tuple[int, ...], q: float) -> float | None:
+
+def percentile_from_histogram(
+    counts: list[int] | tuple[int, ...],
+    q: float,
+    bounds: tuple[float, ...] = HISTOGRAM_BOUNDS_MS,
+) -> float | None:
     """Estimate the ``q`` quantile (0..1) in ms from bucket counts, by linear interpolation.
 
-    Returns ``None`` when the histogram is empty.
+    Args:
+        counts: Bucket counts; bucket ``i`` holds values up to ``bounds[i]``,
+            the last one everything above.
+        q: The quantile.
+        bounds: The buckets' upper bounds (handler times by default).
+
+    Returns:
+        The estimate, or ``None`` when the histogram is empty.
     """
     total = sum(counts)
     if total == 0:
@@ -48,7 +76,7 @@ def percentile_from_histogram(counts: list[int] | tuple[int, ...], q: float) -> 
     seen = 0.0
     lower = 0.0
     for i, count in enumerate(counts):
-        upper = HISTOGRAM_BOUNDS_MS[i] if i < len(HISTOGRAM_BOUNDS_MS) else lower * 2 or 1.0
+        upper = bounds[i] if i < len(bounds) else lower * 2 or 1.0
         if count and seen + count >= rank:
             frac = (rank - seen) / count
             return lower + (upper - lower) * frac
@@ -67,7 +95,9 @@ class QueueStats:
         delayed: Messages waiting for their time (delay, backoff) or behind their key.
         in_flight: Messages leased to a consumer.
         dead: Dead letters kept.
-        oldest_age: Seconds the oldest waiting (ready or delayed) message has waited, or None.
+        oldest_age: Seconds the longest-due waiting message has waited since it
+            became due (its delay or retry backoff ended), or None when nothing
+            waiting is due: a message scheduled for next week is not late.
         processed: Acked messages, all time.
         failed: Failed deliveries (handler errors, lease expiries), all time.
         retried: Retries scheduled, all time.
@@ -78,6 +108,15 @@ class QueueStats:
         dead_lettered_per_minute: Dead letters during the last 60 s.
         p50_ms: Median handler time over the last 60 s, or None.
         p95_ms: 95th percentile handler time over the last 60 s, or None.
+        consumers: Live worker processes with a handler for the queue (known by
+            their heartbeats; see ``broker.workers()``), or None when the
+            backend cannot tell. The same figure in each tenant's entry.
+        wait_p50_ms: Median time from due to first delivery of the messages
+            first delivered during the last 60 s, or None.
+        wait_p95_ms: 95th percentile of the same, or None.
+        put_per_minute: Messages put during the last 60 s.
+        eta: Seconds to deliver what is ready now at the last minute's ack
+            rate (``ready * 60 / processed_per_minute``), or None without acks.
         tenants: The same figures per tenant (empty inside a tenant's own entry).
     """
 
@@ -97,6 +136,11 @@ class QueueStats:
     dead_lettered_per_minute: int = 0
     p50_ms: float | None = None
     p95_ms: float | None = None
+    consumers: int | None = None
+    wait_p50_ms: float | None = None
+    wait_p95_ms: float | None = None
+    put_per_minute: int = 0
+    eta: float | None = None
     tenants: dict[str, QueueStats] = attrs.field(factory=dict)
 
     @property
@@ -139,8 +183,9 @@ class StatsBuilder:
     """Gathers a backend's per-(queue, tenant) counts into :class:`QueueStats`.
 
     Backends read their own rows and add to :meth:`figures` (a dict of the
-    QueueStats counters plus ``oldest``, the earliest enqueue time waiting,
-    and ``hist``, the handler-time histogram); :meth:`queues` sums tenants
+    QueueStats counters plus ``oldest``, the earliest due time of a waiting
+    message that is due, ``hist``, the handler-time histogram, and
+    ``wait_hist``, the due-to-delivery histogram); :meth:`queues` sums tenants
     into queue totals, so every backend reports the same shape.
 
     Args:
@@ -160,6 +205,7 @@ class StatsBuilder:
         "failed_per_minute",
         "retried_per_minute",
         "dead_lettered_per_minute",
+        "put_per_minute",
     )
 
     def __init__(self, names: Any = ()) -> None:
@@ -173,6 +219,7 @@ class StatsBuilder:
             d = dict.fromkeys(self._COUNTERS, 0)
             d["oldest"] = None
             d["hist"] = []
+            d["wait_hist"] = []
             by_tenant[tenant] = d
         return d
 
@@ -183,7 +230,7 @@ class StatsBuilder:
             if k == "oldest":
                 if v is not None and (into[k] is None or v < into[k]):
                     into[k] = v
-            elif k == "hist":
+            elif k in ("hist", "wait_hist"):
                 h = into[k]
                 h.extend([0] * (len(v) - len(h)))
                 for i, c in enumerate(v):
@@ -211,5 +258,31 @@ def _queue_stats(name: str, d: dict[str, Any], now: float) -> QueueStats:
         oldest_age=None if d["oldest"] is None else max(0.0, now - d["oldest"]),
         p50_ms=percentile_from_histogram(d["hist"], 0.5),
         p95_ms=percentile_from_histogram(d["hist"], 0.95),
+        wait_p50_ms=percentile_from_histogram(d["wait_hist"], 0.5, WAIT_BOUNDS_MS),
+        wait_p95_ms=percentile_from_histogram(d["wait_hist"], 0.95, WAIT_BOUNDS_MS),
+        eta=eta(d["ready"], d["processed_per_minute"]),
         **{k: d[k] for k in StatsBuilder._COUNTERS},
     )
+
+
+def eta(ready: int, acks_per_minute: int) -> float | None:
+    """Seconds to deliver ``ready`` messages at ``acks_per_minute``; None without acks."""
+    if acks_per_minute <= 0:
+        return None
+    return ready * 60.0 / acks_per_minute
+
+
+def with_consumers(stats: Stats, consumers: dict[str, int]) -> Stats:
+    """``stats`` with each queue's (and its tenants') ``consumers`` set from ``consumers``.
+
+    Args:
+        stats: A snapshot whose ``consumers`` are unknown.
+        consumers: Live workers per queue name (a queue not named has none).
+    """
+
+    def one(qs: QueueStats) -> QueueStats:
+        n = consumers.get(qs.name, 0)
+        tenants = {t: attrs.evolve(ts, consumers=n) for t, ts in qs.tenants.items()}
+        return attrs.evolve(qs, consumers=n, tenants=tenants)
+
+    return attrs.evolve(stats, queues={name: one(qs) for name, qs in stats.queues.items()})

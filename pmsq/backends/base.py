@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import attrs
 
 from pmsq.backends.families import FAMILIES, Family
+from pmsq.backends.presence import Presence
 from pmsq.backends.schedule_family import ScheduleStore
 from pmsq.backends.types import (
     Claimed,
@@ -61,8 +62,8 @@ __all__ = [
 DEFAULT_CHANGE_WAIT = 0.05
 
 
-#: Every family a backend may implement: the core ones and the schedules.
-_ALL_FAMILIES: tuple[type[Family], ...] = (*FAMILIES, ScheduleStore)
+#: Every family a backend may implement: the core ones, the schedules and worker presence.
+_ALL_FAMILIES: tuple[type[Family], ...] = (*FAMILIES, ScheduleStore, Presence)
 
 
 @attrs.frozen
@@ -71,8 +72,8 @@ class Capabilities:
 
     The semantic flags below are declared by the backend; the families
     (``transactional_put``, ``once``, ``history``, ``transfer``, ``settings``,
-    ``inspect``) are derived from the family mixins its class implements,
-    and read as attributes of the same name.
+    ``inspect``, ``presence``) are derived from the family mixins its class
+    implements, and read as attributes of the same name.
 
     Attributes:
         per_key_fifo: Strict per-key order (False: order per shard only).
@@ -121,6 +122,11 @@ class Capabilities:
     def settings(self) -> bool:
         """Settings every process sees can be stored (family)."""
         return "settings" in self.families
+
+    @property
+    def presence(self) -> bool:
+        """Workers record heartbeats; ``broker.workers()`` and ``consumers`` (family)."""
+        return "presence" in self.families
 
     @property
     def inspect(self) -> bool:

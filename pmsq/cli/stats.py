@@ -48,15 +48,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the snapshot."""
     from pmsq.monitor.exposition import as_json, as_prometheus, report
+    from pmsq.monitor.workers import read_workers, render_workers
     from pmsq.schedules.health import schedule_section
 
     with open_store(args.url, routes_of(args)) as broker:
         if args.queue is not None:
             require_queue(broker, args.queue)
         r = report(broker, args.queue)
+        workers = read_workers(broker)
+        if workers is not None and args.queue is not None:
+            workers = [w for w in workers if args.queue in w.queues]
     snap, rules, plans, now = r.stats, r.rules, r.schedules, r.now
     if args.json:
-        print(json.dumps(as_json(r), indent=2, sort_keys=True))
+        data = as_json(r)
+        # None: the backend keeps no heartbeats (unknown, not "no workers").
+        data["workers"] = None if workers is None else [w.to_dict() for w in workers]
+        print(json.dumps(data, indent=2, sort_keys=True))
         return 0
     if args.prometheus:
         print(as_prometheus(r), end="")
@@ -75,4 +82,5 @@ def run(args: argparse.Namespace) -> int:
         console.print(render_totals(snap, tenants=args.tenants))
     if plans:
         console.print(schedule_section(plans, now))
+    console.print(render_workers(workers, now))
     return 0

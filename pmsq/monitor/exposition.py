@@ -7,12 +7,12 @@ read the store through :func:`report` and print it with :func:`as_json` or
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from pmsq.alerts import Alert, AlertRule, evaluate, load_rules
+from pmsq.backends.presence import with_presence
 from pmsq.schedules.schedule import Schedule
 from pmsq.stats import Stats
 
@@ -55,7 +55,8 @@ def report(broker: Broker, queue: str | None = None, *, tenant: str | None = Non
     from pmsq.schedules.health import read_schedules, schedule_alerts
 
     now = broker.clock.time()
-    snap = _with_presence(broker, broker.backend.stats(queue, now=now, tenant=tenant), now)
+    # with_presence: live consumers per queue, from the workers' heartbeats.
+    snap = with_presence(broker.backend, broker.backend.stats(queue, now=now, tenant=tenant), now)
     rules = load_rules(broker.backend, snap.queues)
     plans = [
         s
@@ -64,20 +65,6 @@ def report(broker: Broker, queue: str | None = None, *, tenant: str | None = Non
     ]
     alerts = evaluate(snap, rules) + schedule_alerts(plans, now)
     return Report(stats=snap, rules=rules, alerts=alerts, schedules=plans, now=now)
-
-
-def _with_presence(broker: Broker, snap: Stats, now: float) -> Stats:
-    """``snap`` with ``consumers`` counted from worker heartbeats, where pmsq has them.
-
-    Worker presence (``pmsq.backends.presence``) is being added beside this
-    module; until both are merged, a pmsq without it leaves ``snap`` as is.
-    """
-    try:
-        presence = importlib.import_module("pmsq.backends.presence")
-    except ModuleNotFoundError:
-        return snap
-    with_presence: Any = presence.with_presence
-    return cast(Stats, with_presence(broker.backend, snap, now))
 
 
 def as_json(r: Report) -> dict[str, Any]:

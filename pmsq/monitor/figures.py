@@ -263,7 +263,8 @@ def plain_text(
             f"dead={s.dead} oldest={fmt_age(s.oldest_age)} "
             f"processed/s={fmt_rate(r.processed_per_s)} failed/s={fmt_rate(r.failed_per_s)} "
             f"fail={fmt_pct(r.failure_rate)} p50={fmt_ms(s.p50_ms)} "
-            f"p95={fmt_ms(s.p95_ms)}{mark}"
+            f"p95={fmt_ms(s.p95_ms)} consumers={'-' if s.consumers is None else s.consumers}"
+            f"{mark}"
         )
     if not stats.queues:
         lines.append("(no queues)")

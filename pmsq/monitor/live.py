@@ -20,10 +20,12 @@ from rich.live import Live
 from rich.text import Text
 
 from pmsq.alerts import AlertRule, evaluate, load_rules
+from pmsq.backends.presence import WorkerInfo
 from pmsq.broker import Broker
 from pmsq.errors import PmsqError
 from pmsq.monitor.figures import Tracker, plain_text, queue_history
 from pmsq.monitor.render import render
+from pmsq.monitor.workers import read_workers, render_workers, worker_lines
 from pmsq.schedules import Schedule
 from pmsq.schedules.health import (
     read_schedules,
@@ -65,6 +67,7 @@ class _Screen:
         self.tracker = Tracker()
         self.rules: dict[str, AlertRule] = {}
         self.schedules: list[Schedule] = []
+        self.workers: list[WorkerInfo] | None = None
         self.error: str | None = None
 
     def take(self) -> bool:
@@ -73,6 +76,7 @@ class _Screen:
             snap = self.broker.stats()
             self.rules = load_rules(self.broker.backend, snap.queues)
             self.schedules = read_schedules(self.broker.runtime)
+            self.workers = read_workers(self.broker)
         except PmsqError as exc:
             # A store briefly locked or being replaced must not end the watch.
             self.error = str(exc)
@@ -103,6 +107,8 @@ class _Screen:
             )
         if self.schedules and current is not None:
             parts.append(schedule_section(self.schedules, self.broker.clock.time()))
+        if current is not None:
+            parts.append(render_workers(self.workers, self.broker.clock.time()))
         if self.error is not None:
             parts.append(Text(f"cannot read the store: {self.error}", style="bold red"))
         if not final:
@@ -119,7 +125,7 @@ class _Screen:
         text = plain_text(
             current, self.tracker.previous, alerts, tenants=self.tenants, source=self.title
         )
-        return text + schedule_lines(self.schedules, now)
+        return text + schedule_lines(self.schedules, now) + worker_lines(self.workers, now)
 
 
 def watch(

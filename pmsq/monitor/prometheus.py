@@ -31,8 +31,27 @@ _FAMILIES: tuple[tuple[str, str, str, Getter], ...] = (
     (
         "pmsq_queue_oldest_age_seconds",
         "gauge",
-        "Age of the oldest waiting message (absent when none waits).",
+        "Seconds the longest-due waiting message has waited since it became due "
+        "(absent when nothing waiting is due).",
         lambda q: q.oldest_age,
+    ),
+    (
+        "pmsq_queue_consumers",
+        "gauge",
+        "Live worker processes serving the queue (absent when the backend cannot tell).",
+        lambda q: q.consumers,
+    ),
+    (
+        "pmsq_queue_put_per_minute",
+        "gauge",
+        "Messages put during the last minute.",
+        lambda q: q.put_per_minute,
+    ),
+    (
+        "pmsq_queue_eta_seconds",
+        "gauge",
+        "Seconds to deliver what is ready at the last minute's ack rate (absent without acks).",
+        lambda q: q.eta,
     ),
     ("pmsq_queue_processed_total", "counter", "Acked messages.", lambda q: q.processed),
     (
@@ -52,6 +71,10 @@ _FAMILIES: tuple[tuple[str, str, str, Getter], ...] = (
 _QUANTILES: tuple[tuple[str, Getter], ...] = (
     ("0.5", lambda q: q.p50_ms),
     ("0.95", lambda q: q.p95_ms),
+)
+_WAIT_QUANTILES: tuple[tuple[str, Getter], ...] = (
+    ("0.5", lambda q: q.wait_p50_ms),
+    ("0.95", lambda q: q.wait_p95_ms),
 )
 
 
@@ -99,16 +122,22 @@ def to_prometheus(stats: Stats, alerts: Sequence[Alert] = (), *, tenants: bool =
             value = get(qs)
             if value is not None:
                 lines.append(f"{name}{_labels(labels)} {_number(value)}")
-    name = "pmsq_queue_handler_seconds"
-    lines += [
-        f"# HELP {name} Handler time quantiles over the last minute.",
-        f"# TYPE {name} gauge",
-    ]
-    for labels, qs in series:
-        for quantile, get in _QUANTILES:
-            ms = get(qs)
-            if ms is not None:
-                lines.append(f"{name}{_labels([*labels, ('quantile', quantile)])} {ms / 1000!r}")
+    for name, text, quantiles in (
+        ("pmsq_queue_handler_seconds", "Handler time quantiles", _QUANTILES),
+        (
+            "pmsq_queue_wait_seconds",
+            "Quantiles of the time from due to first delivery",
+            _WAIT_QUANTILES,
+        ),
+    ):
+        lines += [f"# HELP {name} {text} over the last minute.", f"# TYPE {name} gauge"]
+        for labels, qs in series:
+            for quantile, get in quantiles:
+                ms = get(qs)
+                if ms is not None:
+                    lines.append(
+                        f"{name}{_labels([*labels, ('quantile', quantile)])} {ms / 1000!r}"
+                    )
     lines += [
         "# HELP pmsq_alert An alert rule crossed now (1), by queue, metric and level.",
         "# TYPE pmsq_alert gauge",

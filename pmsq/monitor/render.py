@@ -65,6 +65,7 @@ def _row_cells(
         _cell(fmt_count(s.ready), depth, dim),
         _cell(fmt_count(s.delayed), depth, dim),
         _cell(fmt_count(s.in_flight), depth, dim),
+        _cell("-" if s.consumers is None else str(s.consumers), row.flagged("consumers"), dim),
         _cell(fmt_count(s.dead), row.flagged("dead"), dim),
         _cell(fmt_age(s.oldest_age), row.flagged("oldest_age"), dim),
         _cell(fmt_rate(row.processed_per_s), None, dim),
@@ -140,9 +141,9 @@ def render(
     )
     table.add_column("queue", no_wrap=True, overflow="ellipsis", max_width=24 if wide else 16)
     headers = (
-        ["ready", "delayed", "in flight", "dead", "oldest", "done/s", "fail/s", "fail%"]
+        ["ready", "delayed", "in flight", "workers", "dead", "oldest", "done/s", "fail/s", "fail%"]
         if wide
-        else ["ready", "delay", "infl", "dead", "oldest", "done/s", "fail/s", "fail%"]
+        else ["ready", "delay", "infl", "wk", "dead", "oldest", "done/s", "fail/s", "fail%"]
     )
     for h in headers:
         table.add_column(h, justify="right", no_wrap=True)

@@ -40,6 +40,7 @@ from pmsq.testing._delivery_tests import DeliveryTests
 from pmsq.testing._family_tests import FamilyTests
 from pmsq.testing._operator_tests import OperatorTests
 from pmsq.testing._order_tests import OrderTests
+from pmsq.testing._presence_tests import PresenceTests
 from pmsq.testing._put_tests import PutTests
 from pmsq.testing._schedule_tests import ScheduleTests
 from pmsq.testing._transfer_tests import TransferTests
@@ -58,6 +59,7 @@ class BrokerConformance(
     TransferTests,
     ScheduleTests,
     FamilyTests,
+    PresenceTests,
 ):
     """Subclass, implement ``make_broker``, and pytest runs the whole conformance suite.
 

@@ -1,21 +1,38 @@
-"""``Heartbeats``: when each running handler's lease must next be extended.
+"""The worker's heartbeats: lease extensions, and the worker's own presence.
 
-A plain schedule, free of threads and event loops: the thread Worker runs
-it from one heartbeat thread, the AsyncWorker from one task. A lease is
-extended every third of its length, so a handler may run far longer than
-its queue's ``lease`` and is never delivered again while it is alive; the
-lease only runs out if the process dies or hangs so badly that its
-heartbeat cannot run.
+``Heartbeats`` says when each running handler's lease must next be
+extended. A plain schedule, free of threads and event loops: the thread
+Worker runs it from one heartbeat thread, the AsyncWorker from one task. A
+lease is extended every third of its length, so a handler may run far
+longer than its queue's ``lease`` and is never delivered again while it is
+alive; the lease only runs out if the process dies or hangs so badly that
+its heartbeat cannot run.
+
+``PresenceBeat`` is the worker process's own heartbeat in the store (the
+presence family, :mod:`pmsq.backends.presence`): the same heartbeat loop
+writes it every :data:`~pmsq.backends.presence.BEAT_INTERVAL` seconds,
+whatever the traffic, and the lifecycle deletes it when the run ends.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import os
+import socket
 import threading
-from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from collections.abc import Callable, Hashable, Sequence
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-__all__ = ["Heartbeats", "beat_interval"]
+from pmsq.backends.presence import BEAT_INTERVAL, Presence, WorkerBeat
+from pmsq.errors import PmsqError
+
+if TYPE_CHECKING:
+    from pmsq.clock import Clock
+
+__all__ = ["Heartbeats", "PresenceBeat", "beat_interval"]
+
+log = logging.getLogger("pmsq.worker")
 
 # Extending more often than this buys nothing and costs a write each time.
 _MIN_INTERVAL = 0.01
@@ -75,3 +92,94 @@ class Heartbeats(Generic[T]):
         """When the next entry is due, or ``None`` when there is none."""
         with self._lock:
             return min((t for t, _ in self._next.values()), default=None)
+
+
+class PresenceBeat:
+    """One worker run's presence row: written every ``interval`` seconds, deleted at the end.
+
+    On a backend without the presence family it does nothing (``next_at``
+    is ``None``). A failed write is logged and tried again at the next beat:
+    presence must never stop a worker.
+
+    Args:
+        backend: The store.
+        clock: The broker's clock (``started_at`` / ``last_seen``).
+        worker_id: The worker's id (its journal ``consumer`` name).
+        queues: The queues it has handlers for.
+        concurrency: Its handler slots.
+        interval: Seconds between beats.
+    """
+
+    def __init__(
+        self,
+        backend: object,
+        clock: Clock,
+        worker_id: str,
+        queues: Sequence[str],
+        concurrency: int,
+        *,
+        interval: float = BEAT_INTERVAL,
+    ) -> None:
+        self._store = backend if isinstance(backend, Presence) else None
+        self._clock = clock
+        self._id = worker_id
+        self._queues = tuple(sorted(queues))
+        self._concurrency = concurrency
+        self._interval = interval
+        self._started_at: float | None = None
+        # Monotonic time of the next beat; the first one is due at once.
+        self._next: float | None = None if self._store is None else -math.inf
+
+    def next_at(self) -> float | None:
+        """When the next beat is due (monotonic seconds), or ``None`` for never."""
+        return self._next
+
+    def due(self, now: float) -> bool:
+        """Whether a beat is due at ``now`` (monotonic); if so the next is scheduled."""
+        if self._next is None or self._next > now:
+            return False
+        self._next = now + self._interval
+        return True
+
+    def start(self, now: float) -> None:
+        """Beat at once (blocking) and schedule the next beat one interval after ``now``.
+
+        The thread ``Worker`` calls it in ``start()``, so the worker is listed
+        by ``broker.workers()`` as soon as ``start()`` returns.
+        """
+        if self._store is None:
+            return
+        self.beat()
+        self._next = now + self._interval
+
+    def beat(self) -> None:
+        """Write this worker's row with ``last_seen`` = now (blocking)."""
+        if self._store is None:
+            return
+        now = self._clock.time()
+        if self._started_at is None:
+            self._started_at = now
+        try:
+            self._store.beat_worker(
+                WorkerBeat(
+                    id=self._id,
+                    queues=self._queues,
+                    concurrency=self._concurrency,
+                    host=socket.gethostname(),
+                    pid=os.getpid(),
+                    started_at=self._started_at,
+                    last_seen=now,
+                )
+            )
+        except PmsqError as exc:
+            log.warning("could not record the worker's heartbeat (trying again): %s", exc)
+
+    def leave(self) -> None:
+        """Delete this worker's row: it stops now (a graceful stop). Beats no more."""
+        self._next = None
+        if self._store is None or self._started_at is None:
+            return
+        try:
+            self._store.forget_worker(self._id)
+        except PmsqError as exc:
+            log.warning("could not remove the worker's heartbeat row: %s", exc)

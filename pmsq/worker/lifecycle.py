@@ -41,7 +41,7 @@ from pmsq.errors import PmsqError
 from pmsq.handlers import HandlerSpec
 from pmsq.leases import get_many
 from pmsq.worker.effects import PARKED, Call, Effect, Invoke, Job, Settle, drive
-from pmsq.worker.heartbeat import Heartbeats, beat_interval
+from pmsq.worker.heartbeat import Heartbeats, PresenceBeat, beat_interval
 from pmsq.worker.invoke import HandlerAbandoned, Invocation
 from pmsq.worker.isolation import ProcessPool
 from pmsq.worker.middleware import Hooks
@@ -94,6 +94,10 @@ class Lifecycle:
         self.concurrency = concurrency
         self.hooks = hooks
         self.heartbeats: Heartbeats[Job] = Heartbeats()
+        #: This worker's row in the store's presence table (``broker.workers()``).
+        self.presence = PresenceBeat(
+            broker.backend, broker.clock, self.consumer, self.queues, concurrency
+        )
         #: Child processes for handlers with ``isolation="process"`` (None: there are none).
         self.processes: ProcessPool | None = None
         if any(spec.isolation == "process" for spec in self.specs.values()):
@@ -186,7 +190,9 @@ class Lifecycle:
 
     def close(self) -> None:
         """Release what the run holds outside the store: handler processes still
-        running after the drain are killed (blocking; once, after :meth:`abandon`)."""
+        running after the drain are killed (blocking; once, after :meth:`abandon`);
+        the worker's presence row is deleted."""
+        self.presence.leave()
         if self.processes is not None:
             self.processes.close(kill=True)
 

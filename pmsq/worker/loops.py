@@ -119,13 +119,18 @@ def _log_draining(core: Lifecycle) -> None:
 def heartbeat(core: Lifecycle) -> Generator[Effect, Any, None]:
     """Extend the lease of every running handler every third of its lease, until abandoned.
 
-    The driver's ``Sleep`` ends early when ``core.heartbeats.on_earlier`` is
-    called: a job added with an earlier beat, or the end of the run.
+    It also writes the worker's presence row every few seconds (the first
+    one at once). The driver's ``Sleep`` ends early when
+    ``core.heartbeats.on_earlier`` is called: a job added with an earlier
+    beat, or the end of the run.
     """
     while not core.abandoned:
+        if core.presence.due(time.monotonic()):
+            yield Call(core.presence.beat)
         for job in core.heartbeats.due(time.monotonic()):
             yield Call(functools.partial(beat, core, job))
-        yield Sleep(core.heartbeats.next_at())
+        times = [t for t in (core.heartbeats.next_at(), core.presence.next_at()) if t is not None]
+        yield Sleep(min(times, default=None))
 
 
 def beat(core: Lifecycle, job: Job) -> None:

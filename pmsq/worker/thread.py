@@ -199,6 +199,8 @@ class Worker(Driver):
                 )
                 self._portal.call(self._mark)
             self._announce(core, "worker")
+            # Listed by broker.workers() once start() returns (pmsq.backends.presence).
+            core.presence.start(time.monotonic())
             self._dispatcher = threading.Thread(
                 target=self._loop, args=(dispatch(core),), name="pmsq-worker-dispatch", daemon=True
             )

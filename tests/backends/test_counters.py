@@ -121,22 +121,22 @@ def test_a_store_from_before_the_counters_is_counted_when_it_migrates(tmp_path: 
             before.in_flight,
             before.dead,
         )
-        assert b.backend.get_meta("schema_version") == str(SCHEMA_VERSION) == "4"
+        assert b.backend.get_meta("schema_version") == str(SCHEMA_VERSION)
 
 
 def test_stats_reads_no_message_rows_beyond_an_index_seek(tmp_path: Path) -> None:
     # The plan of every statement stats() runs against pmsq_messages: a seek of
-    # the waiting index, never a scan of the table or of a whole index.
+    # the due index, never a scan of the table or of a whole index.
     with pmsq.connect(str(tmp_path / "pms.db"), durability="memory") as b:
         b.queue("calendar").put({"n": 1})
         conn: sqlite3.Connection = b.backend._conn  # type: ignore[attr-defined]
         plan = conn.execute(
-            "EXPLAIN QUERY PLAN SELECT MIN(enqueued_at) FROM pmsq_messages "
-            "WHERE queue = ? AND tenant = ? AND state IN (0, 3)",
-            ("calendar", ""),
+            "EXPLAIN QUERY PLAN SELECT MIN(available_at) FROM pmsq_messages "
+            "WHERE queue = ? AND tenant = ? AND state IN (0, 3) AND available_at <= ?",
+            ("calendar", "", 1e12),
         ).fetchall()
         detail = " ".join(r[-1] for r in plan)
-        assert "pmsq_ix_waiting" in detail
+        assert "pmsq_ix_due" in detail
         assert "SCAN" not in detail
         traced: list[str] = []
         conn.set_trace_callback(traced.append)
@@ -146,4 +146,4 @@ def test_stats_reads_no_message_rows_beyond_an_index_seek(tmp_path: Path) -> Non
             conn.set_trace_callback(None)
         on_messages = [s for s in traced if "pmsq_messages" in s]
         assert on_messages
-        assert all("MIN(enqueued_at)" in s and "queue = " in s for s in on_messages)
+        assert all("MIN(available_at)" in s and "queue = " in s for s in on_messages)

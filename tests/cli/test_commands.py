@@ -33,10 +33,13 @@ def test_unknown_option_is_a_usage_error(cli: Run, store: Path) -> None:
 def test_stats_table_shows_every_queue_and_the_alerts(cli: Run, store: Path) -> None:
     code, out, err = cli("stats", str(store))
     assert (code, err) == (0, "")
-    words = [line.split()[:5] for line in out.splitlines()]
-    assert ["calendar", "2", "1", "0", "0"] in words  # one booking behind its key
-    assert ["email", "2", "0", "0", "1"] in words  # the dead letter freed its key
+    words = [line.split()[:6] for line in out.splitlines()]
+    # ready, delayed, in flight, workers, dead
+    assert ["calendar", "2", "1", "0", "0", "0"] in words  # one booking behind its key
+    assert ["email", "2", "0", "0", "0", "1"] in words  # the dead letter freed its key
     assert "● email: 1 dead letter (alert above 0)" in out
+    assert "● email: messages are due and no live worker serves the queue" in out
+    assert "live workers: none" in out
 
 
 def test_stats_accepts_a_sqlite_url(cli: Run, store: Path) -> None:
@@ -53,7 +56,14 @@ def test_stats_json_is_the_snapshot_plus_alerts(cli: Run, store: Path) -> None:
     assert data["queues"]["email"]["dead"] == 1
     assert data["queues"]["email"]["tenants"]["acme"]["dead"] == 1
     assert data["bindings"] == [["booking.*", "calendar"], ["booking.*", "email"]]
-    assert [(a["queue"], a["metric"]) for a in data["alerts"]] == [("email", "dead")]
+    # No worker runs on this store: every queue with messages due says so too.
+    assert [(a["queue"], a["metric"]) for a in data["alerts"]] == [
+        ("calendar", "consumers"),
+        ("email", "consumers"),
+        ("email", "dead"),
+        ("email.fallback", "consumers"),
+    ]
+    assert data["workers"] == []
 
 
 def test_stats_of_one_queue(cli: Run, store: Path) -> None:

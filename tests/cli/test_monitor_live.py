@@ -177,9 +177,9 @@ def test_live_dashboard_in_a_real_terminal(written_store: Path) -> None:
                 "trend" in s
                 and "● email: 1 dead letter (alert above 0)" in s
                 and any(
-                    line.split()[:1] == ["calendar"] and line.split()[6] not in ("0", "0.0")
+                    line.split()[:1] == ["calendar"] and line.split()[7] not in ("0", "0.0")
                     for line in s.splitlines()
-                    if len(line.split()) > 6
+                    if len(line.split()) > 7
                 )
             ),
             "a dashboard with calendar throughput and the email alert",
@@ -187,7 +187,7 @@ def test_live_dashboard_in_a_real_terminal(written_store: Path) -> None:
         lines = text.splitlines()
         assert all(len(line) <= 100 for line in lines)
         email = next(line.split() for line in lines if line.split()[:1] == ["email"])
-        assert email[4] == "1"  # dead
+        assert email[5] == "1"  # dead
         assert "Ctrl-C to quit" in text
         subprocess.run(["tmux", "send-keys", "-t", name, "C-c"], check=True, timeout=30)
         final = wait_for(lambda s: "EXIT=0" in s, "exit status 0 after Ctrl-C")

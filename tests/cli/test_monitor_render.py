@@ -25,6 +25,7 @@ def snapshot(at: float = 0.0, scale: int = 1, **email: object) -> Stats:
         "delayed": 12,
         "in_flight": 4,
         "dead": 3,
+        "consumers": 2,
         "oldest_age": 12.0,
         "processed": 50 * scale,
         "failed": 10 * scale,
@@ -41,14 +42,15 @@ def snapshot(at: float = 0.0, scale: int = 1, **email: object) -> Stats:
                 ready=3,
                 delayed=1,
                 in_flight=2,
+                consumers=1,
                 oldest_age=1.5,
                 processed=100 * scale,
                 processed_per_minute=600,
                 p50_ms=3.2,
                 p95_ms=12.0,
                 tenants={
-                    "acme": QueueStats("calendar", ready=2, processed=60 * scale),
-                    "blue": QueueStats("calendar", ready=1, processed=40 * scale),
+                    "acme": QueueStats("calendar", ready=2, consumers=1, processed=60 * scale),
+                    "blue": QueueStats("calendar", ready=1, consumers=1, processed=40 * scale),
                 },
             ),
             "email": QueueStats("email", **fields),  # type: ignore[arg-type]
@@ -97,6 +99,7 @@ def test_queue_row_shows_depth_dead_age_and_latency_at_80_columns() -> None:
         "ready",
         "delay",
         "infl",
+        "wk",
         "dead",
         "oldest",
         "done/s",
@@ -104,12 +107,13 @@ def test_queue_row_shows_depth_dead_age_and_latency_at_80_columns() -> None:
         "fail%",
         "p50/p95",
     ]
-    # ready delayed in-flight dead oldest done/s fail/s fail% p50/p95
+    # ready delayed in-flight workers dead oldest done/s fail/s fail% p50/p95
     assert line_of(text, "email").split() == [
         "email",
         "40",
         "12",
         "4",
+        "2",
         "3",
         "12s",
         "5.0",  # (100 - 50) processed over 10 s
@@ -117,13 +121,13 @@ def test_queue_row_shows_depth_dead_age_and_latency_at_80_columns() -> None:
         "17%",  # 60 / (300 + 60) over the last minute
         "25ms/180ms",
     ]
-    assert line_of(text, "calendar").split()[1:6] == ["3", "1", "2", "0", "1.5s"]
+    assert line_of(text, "calendar").split()[1:7] == ["3", "1", "2", "1", "0", "1.5s"]
 
 
 def test_rates_fall_back_to_the_last_minute_without_a_previous_snapshot() -> None:
     text = text_of(render(snapshot(), None, {}, 80), 80)
     # 300 processed and 60 failed per minute
-    assert line_of(text, "email").split()[6:8] == ["5.0", "1.0"]
+    assert line_of(text, "email").split()[7:9] == ["5.0", "1.0"]
 
 
 def test_wide_layout_has_separate_latencies_and_a_trend_sparkline() -> None:
@@ -134,7 +138,7 @@ def test_wide_layout_has_separate_latencies_and_a_trend_sparkline() -> None:
     assert "p95" in header
     assert "trend" in header
     assert line_of(text, "calendar").rstrip().endswith(sparkline([1, 2, 4, 8]))
-    assert line_of(text, "email").split()[9:11] == ["25ms", "180ms"]
+    assert line_of(text, "email").split()[10:12] == ["25ms", "180ms"]
 
 
 def test_dead_letters_colour_the_queue_red_and_healthy_queues_stay_uncoloured() -> None:
@@ -178,7 +182,7 @@ def test_tenant_lines_follow_their_queue() -> None:
     at = next(i for i, words in enumerate(lines) if words and words[0] == "calendar")
     assert lines[at + 1][:3] == ["└", "acme", "2"]
     assert lines[at + 2][:3] == ["└", "blue", "1"]
-    assert lines[at + 1][7] == "6.0"  # acme: 60 more processed over 10 s
+    assert lines[at + 1][8] == "6.0"  # acme: 60 more processed over 10 s
 
 
 def test_no_queues_and_no_alerts_say_so() -> None:

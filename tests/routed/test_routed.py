@@ -263,3 +263,33 @@ def test_a_worker_serving_both_stores_keeps_key_order_and_delivers_everything(
             assert ns == sorted(ns), f"{q} {key} out of order: {ns}"
             assert len(ns) == len(set(ns)) == 10  # each acked once (no lost ack here)
         assert b.stats("payments").ready == b.stats("email").ready == 0
+
+
+def test_an_operator_event_is_journaled_in_its_queues_store(
+    broker: pmsq.Broker, files: tuple[Path, Path]
+) -> None:
+    from pmsq.backends.types import HistoryEvent
+
+    broker.declare_queue("payments")
+    broker.declare_queue("email")
+
+    def event(queue: str) -> HistoryEvent:
+        return HistoryEvent(
+            at=1_800_000_000.0,
+            message_id="",
+            queue=queue,
+            tenant=None,
+            key=None,
+            correlation_id=None,
+            event="operator",
+            detail={"action": "pause"},
+        )
+
+    History.of(broker.backend).record([event("payments"), event("email")])
+    main, pay = files
+    with alone(main) as a, alone(pay) as p:
+        here = History.of(a.backend).history(queue="email")
+        there = History.of(p.backend).history(queue="payments")
+        assert [(e.queue, e.event) for e in here] == [("email", "operator")]
+        assert [(e.queue, e.event) for e in there] == [("payments", "operator")]
+        assert History.of(a.backend).history(queue="payments") == []

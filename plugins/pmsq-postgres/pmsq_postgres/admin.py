@@ -138,16 +138,18 @@ def stats(tx: Tx, queue: str | None, now: float, tenant: str | None) -> Stats:
     add_message_counts(
         per,
         tx.all(
-            "SELECT queue, tenant, state, head, count(*), min(enqueued_at) FROM {s}.messages "
+            "SELECT queue, tenant, state, head, count(*), "
+            "min(available_at) FILTER (WHERE available_at <= %s) FROM {s}.messages "
             f"{where} GROUP BY queue, tenant, state, head",
-            args,
+            [now, *args],
         ),
     )
     metric_where = " AND ".join([f"(slot = {TOTAL_SLOT} OR slot >= %s)", *conds])
     add_metric_rows(
         per,
         tx.all(
-            "SELECT queue, tenant, slot, processed, failed, retried, dead_lettered, hist "
+            "SELECT queue, tenant, slot, processed, failed, retried, dead_lettered, hist, put, "
+            "wait_hist "
             f"FROM {{s}}.metrics WHERE {metric_where}",
             [first_recent_slot(now), *args],
         ),

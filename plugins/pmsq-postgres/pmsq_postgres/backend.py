@@ -49,6 +49,7 @@ from pmsq_postgres.errors import translate
 from pmsq_postgres.identity import IDENTITY_SQL, DatabaseIdentity
 from pmsq_postgres.notify import Listener, channel_name
 from pmsq_postgres.once import begin_if_idle, once_postgres
+from pmsq_postgres.presence import PostgresPresence
 from pmsq_postgres.runner import Runner, create_schema
 from pmsq_postgres.schedules import PostgresSchedules
 from pmsq_postgres.tx import SqlText, Tx
@@ -63,7 +64,14 @@ _RESERVED_META = ("schema_version", "store")
 
 
 class PostgresBackend(
-    PostgresSchedules, Backend, TransactionalPut, Once, Transfer, Settings, Inspect
+    PostgresSchedules,
+    PostgresPresence,
+    Backend,
+    TransactionalPut,
+    Once,
+    Transfer,
+    Settings,
+    Inspect,
 ):
     """pmsq on PostgreSQL: the same guarantees as SQLite, shared by many hosts.
 

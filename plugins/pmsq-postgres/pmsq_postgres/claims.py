@@ -279,6 +279,10 @@ def claim(
             (expires, [r["seq"] for r in picked]),
         )
         rows.sort(key=lambda r: r["i"])
+    for row in rows:
+        if row["attempt"] == 1:
+            # First delivery: how long it waited since it became due (wait_p50_ms).
+            tx.count(queue, row["tenant"], wait_ms=(now - row["available_at"]) * 1000.0)
     return [
         claimed_from_row(
             row, token=row["lease_token"], attempt=row["attempt"], lease_expires=expires

@@ -233,6 +233,8 @@ def put_many(tx: Tx, configs: ConfigReader, envelopes: Sequence[Envelope], now: 
     cfgs = {q: configs.recent(tx, q) for q in sorted({e.queue for e in envelopes})}
     if all(_simple(e, cfgs[e.queue]) for e in envelopes):
         insert_envelopes(tx, envelopes, now)
+        for e in envelopes:
+            tx.count(e.queue, tenant_in(e.tenant), put=1)
         return [e.id for e in envelopes]
     ids: list[str] = []
     for env in envelopes:
@@ -255,5 +257,6 @@ def put_many(tx: Tx, configs: ConfigReader, envelopes: Sequence[Envelope], now: 
                 continue
         _check_quota(tx, cfg, env)
         insert_envelopes(tx, [env], now)
+        tx.count(env.queue, tenant_in(env.tenant), put=1)
         ids.append(env.id)
     return ids

@@ -44,13 +44,15 @@ class Upkeep:
             if not force and mono - self._flushed < 1.0:
                 return
             self._flushed = mono
-            counts, hist = self._counts.take()
-            if not counts and not hist:
+            counts, hist, waits = self._counts.take()
+            if not counts and not hist and not waits:
                 return
             try:
-                self._runner.run(lambda tx: metrics.write(tx, counts, hist, now), relaxed=True)
+                self._runner.run(
+                    lambda tx: metrics.write(tx, counts, hist, waits, now), relaxed=True
+                )
             except BaseException:
-                self._counts.give_back(counts, hist)
+                self._counts.give_back(counts, hist, waits)
                 raise
 
     def housekeeping(self, now: float) -> None:

@@ -120,3 +120,9 @@ def count(link: Link, name: str) -> int:
     """Ready messages in queue ``name`` (0 if it does not exist)."""
     ok: Any = link.try_spare("queue_declare", name, passive=True)
     return 0 if ok is None else int(ok.method.message_count)
+
+
+def consumers(link: Link, name: str) -> int:
+    """AMQP consumers of queue ``name`` (0 if it does not exist)."""
+    ok: Any = link.try_spare("queue_declare", name, passive=True)
+    return 0 if ok is None else int(ok.method.consumer_count)

@@ -82,6 +82,10 @@ class RabbitMQBackend(Backend, StoredSettings):
         "transactional_put": "RabbitMQ has no transaction an app's database can join",
         "once": "RabbitMQ has no transaction an app's database can join",
         "history": "RabbitMQ keeps no message journal",
+        "presence": (
+            "RabbitMQ keeps no table of worker processes; QueueStats.consumers counts the "
+            "processes claiming from each queue (known to RabbitMQ by their connections)"
+        ),
         "transfer": "AMQP can only read a message by taking it",
         "inspect": (
             "AMQP can only read a message by taking it, which counts a delivery on a quorum "
@@ -371,6 +375,10 @@ class RabbitMQBackend(Backend, StoredSettings):
 
         ``in_flight`` counts this process's leases only (AMQP does not report
         other consumers' unacked messages) and ``oldest_age`` is unknown.
+        ``consumers`` is the number of processes claiming from the queue: each
+        one holds a consumer on the queue's member queue while its connection
+        lives (see ``shards.Ownership.balance``), so a killed process drops out
+        as soon as RabbitMQ sees its connection close.
         """
         if tenant is not None:
             raise _refuse(
@@ -393,6 +401,7 @@ class RabbitMQBackend(Backend, StoredSettings):
                     admin.count(self._admin, self.names.delay(name, s)) for s in info.steps
                 )
                 dead = admin.count(self._admin, self.names.dead(name))
+                claimers = admin.consumers(self._admin, f"{self.names.main(name)}:consumers")
             figures: dict[str, Any] = self._metrics.figures(name)
             out[name] = QueueStats(
                 name=name,
@@ -400,6 +409,7 @@ class RabbitMQBackend(Backend, StoredSettings):
                 delayed=delayed + waiting,
                 in_flight=flying,
                 dead=dead,
+                consumers=claimers,
                 **figures,
             )
         return Stats(queues=out, bindings=tuple((p, q) for p, q in snap["bindings"]))

@@ -50,6 +50,7 @@ def _wait_for(q: pmsq.Queue, *, timeout: float = 20.0) -> pmsq.Delivery:
         ("per-tenant statistics", lambda b: b.tenant("acme").stats("q")),
         ("peek", lambda b: b.queue("q").peek(5)),
         ("keyed messages", lambda b: b.queue("q").put(1, key="k", delay=3600)),
+        ("presence", lambda b: b.workers()),
     ],
 )
 def test_unsupported_features_raise_a_clear_error(broker: pmsq.Broker, words: str, use) -> None:
@@ -451,3 +452,16 @@ def test_an_unreachable_server_raises_backend_unavailable() -> None:
         port = s.getsockname()[1]
     with pytest.raises(pmsq.BackendUnavailable, match="cannot reach RabbitMQ"):
         pmsq.connect(f"amqp://guest:guest@127.0.0.1:{port}/?connection_attempts=1")
+
+
+# -- consumers: the processes claiming from a queue, as RabbitMQ knows them -------------------
+def test_consumers_count_the_connections_claiming_from_the_queue(
+    broker: pmsq.Broker, store_url: str
+) -> None:
+    broker.declare_queue("email")
+    assert broker.stats("email").consumers == 0
+    with pmsq.connect(store_url + "&shards=2") as worker_side:
+        worker_side.queue("email").get_many(1, timeout=0)  # claims: registers as a claimer
+        assert broker.stats("email").consumers == 1
+    # Its connection closed: RabbitMQ drops the consumer with it.
+    assert broker.stats("email").consumers == 0

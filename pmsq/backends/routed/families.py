@@ -154,6 +154,12 @@ class RoutedHistory(RoutedBackend, History):
         events.sort(key=lambda e: e.at)
         return events[-limit:] if limit > 0 else []
 
+    def record(self, events: Sequence[HistoryEvent]) -> None:
+        # An operator event belongs to its queue's store; one naming no queue
+        # (queue "") goes to the first store, the default of the routes.
+        for i, members in self.group(events, lambda e: e.queue).items():
+            History.of(self.stores[i]).record([e for _, e in members])
+
 
 class RoutedTransfer(RoutedBackend, Transfer):
     """Export and import (``pmsq migrate``), each record to its queue's store."""

@@ -152,7 +152,7 @@ def stats(conn: sqlite3.Connection, queue: str | None, now: float, tenant: str |
     # Maintained counts and one index seek per (queue, tenant): no backlog scan
     # (pmsq.backends.sqlite.counters).
     counts = counters.read(conn, queue, None if tenant is None else tenant_in(tenant))
-    oldest = counters.oldest_waiting(conn, (p for p, c in counts.items() if c[0] or c[1]))
+    oldest = counters.oldest_due(conn, (p for p, c in counts.items() if c[0] or c[1]), now)
     for (q, t), (ready, delayed, in_flight, dead) in counts.items():
         d = per.figures(q, t)
         d["ready"] += ready
@@ -164,7 +164,8 @@ def stats(conn: sqlite3.Connection, queue: str | None, now: float, tenant: str |
     add_metric_rows(
         per,
         conn.execute(
-            "SELECT queue, tenant, slot, processed, failed, retried, dead_lettered, hist "
+            "SELECT queue, tenant, slot, processed, failed, retried, dead_lettered, hist, put, "
+            "wait_hist "
             f"FROM pmsq_metrics {metric_where}",
             [first_recent_slot(now), *args],
         ),

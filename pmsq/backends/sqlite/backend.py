@@ -41,6 +41,7 @@ from pmsq.backends.sqlite import (
 )
 from pmsq.backends.sqlite.group_commit import GroupCommit
 from pmsq.backends.sqlite.journal import Journal
+from pmsq.backends.sqlite.presence import SQLitePresence
 from pmsq.backends.sqlite.puts import ConfigReader
 from pmsq.backends.sqlite.schedules import SQLiteSchedules
 from pmsq.backends.sqlite.store import SYNC, Durability, Store, after_wait, parse_sqlite_url
@@ -58,7 +59,7 @@ from pmsq.backends.types import (
     StoredMessage,
 )
 from pmsq.config import QueueConfig
-from pmsq.errors import ConfigurationError, PmsqError
+from pmsq.errors import ConfigurationError, PmsqError, StorageError
 from pmsq.message import Message
 from pmsq.once import once_sqlite
 from pmsq.stats import Stats
@@ -82,7 +83,15 @@ def _check_retention(retention: float | None) -> float | None:
 
 
 class SQLiteBackend(
-    SQLiteSchedules, Backend, TransactionalPut, Once, History, Transfer, Settings, Inspect
+    SQLiteSchedules,
+    SQLitePresence,
+    Backend,
+    TransactionalPut,
+    Once,
+    History,
+    Transfer,
+    Settings,
+    Inspect,
 ):
     """The reference backend: a SQLite file (or memory) shared by threads and processes.
 
@@ -144,7 +153,7 @@ class SQLiteBackend(
         self._upkeep = Upkeep(self._metrics, self._journal)
         # Late-bound through self._write, so a test can count the transactions.
         self._group = GroupCommit(
-            lambda fn: self._write(fn), self._journal, self._upkeep.after_batch
+            lambda fn: self._write(fn), self._journal, self._upkeep.after_batch, self._metrics
         )
         self._claims = claims.Claimer(self._store, self._configs, self._metrics, self._journal)
         self._probe = wake.Probe(self._store)
@@ -201,7 +210,9 @@ class SQLiteBackend(
     def put_many(self, envelopes: Sequence[Envelope], *, now: float) -> list[str]:
         return list(
             self._group.run(
-                lambda conn: puts.put_batch(conn, self._configs, self._journal, envelopes, now),
+                lambda conn: puts.put_batch(
+                    conn, self._configs, self._journal, envelopes, now, self._metrics
+                ),
                 now,
                 rerunnable=True,
             )
@@ -338,8 +349,11 @@ class SQLiteBackend(
     def stats(self, queue: str | None = None, *, now: float, tenant: str | None = None) -> Stats:
         with self._lock:
             if self._metrics:
-                # This process's own recent outcomes belong in its own snapshot.
-                self._write(lambda c: self._upkeep.flush_metrics(c, now, force=True))
+                # This process's own recent outcomes belong in its own snapshot,
+                # but reading must not need the write lock (WAL): if another
+                # process holds it, the counts stay buffered for a later write.
+                with contextlib.suppress(StorageError):
+                    self._write(lambda c: self._upkeep.flush_metrics(c, now, force=True))
             return self._read(lambda c: admin.stats(c, queue, now, tenant))
 
     def peek(

@@ -217,6 +217,7 @@ def claim(
         _expire_leases(conn, configs, cfg, queue, now, metrics, journal)
     out: list[Claimed] = []
     leases: list[tuple[str, float, int]] = []
+    waits: dict[str, list[float]] = {}
     expires = now + cfg.lease
     rows = _select(conn, cfg, queue, n, tenant, now)
     while rows:
@@ -242,6 +243,9 @@ def claim(
             continue
         token = secrets.token_hex(8)
         leases.append((token, expires, row["seq"]))
+        if row["attempt"] == 0:
+            # First delivery: how long it waited since it became due (wait_p50_ms).
+            waits.setdefault(row["tenant"], []).append((now - row["available_at"]) * 1000.0)
         journal.add_row(
             now,
             Event.DELIVERED,
@@ -258,6 +262,8 @@ def claim(
             claimed_from_row(row, token=token, attempt=row["attempt"] + 1, lease_expires=expires)
         )
     _lease(conn, leases)
+    if waits:
+        metrics.add_waits(queue, waits)
     return out
 
 

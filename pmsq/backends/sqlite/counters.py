@@ -7,8 +7,8 @@ inside the statement that changes a message, so every path that writes
 messages (puts, claims, settlements, expired leases, redrive, purge,
 imports, an app's own ``connection=`` transaction) updates the counts in
 the same transaction, and a rollback undoes both. ``stats()`` then reads a
-few rows per queue, plus one index seek per (queue, tenant) for the oldest
-waiting message (``pmsq_ix_waiting``), whatever the backlog.
+few rows per queue, plus one index seek per (queue, tenant) for the longest
+due message (``pmsq_ix_due``), whatever the backlog.
 
 ``recount`` is the old full scan, kept as the reference the tests (and a
 suspicious operator) compare the counters with.
@@ -21,7 +21,7 @@ from collections.abc import Iterable
 
 from pmsq.backends.sqlkit.states import DEAD, IN_FLIGHT, READY, SCHEDULED, WAITING
 
-__all__ = ["COUNTERS_DDL", "KINDS", "oldest_waiting", "read", "recount"]
+__all__ = ["COUNTERS_DDL", "KINDS", "oldest_due", "read", "recount"]
 
 #: Column order of a count row.
 KINDS = ("ready", "delayed", "in_flight", "dead")
@@ -137,20 +137,21 @@ def recount(
     return {k: (v[0], v[1], v[2], v[3]) for k, v in out.items()}
 
 
-def oldest_waiting(
-    conn: sqlite3.Connection, pairs: Iterable[tuple[str, str]]
+def oldest_due(
+    conn: sqlite3.Connection, pairs: Iterable[tuple[str, str]], now: float
 ) -> dict[tuple[str, str], float]:
-    """``enqueued_at`` of the oldest ready or delayed message of each (queue, tenant).
+    """Due time (``available_at``) of the longest-due waiting message of each (queue, tenant).
 
-    One seek of ``pmsq_ix_waiting`` per pair: bounded by the number of pairs,
-    not the backlog.
+    Only messages due at ``now`` count: one scheduled for next week is not
+    late. One seek of ``pmsq_ix_due`` per pair: bounded by the number of
+    pairs, not the backlog.
     """
     out = {}
     for q, t in pairs:
         row = conn.execute(
-            "SELECT MIN(enqueued_at) FROM pmsq_messages "
-            f"WHERE queue = ? AND tenant = ? AND state IN {WAITING}",
-            (q, t),
+            "SELECT MIN(available_at) FROM pmsq_messages INDEXED BY pmsq_ix_due "
+            f"WHERE queue = ? AND tenant = ? AND state IN {WAITING} AND available_at <= ?",
+            (q, t, now),
         ).fetchone()
         if row[0] is not None:
             out[(q, t)] = float(row[0])

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pmsq.backends.sqlite.journal import Journal
+from pmsq.backends.sqlkit.metrics import Metrics
 from pmsq.errors import PmsqError
 
 __all__ = ["GroupCommit"]
@@ -66,6 +67,8 @@ class GroupCommit:
         journal: The store's journal buffer, rewound for a request that fails.
         after_batch: Runs at the end of each batch's transaction, with the
             time of its first request (buffered metrics, housekeeping).
+        metrics: The outcome counts the requests add to; what a rolled-back
+            unisolated attempt added is taken back before the batch runs again.
     """
 
     def __init__(
@@ -73,10 +76,12 @@ class GroupCommit:
         write: Write,
         journal: Journal,
         after_batch: Callable[[sqlite3.Connection, float], None],
+        metrics: Metrics | None = None,
     ) -> None:
         self._write = write
         self._journal = journal
         self._after_batch = after_batch
+        self._metrics = metrics
         self._lock = threading.Lock()
         self._leading = False
         #: Requests queued behind the current leader.
@@ -128,10 +133,13 @@ class GroupCommit:
         # with sixteen threads queuing. If one does fail, the transaction is
         # rolled back and the batch runs again the careful way.
         if len(batch) > 1 and all(req.rerunnable for req in batch):
+            # Writers hold the store's lock, so nobody else counts meanwhile.
+            saved = self._metrics.snapshot() if self._metrics is not None else None
             try:
                 self._write(lambda conn: self._run_batch(conn, batch, isolate=False))
             except _RequestFailed:
-                pass
+                if self._metrics is not None and saved is not None:
+                    self._metrics.restore(saved)
             except BaseException as exc:
                 _fail(batch, exc)
                 return

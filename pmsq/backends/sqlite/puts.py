@@ -6,11 +6,13 @@ import json
 import sqlite3
 import threading
 import zlib
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 from pmsq.backends.sqlite.journal import Event, Journal
 from pmsq.backends.sqlite.lines import head_if_first, tail_of
+from pmsq.backends.sqlkit.metrics import Metrics
 from pmsq.backends.sqlkit.quotas import check_room
 from pmsq.backends.sqlkit.rows import tenant_in
 from pmsq.backends.sqlkit.states import IN_FLIGHT, READY, SCHEDULED, WAITING, waiting_state
@@ -151,11 +153,13 @@ def put_one(
     now: float,
     journal: Journal | None = None,
     siblings: list[str] | None = None,
+    stored: Counter[tuple[str, str]] | None = None,
 ) -> str:
     """Store one envelope in the open transaction; return the id the caller sees.
 
     What happened (put, dedup hit, coalesced) is recorded in ``journal``;
-    ``siblings`` are the ids of the other copies of a fan-out.
+    ``siblings`` are the ids of the other copies of a fan-out; a message
+    stored is counted in ``stored`` by (queue, stored tenant).
 
     Raises:
         QueueFull: ``max_depth`` or ``tenant_quota`` reached (nothing written).
@@ -197,28 +201,51 @@ def put_one(
     check_room(cfg, env, lambda tenant, cap: _count_waiting(conn, env.queue, tenant, cap))
     insert_envelope(conn, env, now)
     _remember_dedup(conn, cfg, env, tenant, env.id)
+    if stored is not None:
+        stored[(env.queue, tenant)] += 1
     if journal is not None:
         record_put(journal, env, now, siblings=siblings)
     return env.id
 
 
 def put_batch(
-    conn: Any, configs: ConfigReader, log: Journal, envelopes: Sequence[Envelope], now: float
+    conn: Any,
+    configs: ConfigReader,
+    log: Journal,
+    envelopes: Sequence[Envelope],
+    now: float,
+    metrics: Metrics | None = None,
 ) -> list[str]:
     """Store ``envelopes`` in the open transaction; return the ids the caller sees.
 
     A fan-out (several copies of one topic's message) journals each copy
-    with its siblings' ids.
+    with its siblings' ids. Messages stored are counted in ``metrics`` once
+    the whole batch is in (``None`` for a transaction pmsq does not commit
+    itself: the outbox), so a batch refused by a quota counts nothing.
     """
+    stored: Counter[tuple[str, str]] = Counter()
     if not log.enabled:
-        return [put_one(conn, configs, e, now) for e in envelopes]
-    topics = {e.topic for e in envelopes}
-    fanout = len(envelopes) > 1 and len(topics) == 1 and None not in topics
-    ids = [e.id for e in envelopes]
-    return [
-        put_one(conn, configs, e, now, log, [i for i in ids if i != e.id] if fanout else None)
-        for e in envelopes
-    ]
+        ids = [put_one(conn, configs, e, now, stored=stored) for e in envelopes]
+    else:
+        topics = {e.topic for e in envelopes}
+        fanout = len(envelopes) > 1 and len(topics) == 1 and None not in topics
+        every = [e.id for e in envelopes]
+        ids = [
+            put_one(
+                conn,
+                configs,
+                e,
+                now,
+                log,
+                [i for i in every if i != e.id] if fanout else None,
+                stored,
+            )
+            for e in envelopes
+        ]
+    if metrics is not None:
+        for (queue, tenant), n in stored.items():
+            metrics.add(queue, tenant, put=n)
+    return ids
 
 
 def _record(

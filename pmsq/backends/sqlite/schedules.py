@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from pmsq.backends.sqlite.journal import Journal
     from pmsq.backends.sqlite.puts import ConfigReader
+    from pmsq.backends.sqlkit.metrics import Metrics
 
 __all__ = ["SCHEDULES_DDL", "SQLiteSchedules"]
 
@@ -81,6 +82,7 @@ class SQLiteSchedules(ScheduleStore):
         def _reading(self) -> contextlib.AbstractContextManager[sqlite3.Connection]: ...
 
         _configs: ConfigReader
+        _metrics: Metrics
 
     def save_schedule(self, schedule: StoredSchedule, *, now: float) -> StoredSchedule:
         def go(conn: sqlite3.Connection) -> StoredSchedule:
@@ -161,7 +163,9 @@ class SQLiteSchedules(ScheduleStore):
                     (f.next_at, f.last_at, f.fired_at, tenant_in(f.tenant), f.name, f.version),
                 ).rowcount
                 if won and f.envelopes:
-                    puts.put_batch(conn, self._configs, self._journal, f.envelopes, now)
+                    puts.put_batch(
+                        conn, self._configs, self._journal, f.envelopes, now, self._metrics
+                    )
             except PmsqError as exc:
                 self._journal.rewind(mark)
                 conn.execute("ROLLBACK TO pmsq_fire")

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Callable
 
 from pmsq.backends.sqlite.counters import COUNTERS_DDL
 from pmsq.backends.sqlite.journal import JOURNAL_DDL
+from pmsq.backends.sqlite.presence import PRESENCE_DDL
 from pmsq.backends.sqlite.schedules import SCHEDULES_DDL
 from pmsq.backends.sqlkit.states import DEAD, IN_FLIGHT, READY, SCHEDULED, WAITING
 
@@ -33,7 +35,7 @@ __all__ = [
 
 # "pmsq" in ASCII, written to the header so foreign tools can tell the file's owner.
 APPLICATION_ID = 0x706D7371
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 6
 
 
 _V1 = f"""
@@ -127,14 +129,46 @@ CREATE TABLE IF NOT EXISTS pmsq_rate (
 CREATE INDEX IF NOT EXISTS pmsq_ix_rate ON pmsq_rate (queue, scope, ts);
 """
 
+
+def _split(script: str) -> list[str]:
+    # executescript() would COMMIT the caller's transaction; run statements one by one.
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+# Version 6: ``oldest_age`` counts from the due time, so the waiting messages
+# are indexed by ``available_at`` (an indexed MIN per queue and tenant). It
+# replaces the index by ``enqueued_at``, which served only the old oldest_age;
+# quotas count waiting messages through either by its (queue, tenant) prefix.
+# The metrics slots also count puts and the waits from due to first delivery.
+_DUE_DDL = f"""
+DROP INDEX IF EXISTS pmsq_ix_waiting;
+CREATE INDEX IF NOT EXISTS pmsq_ix_due
+    ON pmsq_messages (queue, tenant, available_at) WHERE state IN {WAITING}
+"""
+
+
+def _version_6(conn: sqlite3.Connection) -> None:
+    for statement in (*_split(PRESENCE_DDL), *_split(_DUE_DDL)):
+        conn.execute(statement)
+    # ADD COLUMN has no IF NOT EXISTS; a step must be safe to run again.
+    have = {r[1] for r in conn.execute("PRAGMA table_info(pmsq_metrics)")}
+    if "put" not in have:
+        conn.execute("ALTER TABLE pmsq_metrics ADD COLUMN put INTEGER NOT NULL DEFAULT 0")
+    if "wait_hist" not in have:
+        conn.execute("ALTER TABLE pmsq_metrics ADD COLUMN wait_hist TEXT")
+
+
 # Forward migrations: MIGRATIONS[n] upgrades a store from version n to n + 1,
-# as a script of plain statements or as a sequence of statements (for those,
-# like triggers, that hold semicolons). A new store is created at version 1
-# and migrated forward like an old one, so every store runs the same statements.
-MIGRATIONS: dict[int, str | tuple[str, ...]] = {
+# as a script of plain statements, a sequence of statements (for those, like
+# triggers, that hold semicolons) or a function of the connection. A new
+# store is created at version 1 and migrated forward like an old one, so
+# every store runs the same statements.
+MIGRATIONS: dict[int, str | tuple[str, ...] | Callable[[sqlite3.Connection], None]] = {
     1: JOURNAL_DDL,  # version 2: the message journal (pmsq trace)
     2: SCHEDULES_DDL,  # version 3: recurring schedules
     3: COUNTERS_DDL,  # version 4: maintained counts for stats() (counters.py)
+    4: (),  # version 5: the pauses (another branch fills this step in)
+    5: _version_6,  # version 6: worker presence, lateness, puts and waits
 }
 
 
@@ -235,15 +269,13 @@ def _migrate(conn: sqlite3.Connection, found: int) -> None:
     version = found
     while version < SCHEMA_VERSION:
         step = MIGRATIONS[version]
-        for statement in _split(step) if isinstance(step, str) else step:
-            conn.execute(statement)
+        if callable(step):
+            step(conn)
+        else:
+            for statement in _split(step) if isinstance(step, str) else step:
+                conn.execute(statement)
         version += 1
     if found != version:
         conn.execute(
             "UPDATE pmsq_meta SET v = ? WHERE k = 'schema_version'", (str(SCHEMA_VERSION),)
         )
-
-
-def _split(script: str) -> list[str]:
-    # executescript() would COMMIT the caller's transaction; run statements one by one.
-    return [s.strip() for s in script.split(";") if s.strip()]

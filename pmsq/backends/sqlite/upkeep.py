@@ -46,11 +46,11 @@ class Upkeep:
         """Write the buffered counts if a second has passed (or ``force``)."""
         mono = time.monotonic()
         if self._counts and (force or mono - self._flushed >= 1.0):
-            counts, hist = self._counts.take()
+            counts, hist, waits = self._counts.take()
             try:
-                metrics.write(conn, counts, hist, now)
+                metrics.write(conn, counts, hist, waits, now)
             except BaseException:
-                self._counts.give_back(counts, hist)  # for the next transaction
+                self._counts.give_back(counts, hist, waits)  # for the next transaction
                 raise
             self._flushed = mono
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 
-from pmsq.stats import HISTOGRAM_BOUNDS_MS
+from pmsq.stats import HISTOGRAM_BOUNDS_MS, WAIT_BOUNDS_MS
 
 __all__ = ["SLOT_SECONDS", "TOTAL_SLOT", "Counts", "Metrics", "bucket", "slot_of"]
 
@@ -19,18 +19,20 @@ SLOT_SECONDS = 10
 #: The slot that holds all-time totals.
 TOTAL_SLOT = 0
 _BUCKETS = len(HISTOGRAM_BOUNDS_MS) + 1
+_WAIT_BUCKETS = len(WAIT_BOUNDS_MS) + 1
 
 #: Buffered figures per ``(queue, stored tenant)``: ``[processed, failed,
-#: retried, dead]`` counts, and histogram buckets.
+#: retried, dead, put]`` counts, and histogram buckets (handler times, or
+#: waits from due to first delivery).
 Counts = dict[tuple[str, str], list[int]]
 
 
-def bucket(ms: float) -> int:
-    """The histogram bucket of a handler time of ``ms`` milliseconds."""
-    for i, bound in enumerate(HISTOGRAM_BOUNDS_MS):
+def bucket(ms: float, bounds: tuple[float, ...] = HISTOGRAM_BOUNDS_MS) -> int:
+    """The histogram bucket of ``ms`` milliseconds (a handler time by default)."""
+    for i, bound in enumerate(bounds):
         if ms <= bound:
             return i
-    return len(HISTOGRAM_BOUNDS_MS)
+    return len(bounds)
 
 
 def slot_of(now: float) -> int:
@@ -45,6 +47,7 @@ class Metrics:
         self._lock = threading.Lock()
         self._counts: Counts = {}
         self._hist: Counts = {}
+        self._waits: Counts = {}
 
     def __bool__(self) -> bool:
         with self._lock:
@@ -59,45 +62,74 @@ class Metrics:
         failed: int = 0,
         retried: int = 0,
         dead: int = 0,
+        put: int = 0,
         duration_ms: float | None = None,
+        wait_ms: float | None = None,
     ) -> None:
-        """Count one outcome of ``queue``/``tenant`` (stored form)."""
+        """Count one outcome of ``queue``/``tenant`` (stored form).
+
+        ``put`` counts messages stored, ``wait_ms`` the time a message
+        waited from due to its first delivery.
+        """
         with self._lock:
-            c = self._counts.setdefault((queue, tenant), [0, 0, 0, 0])
+            c = self._counts.setdefault((queue, tenant), [0, 0, 0, 0, 0])
             c[0] += processed
             c[1] += failed
             c[2] += retried
             c[3] += dead
+            c[4] += put
             if duration_ms is not None:
                 h = self._hist.setdefault((queue, tenant), [0] * _BUCKETS)
                 h[bucket(duration_ms)] += 1
+            if wait_ms is not None:
+                w = self._waits.setdefault((queue, tenant), [0] * _WAIT_BUCKETS)
+                w[bucket(max(0.0, wait_ms), WAIT_BOUNDS_MS)] += 1
 
-    def snapshot(self) -> tuple[Counts, Counts]:
+    def add_waits(self, queue: str, waits: dict[str, list[float]]) -> None:
+        """Count first deliveries of ``queue``: the waits (ms) from due, per stored tenant.
+
+        One lock for a whole claimed batch, instead of one ``add`` per message.
+        """
+        with self._lock:
+            for tenant, values in waits.items():
+                self._counts.setdefault((queue, tenant), [0, 0, 0, 0, 0])
+                w = self._waits.setdefault((queue, tenant), [0] * _WAIT_BUCKETS)
+                for ms in values:
+                    w[bucket(max(0.0, ms), WAIT_BOUNDS_MS)] += 1
+
+    def snapshot(self) -> tuple[Counts, Counts, Counts]:
         """The counts so far, for ``restore`` when a transaction is run again."""
         with self._lock:
             return (
                 {k: list(v) for k, v in self._counts.items()},
                 {k: list(v) for k, v in self._hist.items()},
+                {k: list(v) for k, v in self._waits.items()},
             )
 
-    def restore(self, saved: tuple[Counts, Counts]) -> None:
+    def restore(self, saved: tuple[Counts, Counts, Counts]) -> None:
         """Go back to a ``snapshot``: the counts of a rolled-back transaction are dropped."""
         with self._lock:
-            self._counts, self._hist = saved[0], saved[1]
+            self._counts, self._hist, self._waits = saved
 
-    def take(self) -> tuple[Counts, Counts]:
-        """Remove and return everything buffered: ``(counts, histograms)``."""
+    def take(self) -> tuple[Counts, Counts, Counts]:
+        """Remove and return everything buffered: ``(counts, handler times, waits)``."""
         with self._lock:
-            counts, hist = self._counts, self._hist
-            self._counts, self._hist = {}, {}
-        return counts, hist
+            taken = self._counts, self._hist, self._waits
+            self._counts, self._hist, self._waits = {}, {}, {}
+        return taken
 
-    def give_back(self, counts: Counts, hist: Counts) -> None:
+    def give_back(self, counts: Counts, hist: Counts, waits: Counts) -> None:
         """Re-buffer what a failed write took, so the next one writes it."""
-        for (queue, tenant), c in counts.items():
-            self.add(queue, tenant, processed=c[0], failed=c[1], retried=c[2], dead=c[3])
         with self._lock:
-            for k, h in hist.items():
-                mine = self._hist.setdefault(k, [0] * _BUCKETS)
-                for i, n in enumerate(h):
+            for k, c in counts.items():
+                mine = self._counts.setdefault(k, [0] * len(c))
+                for i, n in enumerate(c):
                     mine[i] += n
+            for source, into, size in (
+                (hist, self._hist, _BUCKETS),
+                (waits, self._waits, _WAIT_BUCKETS),
+            ):
+                for k, h in source.items():
+                    mine = into.setdefault(k, [0] * size)
+                    for i, n in enumerate(h):
+                        mine[i] += n

@@ -24,7 +24,12 @@ def first_recent_slot(now: float) -> int:
 
 
 def add_message_counts(per: StatsBuilder, rows: Iterable[Any]) -> None:
-    """Add ``(queue, tenant, state, head, count, oldest enqueued_at)`` group rows."""
+    """Add ``(queue, tenant, state, head, count, earliest due available_at)`` group rows.
+
+    The last column is the earliest ``available_at`` among the group's
+    messages that are due (``None`` if none is): ``oldest_age`` measures
+    lateness, so a message scheduled for later does not count.
+    """
     for q, t, state, head, count, oldest in rows:
         d = per.figures(q, t)
         if state == READY and head:
@@ -35,21 +40,22 @@ def add_message_counts(per: StatsBuilder, rows: Iterable[Any]) -> None:
             d["in_flight"] += count
         else:
             d["dead"] += count
-        if state in (READY, SCHEDULED) and (d["oldest"] is None or oldest < d["oldest"]):
+        due = state in (READY, SCHEDULED) and oldest is not None
+        if due and (d["oldest"] is None or oldest < d["oldest"]):
             d["oldest"] = oldest
 
 
 def add_metric_rows(
     per: StatsBuilder, rows: Iterable[Any], decode_hist: Callable[[Any], list[int]]
 ) -> None:
-    """Add ``(queue, tenant, slot, processed, failed, retried, dead, hist)`` metric rows.
+    """Add ``(queue, tenant, slot, processed, failed, retried, dead, hist, put, wait_hist)`` rows.
 
     Args:
         per: The snapshot being built.
         rows: The totals slot and the recent slots (see :func:`first_recent_slot`).
         decode_hist: Turns a stored, non-empty histogram into bucket counts.
     """
-    for q, t, slot, processed, failed, retried, dead, hist in rows:
+    for q, t, slot, processed, failed, retried, dead, hist, put, wait_hist in rows:
         d = per.figures(q, t)
         if slot == TOTAL_SLOT:
             d["processed"] += processed
@@ -61,8 +67,11 @@ def add_metric_rows(
             d["failed_per_minute"] += failed
             d["retried_per_minute"] += retried
             d["dead_lettered_per_minute"] += dead
+            d["put_per_minute"] += put or 0
             if hist:
                 per.merge(d, {"hist": decode_hist(hist)})
+            if wait_hist:
+                per.merge(d, {"wait_hist": decode_hist(wait_hist)})
 
 
 def snapshot(per: StatsBuilder, bindings: Iterable[Any], now: float) -> Stats:
