@@ -119,10 +119,14 @@ def test_stats_dead_letters_alerts_trace_and_schedules_span_the_stores(
 
     broker.alert("payments", dead_letters=0)
     alerts = broker.check_alerts()
-    assert [a.queue for a in alerts] == ["payments"]
+    # No worker runs: email's due message has no consumer; payments has a dead letter.
+    assert sorted((a.queue, a.metric) for a in alerts) == [
+        ("email", "consumers"),
+        ("payments", "dead"),
+    ]
     main, pay = files
     with alone(pay) as p:  # the rule lives with its queue
-        assert [a.queue for a in p.check_alerts()] == ["payments"]
+        assert [(a.queue, a.metric) for a in p.check_alerts()] == [("payments", "dead")]
 
     events = History.of(broker.backend).history(correlation_id=dead.message.correlation_id)
     assert {e.queue for e in events} == {"email", "payments"}
@@ -293,3 +297,23 @@ def test_an_operator_event_is_journaled_in_its_queues_store(
         assert [(e.queue, e.event) for e in here] == [("email", "operator")]
         assert [(e.queue, e.event) for e in there] == [("payments", "operator")]
         assert History.of(a.backend).history(queue="payments") == []
+
+
+def test_a_worker_serving_both_stores_is_one_live_worker_and_a_consumer_of_each(
+    files: tuple[Path, Path],
+) -> None:
+    main, pay = files
+    with pmsq.connect(str(main), routes={"payments.#": str(pay)}, durability="normal") as b:
+        b.declare_queue("payments")
+        b.declare_queue("email")
+        b.handler("payments")(lambda msg: None)
+        b.handler("email")(lambda msg: None)
+        with pmsq.Worker(b, concurrency=2):
+            (live,) = b.workers()
+            assert live.queues == ("email", "payments")
+            assert b.stats("payments").consumers == b.stats("email").consumers == 1
+            # Each store holds the beat with only its own queues.
+            with alone(main) as a, alone(pay) as p:
+                assert [w.queues for w in a.workers()] == [("email",)]
+                assert [w.queues for w in p.workers()] == [("payments",)]
+        assert b.workers() == []

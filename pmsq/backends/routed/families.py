@@ -30,6 +30,7 @@ import attrs
 
 from pmsq.backends.base import Backend, Capabilities
 from pmsq.backends.families import History, Inspect, Once, Settings, TransactionalPut, Transfer
+from pmsq.backends.presence import Presence, WorkerBeat
 from pmsq.backends.routed.backend import RoutedBackend
 from pmsq.backends.schedule_family import (
     FireResult,
@@ -266,6 +267,35 @@ def _firing_queue(firing: Firing) -> str:
     raise ConfigurationError(f"schedule {firing.name!r} is no longer stored")
 
 
+class RoutedPresence(RoutedBackend, Presence):
+    """Worker heartbeats: a worker beats in each store that holds queues it serves."""
+
+    def beat_worker(self, beat: WorkerBeat) -> None:
+        groups = self.group(beat.queues, lambda q: q)
+        # A worker serving none of the routed queues still shows in the default store.
+        for i in groups or {0: []}:
+            queues = tuple(q for _, q in groups.get(i, []))
+            Presence.of(self.stores[i]).beat_worker(attrs.evolve(beat, queues=queues))
+
+    def forget_worker(self, worker_id: str) -> bool:
+        forgot = [Presence.of(store).forget_worker(worker_id) for store in self.stores]
+        return any(forgot)
+
+    def list_workers(self, *, since: float) -> list[WorkerBeat]:
+        seen: dict[str, WorkerBeat] = {}
+        for store in self.stores:
+            for beat in Presence.of(store).list_workers(since=since):
+                if (old := seen.get(beat.id)) is not None:
+                    beat = attrs.evolve(
+                        beat,
+                        queues=tuple(sorted({*old.queues, *beat.queues})),
+                        last_seen=max(old.last_seen, beat.last_seen),
+                        started_at=min(old.started_at, beat.started_at),
+                    )
+                seen[beat.id] = beat
+        return sorted(seen.values(), key=lambda b: (b.host, b.pid, b.id))
+
+
 #: The routed mixin of each family capability.
 MIXINS: dict[str, type[RoutedBackend]] = {
     "transactional_put": RoutedOutbox,
@@ -275,6 +305,7 @@ MIXINS: dict[str, type[RoutedBackend]] = {
     "settings": RoutedSettings,
     "inspect": RoutedInspect,
     "schedules": RoutedSchedules,
+    "presence": RoutedPresence,
 }
 
 
