@@ -9,7 +9,7 @@ import signal
 import socket
 import sys
 
-from pmsq.cli._common import CommandError, add_url, open_store
+from pmsq.cli._common import CommandError, add_url, open_store, routes_of
 
 EXAMPLES = """\
 Without a token the dashboard only reads: pages, /metrics and /healthz.
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     import pmsq.web
 
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV) or None
-    broker = open_store(args.url)
+    broker = open_store(args.url, routes_of(args))
     try:
         app = pmsq.web.app(broker, token=token)
     except BaseException:
