@@ -287,6 +287,20 @@ class ControlTests(SuiteBase):
         (d,) = self.claim(q)
         assert (d.message.id, d.message.attempt) == (waiting, 1), "the pause spent an attempt"
 
+    def test_a_lease_that_runs_out_while_paused_still_counts(
+        self, broker: Broker, clock: ManualClock
+    ) -> None:
+        if not self._control_or_refused(broker):
+            return
+        q = broker.declare_queue("q", max_attempts=1, lease=10.0)
+        mid = q.put("m")
+        self._held(q)  # its worker dies
+        broker.pause("q")
+        clock.advance(11.0)
+        assert broker.backend.ready_queues(["q"], now=clock.time()).queues == {"q"}
+        assert self.claim(q) == []
+        assert [dl.message.id for dl in broker.dead_letters("q").list()] == [mid]
+
     def test_tenant_and_key_pauses_hold_only_their_scope(self, broker: Broker) -> None:
         if not self._control_or_refused(broker):
             return
