@@ -482,3 +482,28 @@ class ControlTests(SuiteBase):
         assert paused.detail["reason"] == "credentials expired"
         assert paused.detail["until"] == until
         assert opened.detail["reason"] == "circuit open: RuntimeError: API down"
+
+    def test_a_tenant_circuit_holds_only_the_failing_tenant(
+        self, broker: Broker, clock: ManualClock
+    ) -> None:
+        if not self._control_or_refused(broker):
+            return
+        q = broker.declare_queue(
+            "q",
+            backoff=_NOW,
+            circuit=Circuit(failures=2, within=60.0, open_for=30.0, scope="tenant"),
+        )
+        acme = broker.tenant("acme").queue("q")
+        zen = broker.tenant("zen").queue("q")
+        for _ in range(2):
+            q.put("tenantless")
+            self._fail(q)  # tenantless messages count toward no tenant's breaker
+        assert broker.pauses() == []
+        for _ in range(2):
+            acme.put("expired credentials")
+        for _ in range(2):
+            self._fail(acme, "401 Unauthorized")
+        assert [(p.tenant, p.key, p.circuit) for p in broker.pauses()] == [("acme", None, True)]
+        ok = zen.put("fine")
+        assert self.claim(acme) == []
+        assert ok in self.ids(self.claim(q))

@@ -138,13 +138,14 @@ def holds(rows: Iterable[PauseRow], now: float, probe_busy: Callable[[str], bool
 def circuit_scope(circuit: Circuit, tenant: str, key: str | None) -> Scope | None:
     """The scope (stored form) a failure of a message of ``tenant``'s ``key`` counts in.
 
-    ``None`` for an unkeyed message under a per-key breaker: it has no key
-    to pause (pausing its whole tenant instead would hold healthy keys).
+    ``None`` when the message has no such scope: an unkeyed message under a
+    per-key breaker, a tenantless one under a per-tenant breaker (pausing
+    its whole tenant, or the whole queue, would hold healthy scopes).
     """
     if circuit.scope == "queue":
         return ("", "")
     if circuit.scope == "tenant":
-        return (tenant, "")
+        return (tenant, "") if tenant else None
     return (tenant, key) if key else None
 
 
