@@ -317,6 +317,10 @@ class ControlTests(SuiteBase):
         assert scopes == {("acme", "property:1"), ("zen", None)}
         assert [(p.tenant, p.key) for p in broker.tenant("zen").pauses()] == [("zen", None)]
         assert broker.stats("q").paused is False, "a tenant pause is not a queue pause"
+        assert broker.tenant("zen").stats("q").paused is True
+        assert broker.tenant("acme").stats("q").paused is False, "a key pause is no tenant's"
+        if broker.backend.capabilities.exact_stats:
+            assert broker.stats("q").tenants["zen"].paused is True
         assert broker.resume("q") is False, "resume(queue) lifted a narrower pause"
         assert broker.tenant("zen").resume("q") is True
         assert self.ids(self.claim(q)) == [held_tenant]
