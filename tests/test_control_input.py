@@ -128,3 +128,29 @@ def test_pauses_read_back_as_aware_utc_datetimes(broker: pmsq.Broker, clock: Man
     # Pausing the scope again replaces its pause.
     broker.pause("q", tenant="acme", key="property:1", reason="longer migration")
     assert [(x.reason, x.until) for x in broker.pauses()] == [("longer migration", None)]
+
+
+def test_pauses_and_open_circuits_raise_alerts(broker: pmsq.Broker, clock: ManualClock) -> None:
+    broker.declare_queue("ota", circuit=pmsq.Circuit(failures=1, within=60.0, open_for=30.0))
+    broker.pause("channel-sync", reason="OTA maintenance")
+    broker.pause("channel-sync", tenant="acme", key="property:1")
+    fired: list[pmsq.Alert] = []
+    broker.alert("channel-sync", max_depth=1000, callback=fired.append)
+    q = broker.queue("ota")
+    q.put("x")
+    with pytest.raises(RuntimeError), q.get(timeout=0):
+        raise RuntimeError("HTTP 503")
+    clock.advance(42.0)
+    alerts = {(a.queue, a.tenant, a.metric): a for a in broker.check_alerts()}
+    paused = alerts[("channel-sync", None, "paused")]
+    assert (paused.level, paused.value) == ("warning", 42.0)
+    assert paused.message == "channel-sync: paused for 42s"
+    keyed = alerts[("channel-sync", "acme", "paused:property:1")]
+    assert keyed.message == "channel-sync [acme]: key 'property:1' paused for 42s"
+    circuit = alerts[("ota", None, "circuit")]
+    assert circuit.level == "critical"
+    assert [a.metric for a in fired] == ["paused", "paused:property:1"]
+    assert broker.resume("channel-sync") is True
+    assert ("channel-sync", None, "paused") not in {
+        (a.queue, a.tenant, a.metric) for a in broker.check_alerts()
+    }
