@@ -122,10 +122,13 @@ def cancel_key(
     tenant = check_tenant(tenant)
     control = _control(runtime, "cancel")
     now = runtime.clock.time()
-    if connection is None:
-        return control.cancel_key(queue, checked, tenant=tenant, now=now)
-    with app_connection(connection) as raw:
-        return control.cancel_key(queue, checked, tenant=tenant, now=now, connection=raw)
+    if connection is not None:
+        with app_connection(connection) as raw:
+            return control.cancel_key(queue, checked, tenant=tenant, now=now, connection=raw)
+    removed = control.cancel_key(queue, checked, tenant=tenant, now=now)
+    if removed:
+        runtime.wakeups.notify(queue)  # the key's line is free for a new put
+    return removed
 
 
 def reschedule(
