@@ -202,6 +202,20 @@ class ControlTests(SuiteBase):
             q.reschedule(unkeyed)
 
     # -- expiry ---------------------------------------------------------------------
+    def test_a_coalescing_put_brings_its_own_expiry(
+        self, broker: Broker, clock: ManualClock
+    ) -> None:
+        if not self._control_or_refused(broker):
+            return
+        if not broker.backend.capabilities.coalesce:
+            pytest.skip(f"the {broker.backend.name} backend does not coalesce")
+        q = broker.declare_queue("q")
+        mid = q.put({"rate": 100}, key="room:1", delay=30.0, expires=10.0)
+        assert q.put({"rate": 120}, key="room:1", coalesce=True, expires=100.0) == mid
+        clock.advance(30.0)
+        (d,) = self.claim(q)
+        assert (d.message.id, d.message.payload) == (mid, {"rate": 120})
+
     def test_an_expired_message_never_blocks_its_key(
         self, broker: Broker, clock: ManualClock
     ) -> None:
