@@ -9,7 +9,8 @@ from pmsq.backends.presence import WorkerInfo
 from pmsq.broker import Broker, connect
 from pmsq.clock import Clock, ManualClock, SystemClock
 from pmsq.codec import Codec, JsonCodec
-from pmsq.config import Backoff, QueueConfig, RateLimit
+from pmsq.config import Backoff, Circuit, QueueConfig, RateLimit
+from pmsq.control import Pause
 from pmsq.deadletters import DeadLetters
 from pmsq.delivery import Delivery
 from pmsq.errors import (
@@ -26,6 +27,7 @@ from pmsq.errors import (
     Reject,
     Retry,
     SerializationError,
+    Snooze,
     StorageError,
     Unroutable,
 )
@@ -48,6 +50,7 @@ __all__ = [
     "Backoff",
     "Broker",
     "Capabilities",
+    "Circuit",
     "Clock",
     "Codec",
     "ConfigurationError",
@@ -65,6 +68,7 @@ __all__ = [
     "NewMessage",
     "OutcomeUnknown",
     "PartialPublish",
+    "Pause",
     "PayloadTooLarge",
     "PmsqError",
     "Queue",
@@ -76,6 +80,7 @@ __all__ = [
     "Retry",
     "Schedule",
     "SerializationError",
+    "Snooze",
     "Stats",
     "StorageError",
     "SystemClock",

@@ -165,7 +165,10 @@ class Alert:
         tenant: The tenant, for a per-tenant figure; ``None`` for the whole queue.
         metric: ``"depth"``, ``"oldest_age"``, ``"failure_rate"``, ``"dead"``,
             ``"consumers"`` (messages due, too few live workers serve the
-            queue), or ``"schedule:<name>"`` for a schedule that has not fired in time.
+            queue), ``"schedule:<name>"`` for a schedule that has not fired in time,
+            ``"paused"`` / ``"circuit"`` for a pause or an open circuit breaker
+            (``"paused:<key>"`` / ``"circuit:<key>"`` for one key; ``value`` is
+            the seconds since it began).
         level: ``"warning"`` (yellow) or ``"critical"`` (red).
         value: The figure observed.
         threshold: The rule's limit it crossed (for ``"consumers"``: the
@@ -196,6 +199,11 @@ class Alert:
                 f"{where}: messages are due and {workers} serves the queue "
                 f"(alert below {int(self.threshold)}; start a worker for it)"
             )
+        elif self.metric.split(":")[0] in ("paused", "circuit"):  # pmsq.control
+            kind, _, key = self.metric.partition(":")
+            what = "circuit open" if kind == "circuit" else "paused"
+            scope = f" key {key!r}" if key else ""
+            return f"{where}:{scope} {what} for {self.value:.0f}s"
         elif self.metric.startswith("schedule:"):  # pmsq.schedules.health
             what = f"schedule {self.metric[9:]!r} has not fired for {self.value:.0f}s"
             limit = f"{self.threshold:g}s"

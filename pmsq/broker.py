@@ -26,7 +26,7 @@ import random
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from pmsq import routing
+from pmsq import control, routing
 from pmsq.alerts import Alert, AlertBook, AlertRule, evaluate, load_rules, save_rule
 from pmsq.backends.base import Backend
 from pmsq.backends.families import History, Once
@@ -34,7 +34,14 @@ from pmsq.backends.presence import Presence, WorkerInfo, live_since
 from pmsq.backends.registry import open_backend
 from pmsq.clock import Clock, SystemClock
 from pmsq.codec import Codec, JsonCodec
-from pmsq.config import Backoff, QueueConfig, RateLimit, check_queue_name, check_tenant
+from pmsq.config import (
+    Backoff,
+    Circuit,
+    QueueConfig,
+    RateLimit,
+    check_queue_name,
+    check_tenant,
+)
 from pmsq.connections import joined_once
 from pmsq.deadletters import DeadLetters
 from pmsq.errors import ConfigurationError
@@ -181,6 +188,7 @@ class Broker:
         max_depth: int | None = None,
         tenant_quota: int | None = None,
         rate_limit: RateLimit | None = None,
+        circuit: Circuit | None = None,
     ) -> Queue:
         """Create a queue or update its options; stored, so every process sees them.
 
@@ -196,6 +204,8 @@ class Broker:
             max_depth: ``QueueFull`` past this many waiting and in-flight messages.
             tenant_quota: ``QueueFull`` past this many for one tenant.
             rate_limit: At most ``RateLimit.limit`` claims per ``per`` seconds.
+            circuit: A ``pmsq.Circuit`` breaker: a scope whose handlers keep
+                failing pauses itself (backends with the ``control`` capability).
 
         Returns:
             The queue's handle.
@@ -214,9 +224,12 @@ class Broker:
             max_depth=max_depth,
             tenant_quota=tenant_quota,
             rate_limit=rate_limit,
+            circuit=circuit,
         )
         if rate_limit is not None:
             self.runtime.require("rate_limits")
+        if circuit is not None:
+            self.runtime.require("control")
         self.backend.declare_queue(config)
         self.runtime.declared(config)
         return Queue(self.runtime, name)
@@ -436,8 +449,9 @@ class Broker:
         """Evaluate every queue against its rule; call callbacks of alerts that just started.
 
         A schedule whose next slot is over a minute overdue (no worker fired
-        it) is a warning on its queue too, and a queue with messages due but
-        no live worker serving it is critical (``min_consumers``).
+        it) is a warning on its queue too, and so is each pause in force (an
+        open circuit breaker is critical); a queue with messages due but no
+        live worker serving it is critical (``min_consumers``).
 
         Returns:
             The alerts raised now (also those already raised at the last check).
@@ -447,6 +461,7 @@ class Broker:
         snap: Stats = self.stats()
         alerts = evaluate(snap, load_rules(self.backend, snap.queues))
         alerts += schedule_alerts(read_schedules(self.runtime), self.clock.time())
+        alerts += control.pause_alerts(self.runtime)
         self._alert_book.fire(alerts)
         return alerts
 
@@ -466,6 +481,59 @@ class Broker:
         presence = Presence.of(self.backend, "workers")
         since = live_since(self.clock.time())
         return [WorkerInfo.from_beat(b) for b in presence.list_workers(since=since)]
+
+    # -- pauses (pmsq.control) -------------------------------------------------------
+    def pause(
+        self,
+        queue: str,
+        tenant: str | None = None,
+        key: str | None = None,
+        until: dt.datetime | float | None = None,
+        reason: str = "",
+    ) -> control.Pause:
+        """Stop claims of a queue, of one tenant of it, or of one key; stored for every process.
+
+        Puts are still accepted, messages in flight finish normally, and
+        nothing spends an attempt while paused. Pausing a scope again
+        replaces its pause.
+
+        Args:
+            queue: The queue.
+            tenant: Only this tenant's messages.
+            key: Only this key (of ``tenant``; without it, the tenantless key):
+                other keys flow.
+            until: Resume by itself at this time (aware datetime or epoch seconds).
+            reason: Why (shown in stats, the monitor and ``pmsq trace``).
+
+        Returns:
+            The stored ``pmsq.Pause``.
+
+        Raises:
+            ConfigurationError: invalid arguments, ``until`` not in the future,
+                or a backend without the ``control`` capability.
+        """
+        return control.pause(
+            self.runtime, queue, tenant=tenant, key=key, until=until, reason=reason
+        )
+
+    def resume(self, queue: str, tenant: str | None = None, key: str | None = None) -> bool:
+        """Lift the pause of exactly this scope; whether one was in force.
+
+        ``resume(queue)`` lifts only the queue-wide pause, not tenant or key
+        pauses; resuming an open circuit closes it.
+
+        Raises:
+            ConfigurationError: invalid arguments or a backend without ``control``.
+        """
+        return control.resume(self.runtime, queue, tenant=tenant, key=key)
+
+    def pauses(self) -> list[control.Pause]:
+        """Every ``pmsq.Pause`` in force (circuit breakers' included), by queue, tenant, key.
+
+        Raises:
+            ConfigurationError: a backend without the ``control`` capability.
+        """
+        return control.pauses(self.runtime)
 
     def dead_letters(self, queue: str) -> DeadLetters:
         """The dead letters of ``queue``: ``.list()``, ``.redrive(ids)``, ``.purge(ids)``."""

@@ -117,6 +117,9 @@ class QueueStats:
         put_per_minute: Messages put during the last 60 s.
         eta: Seconds to deliver what is ready now at the last minute's ack
             rate (``ready * 60 / processed_per_minute``), or None without acks.
+        paused: A queue-wide pause (or an open queue circuit) is in force; in
+            a tenant's figures (``tenants``, a tenant handle's stats) also a
+            pause of that tenant. Key pauses show in ``Broker.pauses()``.
         tenants: The same figures per tenant (empty inside a tenant's own entry).
     """
 
@@ -141,6 +144,7 @@ class QueueStats:
     wait_p95_ms: float | None = None
     put_per_minute: int = 0
     eta: float | None = None
+    paused: bool = False
     tenants: dict[str, QueueStats] = attrs.field(factory=dict)
 
     @property

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, overload
 
+from pmsq import control
 from pmsq.config import check_queue_name
 from pmsq.deadletters import DeadLetters
 from pmsq.errors import ConfigurationError
@@ -17,7 +19,7 @@ __all__ = ["TenantHandle"]
 
 
 class TenantHandle:
-    """Sees and touches only one tenant's messages: queues, publish, stats, dead letters.
+    """Sees and touches only one tenant's messages: queues, publish, stats, dead letters, pauses.
 
     Passing another ``tenant=`` through it raises ``ConfigurationError``; ids
     of other tenants' messages simply match nothing.
@@ -87,6 +89,59 @@ class TenantHandle:
         from pmsq.schedules.service import remove
 
         return remove(self._runtime, name, tenant=self.tenant)
+
+    def pause(
+        self,
+        queue: str,
+        *,
+        key: str | None = None,
+        until: dt.datetime | float | None = None,
+        reason: str = "",
+        tenant: str | None = None,
+    ) -> control.Pause:
+        """Pause this tenant's messages of ``queue`` (or one key of it); see ``Broker.pause``.
+
+        Args:
+            queue: The queue.
+            key: Only this key of the tenant (other keys flow).
+            until: Resume by itself at this time (aware datetime or epoch seconds).
+            reason: Why (shown in stats, the monitor and ``pmsq trace``).
+            tenant: This handle's tenant, if given at all.
+
+        Returns:
+            The stored ``pmsq.Pause``.
+
+        Raises:
+            ConfigurationError: another tenant, invalid arguments, or a backend
+                without the ``control`` capability.
+        """
+        return control.pause(
+            self._runtime,
+            check_queue_name(queue),
+            tenant=self._own(tenant, "pause"),
+            key=key,
+            until=until,
+            reason=reason,
+        )
+
+    def resume(self, queue: str, *, key: str | None = None, tenant: str | None = None) -> bool:
+        """Lift this tenant's pause of ``queue`` (or of one key); whether one was in force.
+
+        Raises:
+            ConfigurationError: another tenant, invalid arguments, or a backend
+                without the ``control`` capability.
+        """
+        return control.resume(
+            self._runtime, check_queue_name(queue), tenant=self._own(tenant, "resume"), key=key
+        )
+
+    def pauses(self) -> list[control.Pause]:
+        """This tenant's pauses in force (of the tenant and of its keys).
+
+        Raises:
+            ConfigurationError: a backend without the ``control`` capability.
+        """
+        return control.pauses(self._runtime, tenant=self.tenant)
 
     def _own(self, tenant: str | None, verb: str) -> str:
         if tenant is not None and tenant != self.tenant:

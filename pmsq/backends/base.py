@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 import attrs
 
+from pmsq.backends.control_family import Control
 from pmsq.backends.families import FAMILIES, Family
 from pmsq.backends.presence import Presence
 from pmsq.backends.schedule_family import ScheduleStore
@@ -33,6 +34,7 @@ from pmsq.backends.types import (
     DedupRecord,
     Envelope,
     HistoryEvent,
+    PauseRecord,
     Readiness,
     Receipt,
     Settlement,
@@ -50,6 +52,7 @@ __all__ = [
     "DedupRecord",
     "Envelope",
     "HistoryEvent",
+    "PauseRecord",
     "Readiness",
     "Receipt",
     "Settlement",
@@ -62,8 +65,9 @@ __all__ = [
 DEFAULT_CHANGE_WAIT = 0.05
 
 
-#: Every family a backend may implement: the core ones, the schedules and worker presence.
-_ALL_FAMILIES: tuple[type[Family], ...] = (*FAMILIES, ScheduleStore, Presence)
+#: Every family a backend may implement: the core ones, schedules, message control
+#: and worker presence.
+_ALL_FAMILIES: tuple[type[Family], ...] = (*FAMILIES, ScheduleStore, Control, Presence)
 
 
 @attrs.frozen
@@ -72,8 +76,9 @@ class Capabilities:
 
     The semantic flags below are declared by the backend; the families
     (``transactional_put``, ``once``, ``history``, ``transfer``, ``settings``,
-    ``inspect``, ``presence``) are derived from the family mixins its class
-    implements, and read as attributes of the same name.
+    ``inspect``, ``control``, ``presence``; also ``schedules``) are derived
+    from the family mixins its class implements, and read as attributes of
+    the same name.
 
     Attributes:
         per_key_fifo: Strict per-key order (False: order per shard only).
@@ -132,6 +137,11 @@ class Capabilities:
     def inspect(self) -> bool:
         """Waiting messages can be read without claiming (family)."""
         return "inspect" in self.families
+
+    @property
+    def control(self) -> bool:
+        """Cancel, reschedule, expiry, snooze, pauses and circuit breakers (family)."""
+        return "control" in self.families
 
     @classmethod
     def flags(cls) -> tuple[str, ...]:

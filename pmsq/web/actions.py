@@ -111,11 +111,9 @@ def _apply(broker: Broker, action: Action) -> int:
     # Pauses are stored per (queue, tenant, key) on the broker, not on tenant handles.
     options = {"tenant": action.tenant, "key": action.key}
     if action.verb == "pause":
-        broker.pause(  # type: ignore[attr-defined]
-            action.queue, until=action.until, reason=action.reason or "", **options
-        )
+        broker.pause(action.queue, until=action.until, reason=action.reason or "", **options)
         return 1
-    return int(bool(broker.resume(action.queue, **options)))  # type: ignore[attr-defined]
+    return int(bool(broker.resume(action.queue, **options)))
 
 
 def perform(broker: Broker, action: Action, principal: Principal, *, client: str) -> int:

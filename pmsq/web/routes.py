@@ -276,9 +276,9 @@ async def healthz(dash: Dashboard, request: Request) -> Response:
         body: dict[str, Any] = {"status": "ok", "queues": len(queues)}
         if want_consumers:
             snap = report(dash.broker).stats
-            # QueueStats.consumers comes with worker heartbeats; a pmsq without them
-            # cannot tell, and a health check that cannot tell must not say yes.
-            consumers = {n: getattr(qs, "consumers", None) for n, qs in snap.queues.items()}
+            # QueueStats.consumers is None where the store records no heartbeats;
+            # a health check that cannot tell must not say yes.
+            consumers = {n: qs.consumers for n, qs in snap.queues.items()}
             if any(c is None for c in consumers.values()):
                 return 503, {"status": "unknown", "error": "this pmsq does not track consumers"}
             unserved = sorted(n for n, qs in snap.queues.items() if qs.ready and not consumers[n])

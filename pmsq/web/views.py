@@ -43,15 +43,13 @@ DEAD_LETTERS_SHOWN = 200
 
 
 def can_pause(broker: Broker) -> bool:
-    """Whether this pmsq has pauses (``broker.pause``/``resume``/``pauses``)."""
-    return all(hasattr(broker, n) for n in ("pause", "resume", "pauses"))
+    """Whether the store keeps pauses (the ``control`` family; RabbitMQ has none)."""
+    return bool(broker.backend.capabilities.control)
 
 
 def can_cancel(broker: Broker) -> bool:
-    """Whether this pmsq's queues have ``cancel``."""
-    from pmsq.queue import Queue
-
-    return hasattr(Queue, "cancel")
+    """Whether the store can cancel messages (the ``control`` family)."""
+    return bool(broker.backend.capabilities.control)
 
 
 @attrs.frozen
@@ -201,13 +199,13 @@ def pauses(broker: Broker, tenant: str | None) -> list[Any]:
     """The pauses the viewer may see (none when this pmsq has no pauses)."""
     if not can_pause(broker):
         return []
-    found = getattr(broker, "pauses")()  # noqa: B009 - present only once pauses are merged
+    found = broker.pauses()
     return [p for p in found if tenant is None or p.tenant == tenant]
 
 
 def can_list_workers(broker: Broker) -> bool:
-    """Whether this pmsq knows its workers (``broker.workers()``, from heartbeats)."""
-    return hasattr(broker, "workers")
+    """Whether the store records worker heartbeats (the ``presence`` family)."""
+    return bool(broker.backend.capabilities.presence)
 
 
 def workers(broker: Broker, queue: str | None = None) -> list[Any] | None:
@@ -216,14 +214,9 @@ def workers(broker: Broker, queue: str | None = None) -> list[Any] | None:
     Worker presence comes with another part of pmsq; without it, or on a
     backend that records no heartbeats, the answer is unknown, not "none".
     """
-    from pmsq.errors import ConfigurationError
-
     if not can_list_workers(broker):
         return None
-    try:
-        found: list[Any] = getattr(broker, "workers")()  # noqa: B009 - present once merged
-    except ConfigurationError:
-        return None
+    found = broker.workers()
     return [w for w in found if queue is None or queue in w.queues]
 
 

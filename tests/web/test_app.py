@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ import pmsq
 import pmsq.web
 from pmsq.backends import History
 from pmsq.errors import ConfigurationError
-from tests.web.conftest import ACME_TOKEN, GLOBEX_TOKEN, TOKEN, dead_ids
+from tests.web.conftest import ACME_TOKEN, GLOBEX_TOKEN, TOKEN, dead_ids, kill
 
 HTML = {"accept": "text/html"}
 SAME = {"origin": "http://testserver", "sec-fetch-site": "same-origin"}
@@ -87,7 +88,7 @@ def test_metrics_is_what_pmsq_stats_prometheus_prints(
     served = client(store).get("/metrics")
     assert served.status_code == 200
     assert served.headers["content-type"].startswith("text/plain; version=0.0.4")
-    url = store.backend.path  # type: ignore[attr-defined]
+    url = store.backend.path
     store.backend.stats(now=store.clock.time())  # flush this process's outcome counters
     assert main(["stats", url, "--prometheus"]) == 0
     printed = capsys.readouterr().out
@@ -111,21 +112,13 @@ def test_healthz(store: pmsq.Broker) -> None:
     assert r.json()["status"] == "unavailable"
 
 
-@pytest.mark.skipif(
-    hasattr(pmsq.QueueStats, "__attrs_attrs__")
-    and "consumers" in {a.name for a in pmsq.QueueStats.__attrs_attrs__},
-    reason="this pmsq tracks consumers",
-)
-def test_healthz_consumers_cannot_say_yes_without_worker_presence(store: pmsq.Broker) -> None:
-    r = client(store).get("/healthz?consumers=1")
-    assert r.status_code == 503
-    assert r.json()["status"] == "unknown"
+def test_healthz_consumers_cannot_say_yes_without_worker_presence(tmp_path: Path) -> None:
+    with bare(tmp_path) as store:
+        r = client(store).get("/healthz?consumers=1")
+        assert r.status_code == 503
+        assert r.json()["status"] == "unknown"
 
 
-@pytest.mark.skipif(
-    "consumers" not in {a.name for a in pmsq.QueueStats.__attrs_attrs__},
-    reason="worker presence (QueueStats.consumers) is not in this pmsq yet",
-)
 def test_healthz_consumers_fails_when_due_messages_have_no_consumer(store: pmsq.Broker) -> None:
     r = client(store).get("/healthz?consumers=1")
     assert r.status_code == 503
@@ -142,7 +135,7 @@ def test_mounted_under_a_prefix_the_links_keep_it(store: pmsq.Broker) -> None:
 
 
 def test_app_takes_a_url_and_closes_its_broker(store: pmsq.Broker) -> None:
-    url = store.backend.path  # type: ignore[attr-defined]
+    url = store.backend.path
     app = pmsq.web.app(url)
     with TestClient(app) as c:
         assert c.get("/queues/email").status_code == 200
@@ -399,11 +392,7 @@ def test_hostile_keys_reasons_and_ids_are_escaped(store: pmsq.Broker) -> None:
     assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;\\x1b[2J" in pages[0]
 
 
-# -- pauses and cancel (another branch adds them; the guard goes when it is merged) ------------
-needs_pauses = pytest.mark.skipif(not hasattr(pmsq, "Pause"), reason="pauses are not merged yet")
-
-
-@needs_pauses
+# -- pauses and cancel -------------------------------------------------------------------------
 def test_pause_and_resume_through_the_dashboard(store: pmsq.Broker) -> None:
     c = client(store, TOKEN)
     auth = {"authorization": f"Bearer {TOKEN}"}
@@ -413,18 +402,17 @@ def test_pause_and_resume_through_the_dashboard(store: pmsq.Broker) -> None:
         headers=auth,
     )
     assert r.status_code == 200, r.text
-    paused = store.pauses()  # type: ignore[attr-defined]
+    paused = store.pauses()
     assert [(p.queue, p.reason) for p in paused] == [("calendar", "OTA <maintenance>")]
     assert paused[0].until is not None
     html = c.get("/pauses").text
     assert "OTA &lt;maintenance&gt;" in html
     r = c.post("/actions/resume", data={"queue": "calendar"}, headers=auth)
     assert r.json()["count"] == 1
-    assert store.pauses() == []  # type: ignore[attr-defined]
+    assert store.pauses() == []
     assert [e.detail["action"] for e in operator_events(store)] == ["pause", "resume"]
 
 
-@needs_pauses
 def test_a_tenant_token_pauses_only_its_tenant(
     store: pmsq.Broker, tenant_tokens: dict[str, str | None]
 ) -> None:
@@ -432,14 +420,11 @@ def test_a_tenant_token_pauses_only_its_tenant(
     auth = {"authorization": f"Bearer {ACME_TOKEN}"}
     r = c.post("/actions/pause", data={"queue": "calendar", "tenant": "globex"}, headers=auth)
     assert r.status_code == 403
-    assert store.pauses() == []  # type: ignore[attr-defined]
+    assert store.pauses() == []
     c.post("/actions/pause", data={"queue": "calendar"}, headers=auth)
-    assert [(p.queue, p.tenant) for p in store.pauses()] == [  # type: ignore[attr-defined]
-        ("calendar", "acme")
-    ]
+    assert [(p.queue, p.tenant) for p in store.pauses()] == [("calendar", "acme")]
 
 
-@needs_pauses
 def test_cancel_through_the_dashboard(store: pmsq.Broker) -> None:
     c = client(store, TOKEN)
     auth = {"authorization": f"Bearer {TOKEN}"}
@@ -455,16 +440,25 @@ def test_cancel_through_the_dashboard(store: pmsq.Broker) -> None:
     assert store.stats("calendar").depth == 1
 
 
-def test_pause_forms_and_routes_are_absent_without_pauses(store: pmsq.Broker) -> None:
-    if hasattr(store, "pause"):
-        pytest.skip("this pmsq has pauses")
-    c = client(store, TOKEN)
-    login(c, TOKEN)
-    assert "/actions/pause" not in c.get("/queues/email").text
-    r = c.post(
-        "/actions/pause", data={"queue": "email"}, headers={"authorization": f"Bearer {TOKEN}"}
-    )
-    assert r.status_code == 404
+def bare(tmp_path: Path) -> pmsq.Broker:
+    """A store whose backend has the required verbs only: no control, no presence."""
+    from backends._bare import BareSQLite
+
+    broker = pmsq.Broker(BareSQLite(str(tmp_path / "bare.db"), durability="memory"))
+    broker.declare_queue("email")
+    kill(broker, "email", 1, tenant=None, reason="smtp refused")  # a redrive form to show
+    return broker
+
+
+def test_pause_forms_and_routes_are_absent_without_pauses(tmp_path: Path) -> None:
+    with bare(tmp_path) as store:
+        c = client(store, TOKEN)
+        login(c, TOKEN)
+        assert "/actions/pause" not in c.get("/queues/email").text
+        auth = {"authorization": f"Bearer {TOKEN}"}
+        for verb in ("pause", "resume", "cancel"):
+            r = c.post(f"/actions/{verb}", data={"queue": "email", "id": "x"}, headers=auth)
+            assert r.status_code == 404, verb
 
 
 def test_an_admin_naming_a_tenant_acts_on_that_tenant_only(store: pmsq.Broker) -> None:
@@ -489,18 +483,17 @@ def test_pmsq_trace_shows_who_acted(store: pmsq.Broker, capsys: pytest.CaptureFi
         data={"queue": "email", "id": target},
         headers={"authorization": f"Bearer {TOKEN}"},
     )
-    assert main(["trace", store.backend.path, target]) == 0  # type: ignore[attr-defined]
+    assert main(["trace", store.backend.path, target]) == 0
     out = capsys.readouterr().out
     assert "operator" in out
     assert "redrive by token:" in out
 
 
-# -- workers (worker presence is another branch; the guard goes when it is merged) -------------
-@pytest.mark.skipif(not hasattr(pmsq.Broker, "workers"), reason="worker presence is not merged")
+# -- workers ------------------------------------------------------------------------------------
 def test_the_workers_page_lists_live_workers(store: pmsq.Broker) -> None:
     store.handler("calendar")(lambda msg: None)
     with pmsq.Worker(store, concurrency=2):
-        live = store.workers()  # type: ignore[attr-defined]
+        live = store.workers()
         assert live
         html = client(store).get("/workers").text
         for w in live:
@@ -509,12 +502,11 @@ def test_the_workers_page_lists_live_workers(store: pmsq.Broker) -> None:
     assert c.get("/workers", headers={"authorization": f"Bearer {ACME_TOKEN}"}).status_code == 403
 
 
-def test_without_worker_presence_there_is_no_workers_page(store: pmsq.Broker) -> None:
-    if hasattr(store, "workers"):
-        pytest.skip("this pmsq has worker presence")
-    html = client(store).get("/workers").text
-    assert "records no worker heartbeats" in html
-    assert 'href="/workers"' not in client(store).get("/").text
+def test_without_worker_presence_there_is_no_workers_page(tmp_path: Path) -> None:
+    with bare(tmp_path) as store:
+        html = client(store).get("/workers").text
+        assert "records no worker heartbeats" in html
+        assert 'href="/workers"' not in client(store).get("/").text
 
 
 def test_names_another_writer_planted_in_the_store_are_escaped(store: pmsq.Broker) -> None:
@@ -523,7 +515,7 @@ def test_names_another_writer_planted_in_the_store_are_escaped(store: pmsq.Broke
 
     target = dead_ids(store)[0]
     planted = "<script>alert(1)</script>\x07"
-    conn = sqlite3.connect(store.backend.path)  # type: ignore[attr-defined]
+    conn = sqlite3.connect(store.backend.path)
     with conn:
         conn.execute(
             "UPDATE pmsq_messages SET tenant = ?, key = ? WHERE id = ?", (planted, planted, target)

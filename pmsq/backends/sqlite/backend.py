@@ -39,6 +39,7 @@ from pmsq.backends.sqlite import (
     wake,
     wal,
 )
+from pmsq.backends.sqlite.control import SQLiteControl
 from pmsq.backends.sqlite.group_commit import GroupCommit
 from pmsq.backends.sqlite.journal import Journal
 from pmsq.backends.sqlite.presence import SQLitePresence
@@ -85,6 +86,7 @@ def _check_retention(retention: float | None) -> float | None:
 class SQLiteBackend(
     SQLiteSchedules,
     SQLitePresence,
+    SQLiteControl,
     Backend,
     TransactionalPut,
     Once,
@@ -155,7 +157,11 @@ class SQLiteBackend(
         self._group = GroupCommit(
             lambda fn: self._write(fn), self._journal, self._upkeep.after_batch, self._metrics
         )
-        self._claims = claims.Claimer(self._store, self._configs, self._metrics, self._journal)
+        # Circuit probes this process leased (claims add, settlements take).
+        self._probes: set[str] = set()
+        self._claims = claims.Claimer(
+            self._store, self._configs, self._metrics, self._journal, self._probes
+        )
         self._probe = wake.Probe(self._store)
 
     # -- plumbing the facade's methods share ------------------------------------
@@ -268,6 +274,7 @@ class SQLiteBackend(
                 configs=self._configs,
                 journal=self._journal,
                 metrics=self._metrics,
+                probes=self._probes,
             ),
             now,
         )

@@ -121,8 +121,8 @@ def insert_envelope(
     conn.execute(
         "INSERT INTO pmsq_messages (id, queue, tenant, key, priority, state, head, line, "
         "available_at, attempt, enqueued_at, format, payload, crc, headers, dedup_id, topic, "
-        "correlation_id, causation_id) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, "
-        "?, ?, ?)",
+        "correlation_id, causation_id, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, "
+        "?, ?, ?, ?, ?, ?, ?)",
         (
             env.id,
             env.queue,
@@ -142,6 +142,7 @@ def insert_envelope(
             env.topic,
             env.correlation_id,
             env.causation_id,
+            env.expires_at,
         ),
     )
 
@@ -189,10 +190,11 @@ def put_one(
     if env.coalesce and env.key is not None:
         row = tail_of(conn, env.queue, tenant, env.key)
         if row is not None and row[2] in (READY, SCHEDULED) and row[3] == 0:
+            # The newest payload brings its own expiry (or none).
             conn.execute(
-                "UPDATE pmsq_messages SET payload = ?, format = ?, crc = ?, headers = ? "
-                "WHERE seq = ?",
-                (env.data, env.format, zlib.crc32(env.data), env.headers, row[0]),
+                "UPDATE pmsq_messages SET payload = ?, format = ?, crc = ?, headers = ?, "
+                "expires_at = ? WHERE seq = ?",
+                (env.data, env.format, zlib.crc32(env.data), env.headers, env.expires_at, row[0]),
             )
             _remember_dedup(conn, cfg, env, tenant, str(row[1]))
             if journal is not None:

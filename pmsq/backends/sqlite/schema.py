@@ -19,6 +19,7 @@ import os
 import sqlite3
 from collections.abc import Callable
 
+from pmsq.backends.sqlite import pauses
 from pmsq.backends.sqlite.counters import COUNTERS_DDL
 from pmsq.backends.sqlite.journal import JOURNAL_DDL
 from pmsq.backends.sqlite.presence import PRESENCE_DDL
@@ -159,15 +160,16 @@ def _version_6(conn: sqlite3.Connection) -> None:
 
 
 # Forward migrations: MIGRATIONS[n] upgrades a store from version n to n + 1,
-# as a script of plain statements, a sequence of statements (for those, like
-# triggers, that hold semicolons) or a function of the connection. A new
-# store is created at version 1 and migrated forward like an old one, so
+# as a script of plain statements, as a sequence of statements (for those,
+# like triggers, that hold semicolons), or as a function of the connection
+# (for a step that must look first: ALTER TABLE ADD COLUMN is not idempotent).
+# A new store is created at version 1 and migrated forward like an old one, so
 # every store runs the same statements.
 MIGRATIONS: dict[int, str | tuple[str, ...] | Callable[[sqlite3.Connection], None]] = {
     1: JOURNAL_DDL,  # version 2: the message journal (pmsq trace)
     2: SCHEDULES_DDL,  # version 3: recurring schedules
     3: COUNTERS_DDL,  # version 4: maintained counts for stats() (counters.py)
-    4: (),  # version 5: the pauses (another branch fills this step in)
+    4: pauses.migrate,  # version 5: expiry, pauses, circuit breakers (pauses.py)
     5: _version_6,  # version 6: worker presence, lateness, puts and waits
 }
 

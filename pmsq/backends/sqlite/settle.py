@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from pmsq.backends.sqlite import pauses
 from pmsq.backends.sqlite.journal import Event, Journal, duration_detail
 from pmsq.backends.sqlite.lines import promote_next
 from pmsq.backends.sqlite.puts import ConfigReader, insert_envelope, record_put
@@ -30,6 +31,7 @@ __all__ = [
     "settle_extend",
     "settle_release",
     "settle_retry",
+    "settle_snooze",
 ]
 
 
@@ -47,8 +49,9 @@ def bury(
 ) -> bool:
     """Dead-letter row ``seq`` (already checked to be leased or expired) and fan it to fallback.
 
-    With ``on_key_failure="block"`` the dead letter keeps its key's line (the
-    key waits for an operator); otherwise the next message of the key moves up.
+    With ``on_key_failure="block"`` the dead letter of a failure keeps its
+    key's line (the key waits for an operator); otherwise (and for an expired
+    message, which failed nothing) the next message of the key moves up.
     """
     row = conn.execute(
         "SELECT queue, tenant, key, id, payload, format, headers, priority, correlation_id, "
@@ -59,7 +62,7 @@ def bury(
         return False
     queue, tenant, key = row[0], row[1], row[2]
     cfg = configs.get(conn, queue)
-    blocks = blocks_key(cfg, key)
+    blocks = blocks_key(cfg, key, error_type)
     conn.execute(
         f"UPDATE pmsq_messages SET state = {DEAD:d}, line = ?, head = ?, lease_token = NULL, "
         "lease_expires = NULL, dead_reason = ?, dead_at = ?, "
@@ -170,8 +173,11 @@ def settle_retry(
     error: str | None,
     journal: Journal,
     duration_ms: float | None = None,
-) -> tuple[str, str] | None:
-    """Put a leased message back at ``available_at``; it stays its key's head."""
+) -> tuple[str, str, str | None, str] | None:
+    """Put a leased message back at ``available_at``; it stays its key's head.
+
+    Returns ``(queue, tenant, key, id)``, or ``None`` if the lease was lost.
+    """
     state = waiting_state(available_at, now)
     row = conn.execute(
         "UPDATE pmsq_messages SET state = ?, available_at = ?, lease_token = NULL, "
@@ -196,7 +202,46 @@ def settle_retry(
         error=error,
         duration_ms=_ms(duration_ms),
     )
-    return row[0], row[1]
+    return row[0], row[1], row[2], row[3]
+
+
+def settle_snooze(
+    conn: sqlite3.Connection,
+    seq: int,
+    token: str,
+    *,
+    now: float,
+    available_at: float,
+    journal: Journal,
+    duration_ms: float | None = None,
+) -> bool:
+    """Put a leased message back at ``available_at`` without counting its attempt.
+
+    Its claim counted the attempt; undoing that makes the next delivery's
+    ``attempt`` this one's again. It stays its key's head. False if lost.
+    """
+    row = conn.execute(
+        "UPDATE pmsq_messages SET state = ?, available_at = ?, attempt = MAX(attempt - 1, 0), "
+        "lease_token = NULL, lease_expires = NULL "
+        f"WHERE seq = ? AND lease_token = ? AND state IN {HELD} "
+        "RETURNING queue, tenant, key, id, correlation_id, attempt",
+        (waiting_state(available_at, now), available_at, seq, token),
+    ).fetchone()
+    if row is None:
+        return False
+    journal.add(
+        now,
+        Event.SNOOZED,
+        row[3],
+        row[0],
+        row[1],
+        row[2],
+        row[4],
+        attempt=row[5] + 1,
+        delay=round(max(0.0, available_at - now), 3),
+        duration_ms=_ms(duration_ms),
+    )
+    return True
 
 
 def settle_release(
@@ -238,10 +283,14 @@ def settle_batch(
     configs: ConfigReader,
     journal: Journal,
     metrics: Metrics,
+    probes: set[str] | None = None,
 ) -> list[bool]:
     """Settle ``settlements`` in the open transaction; whether each one's lease held.
 
     Outcomes are counted into ``metrics`` (written later by the backend).
+    ``probes``: ids of circuit probes this process claimed (see
+    ``claims.claim``); an acked one closes its circuit. Without it every ack
+    of a queue with a circuit looks for a probe.
     """
 
     def acks(batch: list[Settlement]) -> list[bool]:
@@ -254,11 +303,35 @@ def settle_batch(
         for s, row in zip(batch, rows, strict=True):
             if row is not None:
                 metrics.add(row[0], row[1], processed=1, duration_ms=s.duration_ms)
+                if _maybe_probe(s, row[0]):
+                    # A half-open circuit's probe closes it by succeeding.
+                    pauses.close_probe(conn, journal, row[0], s.receipt.message_id, now)
         return [row is not None for row in rows]
 
+    def _maybe_probe(s: Settlement, queue: str) -> bool:
+        # The set spares every ack a config read: only probes close circuits.
+        if probes is None:
+            return configs.get(conn, queue).circuit is not None
+        if s.receipt.message_id not in probes:
+            return False
+        probes.discard(s.receipt.message_id)
+        return True
+
     def one(s: Settlement) -> bool:
+        if probes:
+            probes.discard(s.receipt.message_id)
         if s.action == "release":
             return settle_release(conn, s.receipt.handle, s.receipt.token, now, journal)
+        if s.action == "snooze":
+            return settle_snooze(
+                conn,
+                s.receipt.handle,
+                s.receipt.token,
+                now=now,
+                available_at=s.available_at,
+                journal=journal,
+                duration_ms=s.duration_ms,
+            )
         return _settle_failure(conn, s, now, configs, journal, metrics)
 
     return kit_settle_batch(settlements, acks=acks, one=one)
@@ -290,9 +363,11 @@ def _settle_failure(
         if retried is None:
             return False
         metrics.add(retried[0], retried[1], retried=1, failed=failed, duration_ms=s.duration_ms)
+        if s.failed:
+            _count_failure(conn, configs, journal, s, retried, now)
         return True
     row = conn.execute(
-        "SELECT queue, tenant FROM pmsq_messages WHERE seq = ? AND lease_token = ? "
+        "SELECT queue, tenant, key, id FROM pmsq_messages WHERE seq = ? AND lease_token = ? "
         f"AND state IN {HELD}",
         (r.handle, r.token),
     ).fetchone()
@@ -310,4 +385,32 @@ def _settle_failure(
         duration_ms=s.duration_ms,
     )
     metrics.add(row[0], row[1], dead=1, failed=failed, duration_ms=s.duration_ms)
+    if s.failed:
+        _count_failure(conn, configs, journal, s, (row[0], row[1], row[2], row[3]), now)
     return True
+
+
+def _count_failure(
+    conn: sqlite3.Connection,
+    configs: ConfigReader,
+    journal: Journal,
+    s: Settlement,
+    where: tuple[str, str, str | None, str],
+    now: float,
+) -> None:
+    """A handler's failure counts toward its queue's circuit breaker, if it has one."""
+    queue, tenant, key, mid = where
+    circuit = configs.get(conn, queue).circuit
+    if circuit is not None:
+        pauses.circuit_failure(
+            conn,
+            journal,
+            circuit,
+            queue=queue,
+            tenant=tenant,
+            key=key,
+            message_id=mid,
+            error_type=s.error_type,
+            error=s.error,
+            now=now,
+        )

@@ -17,6 +17,8 @@ from pmsq.config import QueueConfig
 __all__ = [
     "CORRUPT_PAYLOAD",
     "CORRUPT_REASON",
+    "EXPIRED_REASON",
+    "EXPIRED_TYPE",
     "LEASE_EXPIRED",
     "blocks_key",
     "expired_error",
@@ -29,6 +31,10 @@ LEASE_EXPIRED = "pmsq.LeaseExpired"
 #: Error type and reason of a message whose stored bytes fail their checksum.
 CORRUPT_PAYLOAD = "pmsq.CorruptPayload"
 CORRUPT_REASON = "payload checksum mismatch: the stored bytes are damaged"
+#: Reason and error type of a message found past its ``expires_at`` when it
+#: would have been delivered (DESIGN.md: reason ``expired``, type ``"Expired"``).
+EXPIRED_REASON = "expired"
+EXPIRED_TYPE = "Expired"
 
 
 def expired_reason(attempt: int, max_attempts: int) -> str:
@@ -41,9 +47,13 @@ def expired_error(attempt: int) -> str:
     return f"lease expired on attempt {attempt}"
 
 
-def blocks_key(cfg: QueueConfig, key: str | None) -> bool:
-    """Whether a dead letter of ``cfg``'s queue keeps its key's line (blocking the key)."""
-    return cfg.on_key_failure == "block" and key is not None
+def blocks_key(cfg: QueueConfig, key: str | None, error_type: str | None = None) -> bool:
+    """Whether a dead letter of ``cfg``'s queue keeps its key's line (blocking the key).
+
+    An expired message (``error_type`` :data:`EXPIRED_TYPE`) never does: expiry
+    is no failure of the key, and its later messages are still wanted.
+    """
+    return cfg.on_key_failure == "block" and key is not None and error_type != EXPIRED_TYPE
 
 
 def fallback_copy(
