@@ -29,6 +29,7 @@ from typing import Any
 import attrs
 
 from pmsq.backends.base import Backend, Capabilities
+from pmsq.backends.control_family import Control
 from pmsq.backends.families import History, Inspect, Once, Settings, TransactionalPut, Transfer
 from pmsq.backends.presence import Presence, WorkerBeat
 from pmsq.backends.routed.backend import RoutedBackend
@@ -39,7 +40,7 @@ from pmsq.backends.schedule_family import (
     StoredSchedule,
     merge_declaration,
 )
-from pmsq.backends.types import DedupRecord, Envelope, HistoryEvent, StoredMessage
+from pmsq.backends.types import DedupRecord, Envelope, HistoryEvent, PauseRecord, StoredMessage
 from pmsq.errors import ConfigurationError
 from pmsq.message import Message
 
@@ -267,6 +268,22 @@ def _firing_queue(firing: Firing) -> str:
     raise ConfigurationError(f"schedule {firing.name!r} is no longer stored")
 
 
+class RoutedControl(RoutedBackend, Control):
+    """Cancel, reschedule and pauses: in the store of the queue they name."""
+
+    cancel = by_queue("cancel")
+    cancel_key = by_queue("cancel_key")
+    reschedule = by_queue("reschedule")
+    resume = by_queue("resume")
+
+    def pause(self, record: PauseRecord, *, now: float) -> None:
+        Control.of(self.store_for(record.queue)).pause(record, now=now)
+
+    def pauses(self, *, now: float) -> list[PauseRecord]:
+        found: list[PauseRecord] = merged("pauses")(self, now=now)
+        return sorted(found, key=lambda p: (p.queue, p.tenant or "", p.key or ""))
+
+
 class RoutedPresence(RoutedBackend, Presence):
     """Worker heartbeats: a worker beats in each store that holds queues it serves."""
 
@@ -306,6 +323,7 @@ MIXINS: dict[str, type[RoutedBackend]] = {
     "inspect": RoutedInspect,
     "schedules": RoutedSchedules,
     "presence": RoutedPresence,
+    "control": RoutedControl,
 }
 
 
