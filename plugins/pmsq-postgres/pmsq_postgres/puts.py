@@ -21,12 +21,13 @@ _RECENT = 1.0
 
 _INSERT_COLUMNS = (
     "id, queue, tenant, key, kpos, priority, state, head, line, available_at, attempt, "
-    "enqueued_at, format, payload, headers, dedup_id, topic, correlation_id, causation_id"
+    "enqueued_at, format, payload, headers, dedup_id, topic, correlation_id, causation_id, "
+    "expires_at"
 )
 _INSERT_VALUES = (
     "%(id)s, %(queue)s, %(tenant)s, {key}, {kpos}, %(priority)s, %(state)s, {head}, {line}, "
     "%(available_at)s, %(attempt)s, %(enqueued_at)s, %(format)s, %(payload)s, %(headers)s, "
-    "%(dedup_id)s, %(topic)s, %(correlation_id)s, %(causation_id)s"
+    "%(dedup_id)s, %(topic)s, %(correlation_id)s, %(causation_id)s, %(expires_at)s"
 )
 INSERT_UNKEYED = (
     f"INSERT INTO {{s}}.messages ({_INSERT_COLUMNS}) VALUES ("
@@ -115,6 +116,7 @@ def _params(env: Envelope, now: float, attempt: int = 0) -> dict[str, Any]:
         "topic": env.topic,
         "correlation_id": env.correlation_id,
         "causation_id": env.causation_id,
+        "expires_at": env.expires_at,
     }
 
 

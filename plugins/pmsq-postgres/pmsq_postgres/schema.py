@@ -30,12 +30,13 @@ from typing import Any
 import psycopg
 
 from pmsq.backends.sqlkit.states import DEAD, IN_FLIGHT, READY, SCHEDULED, WAITING
+from pmsq_postgres.pauses import CONTROL_DDL
 from pmsq_postgres.schedules import SCHEDULES_DDL
 from pmsq_postgres.tx import SqlText
 
 __all__ = ["SCHEMA_VERSION", "SchemaError", "create_or_migrate", "drop_schema"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _V1 = f"""
 CREATE TABLE {{s}}.meta (
@@ -132,6 +133,7 @@ CREATE TABLE {{s}}.once (
 # Forward migrations: MIGRATIONS[n] upgrades a store from version n to n + 1.
 MIGRATIONS: dict[int, str] = {
     1: SCHEDULES_DDL,  # version 2: recurring schedules
+    2: CONTROL_DDL,  # version 3: expiry, pauses and circuit breakers
 }
 
 

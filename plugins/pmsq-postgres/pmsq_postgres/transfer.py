@@ -41,13 +41,13 @@ _INVERTED_KEYS = (
 _COLUMNS = (
     "id, queue, tenant, key, kpos, priority, state, head, line, available_at, attempt, "
     "enqueued_at, format, payload, headers, dedup_id, topic, correlation_id, causation_id, "
-    "error_type, error, dead_reason, dead_at"
+    "error_type, error, dead_reason, dead_at, expires_at"
 )
 _VALUES = (
     "%(id)s, %(queue)s, %(tenant)s, %(key)s, {kpos}, %(priority)s, %(state)s, {head}, {line}, "
     "%(available_at)s, %(attempt)s, %(enqueued_at)s, %(format)s, %(payload)s, %(headers)s, "
     "%(dedup_id)s, %(topic)s, %(correlation_id)s, %(causation_id)s, %(error_type)s, "
-    "%(error)s, %(dead_reason)s, %(dead_at)s"
+    "%(error)s, %(dead_reason)s, %(dead_at)s, %(expires_at)s"
 )
 # Outside any key line: unkeyed messages, and dead letters that released their key.
 _INSERT_LOOSE = (
@@ -144,6 +144,7 @@ def _params(rec: StoredMessage, now: float) -> dict[str, Any]:
         "error": rec.error,
         "dead_reason": rec.dead_reason if dead else None,
         "dead_at": rec.dead_at if dead else None,
+        "expires_at": env.expires_at,
     }
 
 
