@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
+
 from pmsq.backends.sqlkit.metrics import TOTAL_SLOT
 from pmsq.backends.sqlkit.rows import (
-    MESSAGE_COLUMNS,
     dead_letter_from_row,
     peek_from_row,
     tenant_in,
@@ -22,6 +23,8 @@ from pmsq.backends.sqlkit.stats import (
 from pmsq.backends.types import Envelope, StoredDeadLetter
 from pmsq.stats import Stats, StatsBuilder
 from pmsq_postgres.lines import join_line, leave_lines
+from pmsq_postgres.pauses import paused_queues
+from pmsq_postgres.puts import COLUMNS
 from pmsq_postgres.tx import Tx
 
 __all__ = ["check", "dead_letters", "peek", "purge", "redrive", "stats"]
@@ -48,7 +51,7 @@ def dead_letters(
     if ids is not None and not ids:
         return []
     where, args = _dead_filter(queue, tenant, ids)
-    sql = f"SELECT {MESSAGE_COLUMNS} FROM {{s}}.messages WHERE {where} ORDER BY dead_at, seq"
+    sql = f"SELECT {COLUMNS} FROM {{s}}.messages WHERE {where} ORDER BY dead_at, seq"
     if limit is not None:
         sql += " LIMIT %s"
         args.append(limit)
@@ -111,7 +114,7 @@ def peek(tx: Tx, queue: str, n: int, tenant: str | None) -> list[tuple[Envelope,
         where += " AND tenant = %s"
         args.append(tenant_in(tenant))
     rows = tx.dicts(
-        f"SELECT {MESSAGE_COLUMNS} FROM {{s}}.messages WHERE {where} "
+        f"SELECT {COLUMNS} FROM {{s}}.messages WHERE {where} "
         "ORDER BY head DESC, priority DESC, seq LIMIT %s",
         [*args, n],
     )
@@ -153,7 +156,16 @@ def stats(tx: Tx, queue: str | None, now: float, tenant: str | None) -> Stats:
         ),
         list,
     )
-    return snapshot(per, tx.all("SELECT pattern, queue FROM {s}.bindings ORDER BY 1, 2"), now)
+    stats_now = snapshot(per, tx.all("SELECT pattern, queue FROM {s}.bindings ORDER BY 1, 2"), now)
+    return with_paused(stats_now, paused_queues(tx, now))
+
+
+def with_paused(stats: Stats, paused: set[str]) -> Stats:
+    """``stats`` with ``QueueStats.paused`` set for the ``paused`` queues."""
+    if not paused:
+        return stats
+    queues = {n: attrs.evolve(q, paused=n in paused) for n, q in stats.queues.items()}
+    return attrs.evolve(stats, queues=queues)
 
 
 def check(tx: Tx) -> list[str]:

@@ -99,9 +99,8 @@ def take_probes(
         }
         got = tx.dicts(_LEASE_PROBE, args)
         if got:
-            tx.execute(
-                f"UPDATE {{s}}.pauses SET probe = %(id)s WHERE {_SCOPE}", {**args, "id": got[0]["id"]}
-            )
+            args["id"] = got[0]["id"]
+            tx.execute(f"UPDATE {{s}}.pauses SET probe = %(id)s WHERE {_SCOPE}", args)
             rows += got
     return rows
 

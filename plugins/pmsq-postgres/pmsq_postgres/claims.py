@@ -17,13 +17,13 @@ import attrs
 
 from pmsq.backends.sqlkit.deadletter import LEASE_EXPIRED, expired_reason
 from pmsq.backends.sqlkit.rotation import RateBudget, pick, rotation_order
-from pmsq.backends.sqlkit.rows import MESSAGE_COLUMNS, claimed_from_row, tenant_in
+from pmsq.backends.sqlkit.rows import claimed_from_row, tenant_in
 from pmsq.backends.sqlkit.states import IN_FLIGHT, READY, SCHEDULED
 from pmsq.backends.types import Claimed
 from pmsq.config import QueueConfig, RateLimit
 from pmsq_postgres import circuit, expiry
 from pmsq_postgres.pauses import holds
-from pmsq_postgres.puts import ConfigReader
+from pmsq_postgres.puts import COLUMNS, ConfigReader
 from pmsq_postgres.settle import bury
 from pmsq_postgres.tx import Tx
 
@@ -32,10 +32,11 @@ __all__ = ["claim", "has_ready", "next_due"]
 # Rows of housekeeping (expired leases, due messages) one claim does at most.
 _BATCH = 500
 
+
 def _heads(hold: str) -> str:
     # One tenant's first ready heads, skipping rows other claims hold.
     return (
-        f"SELECT {MESSAGE_COLUMNS} FROM {{s}}.messages AS h WHERE queue = %(q)s "
+        f"SELECT {COLUMNS} FROM {{s}}.messages AS h WHERE queue = %(q)s "
         f"AND tenant = %(t)s AND state = {READY:d} AND head{hold} ORDER BY priority DESC, seq "
         "LIMIT %(n)s FOR UPDATE SKIP LOCKED"
     )
@@ -44,7 +45,7 @@ def _heads(hold: str) -> str:
 def _heads_of_tenants(hold: str) -> str:
     return (
         f"SELECT m.* FROM unnest(%(ts)s::text[]) AS t(tenant) CROSS JOIN LATERAL (SELECT "
-        f"{MESSAGE_COLUMNS} FROM {{s}}.messages AS h WHERE queue = %(q)s AND tenant = t.tenant "
+        f"{COLUMNS} FROM {{s}}.messages AS h WHERE queue = %(q)s AND tenant = t.tenant "
         f"AND state = {READY:d} AND head{hold} ORDER BY priority DESC, seq LIMIT %(n)s "
         "FOR UPDATE SKIP LOCKED) AS m"
     )
@@ -52,7 +53,7 @@ def _heads_of_tenants(hold: str) -> str:
 
 # A new lease token: a random UUID (122 random bits), unique for every lease.
 _NEW_TOKEN = "replace(gen_random_uuid()::text, '-', '')"
-_RETURNED = ", ".join(f"m.{c.strip()}" for c in MESSAGE_COLUMNS.split(","))
+_RETURNED = ", ".join(f"m.{c.strip()}" for c in COLUMNS.split(","))
 _LEASE = (
     f"UPDATE {{s}}.messages AS m SET state = {IN_FLIGHT:d}, attempt = m.attempt + 1, "
     f"lease_token = {_NEW_TOKEN}, lease_expires = %(exp)s "
@@ -213,7 +214,9 @@ def _log_rate(tx: Tx, queue: str, rate: RateBudget, now: float) -> None:
         )
 
 
-def _tenant_range(tx: Tx, sql: _Statements, queue: str, now: float) -> tuple[str | None, str | None]:
+def _tenant_range(
+    tx: Tx, sql: _Statements, queue: str, now: float
+) -> tuple[str | None, str | None]:
     row = tx.one(sql.tenant_range, {"q": queue, "now": now})
     return row[0], row[1]
 
@@ -361,9 +364,7 @@ def claim(
         # What statement 1 made ready was not in its snapshot; pauses filter the range.
         lo, hi = _tenant_range(tx, sql, queue, now)
     if len(rows) < n:
-        rows += _lease(
-            tx, sql, cfg, queue, n - len(rows), now=now, tenant=tenant, tenants=(lo, hi)
-        )
+        rows += _lease(tx, sql, cfg, queue, n - len(rows), now=now, tenant=tenant, tenants=(lo, hi))
     expires = now + cfg.lease
     live = expiry.bury_expired(tx, configs, rows, now)
     return [

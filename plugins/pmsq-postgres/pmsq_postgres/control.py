@@ -19,9 +19,7 @@ from pmsq_postgres.tx import Tx
 __all__ = ["cancel", "cancel_key", "reschedule"]
 
 
-def cancel(
-    tx: Tx, queue: str, message_ids: Sequence[str], tenant: str | None
-) -> list[str]:
+def cancel(tx: Tx, queue: str, message_ids: Sequence[str], tenant: str | None) -> list[str]:
     """Delete the unsettled messages among ``message_ids``; the ids deleted, in the order given."""
     if not message_ids:
         return []
@@ -30,9 +28,7 @@ def cancel(
     if tenant is not None:
         where += " AND tenant = %s"
         args.append(tenant_in(tenant))
-    rows = tx.all(
-        f"DELETE FROM {{s}}.messages WHERE {where} RETURNING id, tenant, key, line", args
-    )
+    rows = tx.all(f"DELETE FROM {{s}}.messages WHERE {where} RETURNING id, tenant, key, line", args)
     # A removed head moves its key's next message up (and wakes consumers for it).
     leave_lines(tx, [(queue, t, k) for _, t, k, line in rows if line])
     gone = {r[0] for r in rows}

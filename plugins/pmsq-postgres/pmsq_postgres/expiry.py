@@ -11,12 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pmsq.backends.sqlkit.deadletter import EXPIRED_ERROR_TYPE, EXPIRED_REASON
 from pmsq_postgres.puts import ConfigReader
 from pmsq_postgres.settle import bury
 from pmsq_postgres.tx import Tx
 
 __all__ = ["bury_expired"]
+
+EXPIRED_REASON = "expired"
+EXPIRED_ERROR_TYPE = "Expired"
 
 
 def bury_expired(

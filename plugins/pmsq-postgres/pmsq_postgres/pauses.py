@@ -29,6 +29,7 @@ __all__ = [
     "holds",
     "in_force",
     "list_pauses",
+    "paused_queues",
     "scope_of",
     "upsert_pause",
 ]
@@ -138,6 +139,16 @@ def delete_pause(tx: Tx, scope: Scope, now: float) -> bool:
         scope,
     )
     return bool(row is not None and row[0])
+
+
+def paused_queues(tx: Tx, now: float) -> set[str]:
+    """Queues with a queue-wide pause (or queue circuit) in force at ``now``."""
+    rows = tx.all(
+        "SELECT DISTINCT queue FROM {s}.pauses p WHERE tenant = '' AND NOT keyed "
+        f"AND {in_force('p', '%s')}",
+        (now,),
+    )
+    return {r[0] for r in rows}
 
 
 def list_pauses(tx: Tx, now: float) -> list[PauseRecord]:

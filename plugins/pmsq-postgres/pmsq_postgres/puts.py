@@ -8,14 +8,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from pmsq.backends.sqlkit.quotas import check_room
-from pmsq.backends.sqlkit.rows import tenant_in
+from pmsq.backends.sqlkit.rows import MESSAGE_COLUMNS, tenant_in
 from pmsq.backends.sqlkit.states import LIVE, WAITING, waiting_state
 from pmsq.backends.types import Envelope
 from pmsq.config import QueueConfig
 from pmsq_postgres.lines import JOIN_KEY_CTE
 from pmsq_postgres.tx import Tx
 
-__all__ = ["ConfigReader", "dump_config", "insert_envelopes", "put_many"]
+__all__ = ["COLUMNS", "ConfigReader", "dump_config", "insert_envelopes", "put_many"]
+
+#: The columns read back into an envelope: the kit's, and the expiry this store keeps.
+COLUMNS = f"{MESSAGE_COLUMNS}, expires_at"
 
 _RECENT = 1.0
 

@@ -106,8 +106,9 @@ def snooze(
     It is neither a failure nor a retry in the metrics.
     """
     row = tx.one(
-        "UPDATE {s}.messages SET state = %s, available_at = %s, attempt = GREATEST(attempt - 1, 0), "
-        f"lease_token = NULL, lease_expires = NULL WHERE seq = %s AND lease_token = %s "
+        "UPDATE {s}.messages SET state = %s, available_at = %s, "
+        "attempt = GREATEST(attempt - 1, 0), lease_token = NULL, lease_expires = NULL "
+        "WHERE seq = %s AND lease_token = %s "
         f"AND state IN {HELD} RETURNING queue",
         (waiting_state(available_at, now), available_at, receipt.handle, receipt.token),
     )
@@ -257,7 +258,8 @@ def _circuits(
 ) -> None:
     # Only queues with a breaker pay for it (their config is cached).
     guarded = {
-        q for q in sorted({s.receipt.queue for s in settlements})
+        q
+        for q in sorted({s.receipt.queue for s in settlements})
         if configs.recent(tx, q).circuit is not None
     }
     if not guarded:

@@ -20,16 +20,16 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from pmsq.backends.sqlkit.rows import MESSAGE_COLUMNS, stored_from_row, tenant_in, tenant_out
+from pmsq.backends.sqlkit.rows import stored_from_row, tenant_in, tenant_out
 from pmsq.backends.sqlkit.states import DEAD, waiting_state
 from pmsq.backends.types import DedupRecord, StoredMessage
 from pmsq_postgres.lines import JOIN_KEY_CTE
-from pmsq_postgres.puts import ConfigReader
+from pmsq_postgres.puts import COLUMNS, ConfigReader
 from pmsq_postgres.tx import Tx
 
 __all__ = ["export_dedup", "export_messages", "import_dedup", "import_messages"]
 
-_SELECT = f"SELECT {MESSAGE_COLUMNS} FROM {{s}}.messages "
+_SELECT = f"SELECT {COLUMNS} FROM {{s}}.messages "
 
 # Keys whose line (kpos) order differs from their seq order: one window pass.
 _INVERTED_KEYS = (

@@ -1,0 +1,199 @@
+"""Message control on PostgreSQL: what the shared suite cannot see.
+
+Several brokers (each its own pool, as several hosts) racing on pauses and
+circuit probes, cancels in the app's psycopg transaction, NOTIFY and
+readiness when a pause lifts, and the schema step from a version-2 store.
+The semantics shared with SQLite are in ``test_conformance.py``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+import pytest
+from pmsq_postgres import PostgresBackend
+from pmsq_postgres.schema import SCHEMA_VERSION
+
+import pmsq
+from pmsq.clock import ManualClock
+
+Connect = Callable[..., pmsq.Broker]
+
+
+def backend(b: pmsq.Broker) -> PostgresBackend:
+    assert isinstance(b.backend, PostgresBackend)
+    return b.backend
+
+
+def _fail(_: pmsq.Message) -> None:
+    raise RuntimeError("channel API down")
+
+
+# -- pauses and circuits across brokers ----------------------------------------------------
+
+
+def test_a_pause_set_by_one_broker_holds_claims_of_another(connect: Connect) -> None:
+    a, b = connect(), connect()
+    a.queue("sync").put_many([pmsq.NewMessage({"n": i}, key=f"k{i}") for i in range(4)])
+    a.pause("sync", key="k1", reason="OTA maintenance")
+    got = b.queue("sync").get_many(10, timeout=0)
+    assert sorted(d.message.payload["n"] for d in got) == [0, 2, 3]
+    for d in got:
+        d.ack()
+    assert b.queue("sync").get_many(10, timeout=0) == []
+    assert a.resume("sync", key="k1") is True
+    assert [d.message.payload["n"] for d in b.queue("sync").get_many(10, timeout=0)] == [1]
+
+
+def test_many_tenants_paused_do_not_starve_the_others(connect: Connect) -> None:
+    # Claims rotate over a window of tenants; paused ones must not fill it.
+    broker = connect()
+    q = broker.queue("sync")
+    for i in range(40):
+        q.put({"t": i}, tenant=f"t{i:02d}")
+    for i in range(38):
+        broker.pause("sync", tenant=f"t{i:02d}")
+    got = q.get_many(10, timeout=0)
+    assert sorted(d.message.tenant for d in got) == ["t38", "t39"]
+
+
+def test_concurrent_claims_on_a_half_open_circuit_take_one_probe(
+    connect: Connect, clock: ManualClock
+) -> None:
+    brokers = [connect() for _ in range(4)]
+    circuit = pmsq.Circuit(failures=1, within=60.0, open_for=30.0)
+    q = brokers[0].declare_queue("ota", circuit=circuit, max_attempts=10)
+    q.put_many([pmsq.NewMessage({"n": i}) for i in range(20)])
+    with pytest.raises(RuntimeError), q.get(timeout=0):
+        raise RuntimeError("channel API down")
+    assert [p.circuit for p in brokers[0].pauses()] == [True]
+    assert brokers[1].queue("ota").get_many(5, timeout=0) == []
+    clock.advance(31.0)
+    barrier = threading.Barrier(len(brokers))
+
+    def claim(b: pmsq.Broker) -> int:
+        barrier.wait()
+        return len(b.queue("ota").get_many(5, timeout=0))
+
+    with ThreadPoolExecutor(len(brokers)) as pool:
+        taken = list(pool.map(claim, brokers))
+    assert sum(taken) == 1, taken
+    assert backend(brokers[0]).check() == []
+
+
+def test_concurrent_failures_open_the_circuit_once(connect: Connect, clock: ManualClock) -> None:
+    brokers = [connect() for _ in range(4)]
+    circuit = pmsq.Circuit(failures=4, within=60.0, open_for=30.0)
+    q = brokers[0].declare_queue("ota", circuit=circuit, max_attempts=10)
+    q.put_many([pmsq.NewMessage({"n": i}) for i in range(8)])
+    held = [b.queue("ota").get(timeout=0) for b in brokers]
+    barrier = threading.Barrier(len(brokers))
+
+    def fail(d: pmsq.Delivery) -> None:
+        barrier.wait()
+        with pytest.raises(RuntimeError), d:
+            raise RuntimeError("channel API down")
+
+    with ThreadPoolExecutor(len(brokers)) as pool:
+        list(pool.map(fail, held))
+    pauses = brokers[0].pauses()
+    assert [(p.circuit, p.reason) for p in pauses] == [
+        (True, "circuit open: RuntimeError: channel API down")
+    ]
+    with psycopg.connect(backend(brokers[0]).url.split("?")[0]) as conn:
+        rows = conn.execute(
+            f'SELECT count(*) FROM "{backend(brokers[0]).schema}".failures'
+        ).fetchone()
+    assert rows == (0,)  # the count starts afresh once open
+
+
+# -- cancel in the app's transaction ----------------------------------------------------------
+
+
+def test_cancel_commits_and_rolls_back_with_the_app(broker: pmsq.Broker, pg_url: str) -> None:
+    q = broker.queue("reminders")
+    mids = [q.put({"n": i}, key="booking:8812") for i in range(3)]
+    with psycopg.connect(pg_url.split("?")[0]) as app:
+        assert q.cancel(key="booking:8812", connection=app) == 3
+        app.rollback()
+    assert len(q.peek(10)) == 3
+    with psycopg.connect(pg_url.split("?")[0]) as app:
+        assert q.cancel(mids[0], connection=app) is True
+        # Not yet committed: a consumer still sees the key's head as it was.
+        assert len(broker.queue("reminders").peek(10)) == 3
+        app.commit()
+    got = q.get_many(10, timeout=0)
+    assert [d.message.id for d in got] == [mids[1]]
+    assert backend(broker).check() == []
+
+
+def test_cancel_refuses_a_connection_to_another_database(
+    broker: pmsq.Broker, pg_server: object
+) -> None:
+    url = pg_server.url  # type: ignore[attr-defined]
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute("DROP DATABASE IF EXISTS pmsq_other_ctl")
+        admin.execute("CREATE DATABASE pmsq_other_ctl")
+    other = url.rsplit("/", 1)[0] + "/pmsq_other_ctl"
+    mid = broker.queue("q").put({"n": 1})
+    with psycopg.connect(other) as app, pytest.raises(pmsq.ConfigurationError):
+        broker.queue("q").cancel(mid, connection=app)
+    assert len(broker.queue("q").peek(5)) == 1
+
+
+# -- wake-ups -------------------------------------------------------------------------------
+
+
+def test_readiness_skips_a_paused_queue_and_names_when_the_pause_lifts(
+    broker: pmsq.Broker, clock: ManualClock
+) -> None:
+    broker.queue("sync").put({"n": 1})
+    be = backend(broker)
+    now = clock.time()
+    assert "sync" in be.ready_queues(["sync"], now=now).queues
+    broker.pause("sync", until=now + 120.0, reason="OTA maintenance")
+    readiness = be.ready_queues(["sync"], now=now)
+    assert "sync" not in readiness.queues
+    assert readiness.next_due == pytest.approx(now + 120.0)
+    assert "sync" in be.ready_queues(["sync"], now=now + 121.0).queues
+
+
+def test_a_resume_from_another_broker_wakes_a_waiting_consumer(connect: Connect) -> None:
+    consumer, operator = connect(notify=True), connect(notify=True)
+    operator.queue("sync").put({"n": 1})
+    operator.pause("sync", reason="OTA maintenance")
+    be = backend(consumer)
+    be.wait_for_change(None, 0)  # starts listening
+    since = be.wait_for_change(None, 0)
+    woke: list[object] = []
+    t = threading.Thread(target=lambda: woke.append(be.wait_for_change(since, 60.0)))
+    t.start()
+    operator.resume("sync")
+    t.join(timeout=30)
+    assert not t.is_alive(), "the NOTIFY of the resume did not end the wait"
+    assert len(consumer.queue("sync").get_many(5, timeout=0)) == 1
+
+
+# -- the schema step ------------------------------------------------------------------------
+
+
+def test_a_version_2_store_gains_control_and_keeps_its_messages(
+    connect: Connect, pg_url: str, schema: str
+) -> None:
+    first = connect()
+    mid = first.queue("q").put({"n": 1}, key="k")
+    first.close()
+    with psycopg.connect(pg_url.split("?")[0], autocommit=True) as conn:
+        conn.execute(f'DROP TABLE "{schema}".pauses, "{schema}".failures')
+        conn.execute(f'ALTER TABLE "{schema}".messages DROP COLUMN expires_at')
+        conn.execute(f"UPDATE \"{schema}\".meta SET v = '2' WHERE k = 'schema_version'")
+    again = connect()
+    assert SCHEMA_VERSION == 3
+    assert backend(again).get_meta("schema_version") == "3"
+    again.pause("q", key="k")
+    assert again.queue("q").get_many(5, timeout=0) == []
+    again.resume("q", key="k")
+    assert [d.message.id for d in again.queue("q").get_many(5, timeout=0)] == [mid]
