@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import attrs
-
 from pmsq.backends.sqlkit.metrics import TOTAL_SLOT
+from pmsq.backends.sqlkit.pauses import with_paused
 from pmsq.backends.sqlkit.rows import (
     dead_letter_from_row,
     peek_from_row,
@@ -157,15 +156,7 @@ def stats(tx: Tx, queue: str | None, now: float, tenant: str | None) -> Stats:
         list,
     )
     stats_now = snapshot(per, tx.all("SELECT pattern, queue FROM {s}.bindings ORDER BY 1, 2"), now)
-    return with_paused(stats_now, paused_queues(tx, now))
-
-
-def with_paused(stats: Stats, paused: set[str]) -> Stats:
-    """``stats`` with ``QueueStats.paused`` set for the ``paused`` queues."""
-    if not paused:
-        return stats
-    queues = {n: attrs.evolve(q, paused=n in paused) for n, q in stats.queues.items()}
-    return attrs.evolve(stats, queues=queues)
+    return with_paused(stats_now, paused_queues(tx, now, tenant))
 
 
 def check(tx: Tx) -> list[str]:

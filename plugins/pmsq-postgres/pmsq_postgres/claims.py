@@ -365,8 +365,17 @@ def claim(
         lo, hi = _tenant_range(tx, sql, queue, now)
     if len(rows) < n:
         rows += _lease(tx, sql, cfg, queue, n - len(rows), now=now, tenant=tenant, tenants=(lo, hi))
+    live: list[dict[str, Any]] = []
+    while True:
+        kept = expiry.bury_expired(tx, configs, rows, now)
+        live += kept
+        if len(kept) == len(rows) or len(live) >= n:
+            break
+        # Burying an expired head moved the next message of its key up: look again.
+        if tenant is None:
+            lo, hi = _tenant_range(tx, sql, queue, now)
+        rows = _lease(tx, sql, cfg, queue, n - len(live), now=now, tenant=tenant, tenants=(lo, hi))
     expires = now + cfg.lease
-    live = expiry.bury_expired(tx, configs, rows, now)
     return [
         claimed_from_row(
             row, token=row["lease_token"], attempt=row["attempt"], lease_expires=expires

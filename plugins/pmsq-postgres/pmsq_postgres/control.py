@@ -59,8 +59,10 @@ def reschedule(
 ) -> bool:
     """Move a waiting message's due time; False if it is gone, dead or in flight.
 
-    Only ``available_at`` and the state change: the message keeps its place
-    (``kpos``) in its key's line, so later messages of the key still wait.
+    The message keeps its place (``kpos``) in its key's line, so later
+    messages of the key still wait. A ready message may still carry the
+    token of a lease that expired unclaimed; moving it ends that lease, so
+    its late holder's settle then finds the lease lost.
     """
     where = f"queue = %s AND id = %s AND state IN {WAITING}"
     args: list[object] = [waiting_state(available_at, now), available_at, queue, message_id]
@@ -68,7 +70,8 @@ def reschedule(
         where += " AND tenant = %s"
         args.append(tenant_in(tenant))
     row = tx.one(
-        f"UPDATE {{s}}.messages SET state = %s, available_at = %s WHERE {where} RETURNING 1",
+        f"UPDATE {{s}}.messages SET state = %s, available_at = %s, lease_token = NULL "
+        f"WHERE {where} RETURNING 1",
         args,
     )
     if row is None:

@@ -11,14 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pmsq.backends.sqlkit.deadletter import EXPIRED_REASON, EXPIRED_TYPE
 from pmsq_postgres.puts import ConfigReader
 from pmsq_postgres.settle import bury
 from pmsq_postgres.tx import Tx
 
 __all__ = ["bury_expired"]
-
-EXPIRED_REASON = "expired"
-EXPIRED_ERROR_TYPE = "Expired"
 
 
 def bury_expired(
@@ -41,7 +39,7 @@ def bury_expired(
             token=r["lease_token"],
             now=now,
             reason=EXPIRED_REASON,
-            error_type=EXPIRED_ERROR_TYPE,
+            error_type=EXPIRED_TYPE,
             traceback=None,
         )
         if done is not None:

@@ -273,14 +273,17 @@ def _circuits(
         ],
     )
     for s, tenant, key in sorted(failures, key=lambda f: (f[0].receipt.queue, f[1], f[2] or "")):
-        if s.receipt.queue in guarded:
+        breaker = configs.recent(tx, s.receipt.queue).circuit
+        if breaker is not None:
             circuit.failed(
                 tx,
-                configs.recent(tx, s.receipt.queue),
+                breaker,
+                queue=s.receipt.queue,
                 tenant=tenant,
                 key=key,
                 message_id=s.receipt.message_id,
-                error=circuit.last_error(s.error_type, s.error),
+                error_type=s.error_type,
+                error=s.error,
                 now=now,
             )
 

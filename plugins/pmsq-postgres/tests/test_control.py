@@ -197,3 +197,21 @@ def test_a_version_2_store_gains_control_and_keeps_its_messages(
     assert again.queue("q").get_many(5, timeout=0) == []
     again.resume("q", key="k")
     assert [d.message.id for d in again.queue("q").get_many(5, timeout=0)] == [mid]
+
+
+def test_a_reschedule_ends_a_lease_that_expired_unclaimed(
+    broker: pmsq.Broker, clock: ManualClock
+) -> None:
+    # A ready row keeps the token of a lease that ran out with nobody claiming
+    # the message since; moving the message must take that lease away.
+    q = broker.declare_queue("q", lease=10.0)
+    late = q.put({"n": 1})
+    d = q.get(timeout=0)
+    assert d.message.id == late
+    other = q.put({"n": 2}, priority=5)  # claimed before the expired one
+    clock.advance(11.0)
+    assert [x.message.id for x in q.get_many(1, timeout=0)] == [other]  # expires the lease
+    assert q.reschedule(late, delay=0.0) is True
+    with pytest.raises(pmsq.LeaseLost):
+        d.ack()
+    assert [x.message.id for x in q.get_many(5, timeout=0)] == [late]
