@@ -174,7 +174,7 @@ def stats(conn: sqlite3.Connection, queue: str | None, now: float, tenant: str |
     snap = snapshot(
         per, conn.execute("SELECT pattern, queue FROM pmsq_bindings ORDER BY 1, 2"), now
     )
-    return with_paused(snap, pauses.paused_queues(conn, now, tenant))
+    return with_paused(snap, pauses.paused_scopes(conn, now), tenant)
 
 
 def check(conn: sqlite3.Connection) -> list[str]:
