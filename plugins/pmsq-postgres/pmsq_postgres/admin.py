@@ -22,7 +22,7 @@ from pmsq.backends.sqlkit.stats import (
 from pmsq.backends.types import Envelope, StoredDeadLetter
 from pmsq.stats import Stats, StatsBuilder
 from pmsq_postgres.lines import join_line, leave_lines
-from pmsq_postgres.pauses import paused_queues
+from pmsq_postgres.pauses import paused_scopes
 from pmsq_postgres.puts import COLUMNS
 from pmsq_postgres.tx import Tx
 
@@ -156,7 +156,7 @@ def stats(tx: Tx, queue: str | None, now: float, tenant: str | None) -> Stats:
         list,
     )
     stats_now = snapshot(per, tx.all("SELECT pattern, queue FROM {s}.bindings ORDER BY 1, 2"), now)
-    return with_paused(stats_now, paused_queues(tx, now, tenant))
+    return with_paused(stats_now, paused_scopes(tx, now), tenant)
 
 
 def check(tx: Tx) -> list[str]:

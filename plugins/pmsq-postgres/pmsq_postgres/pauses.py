@@ -33,7 +33,7 @@ __all__ = [
     "holds",
     "in_force",
     "list_pauses",
-    "paused_queues",
+    "paused_scopes",
     "scope_of",
     "upsert_pause",
 ]
@@ -137,14 +137,13 @@ def delete_pause(tx: Tx, scope: Scope, now: float) -> bool:
     return bool(row is not None and row[0])
 
 
-def paused_queues(tx: Tx, now: float, tenant: str | None = None) -> set[str]:
-    """Queues held as a whole at ``now`` (with ``tenant``: or held for that tenant)."""
+def paused_scopes(tx: Tx, now: float) -> set[tuple[str, str]]:
+    """``(queue, tenant)`` held as a whole at ``now`` (tenant ``''``: the queue-wide pause)."""
     rows = tx.all(
-        "SELECT DISTINCT queue FROM {s}.pauses p WHERE key = '' AND tenant IN ('', %s) "
-        f"AND {in_force('p', '%s')}",
-        (tenant_in(tenant), now),
+        f"SELECT queue, tenant FROM {{s}}.pauses p WHERE key = '' AND {in_force('p', '%s')}",
+        (now,),
     )
-    return {r[0] for r in rows}
+    return {(r[0], r[1]) for r in rows}
 
 
 def list_pauses(tx: Tx, now: float) -> list[PauseRecord]:

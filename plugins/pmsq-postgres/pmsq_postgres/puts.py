@@ -213,9 +213,10 @@ def _coalesce(tx: Tx, env: Envelope) -> str | None:
         return None
     # Re-checked under the row lock: a consumer may have claimed it meanwhile.
     done = tx.one(
-        "UPDATE {s}.messages SET payload = %s, format = %s, headers = %s "
+        # The newest payload brings its own expiry (or none).
+        "UPDATE {s}.messages SET payload = %s, format = %s, headers = %s, expires_at = %s "
         f"WHERE seq = %s AND state IN {WAITING} AND attempt = 0 RETURNING id",
-        (env.data, env.format, env.headers, row[0]),
+        (env.data, env.format, env.headers, env.expires_at, row[0]),
     )
     return None if done is None else str(done[0])
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pmsq.backends.sqlkit.deadletter import fallback_copy
+from pmsq.backends.sqlkit.deadletter import EXPIRED_TYPE, fallback_copy
 from pmsq.backends.sqlkit.settlements import failure_count
 from pmsq.backends.sqlkit.settlements import settle_batch as kit_settle_batch
 from pmsq.backends.sqlkit.states import DEAD, HELD, IN_FLIGHT, READY, SCHEDULED, waiting_state
@@ -161,14 +161,17 @@ def bury(
 ) -> tuple[str, str, str | None] | None:
     """Dead-letter row ``seq`` leased with ``token`` (None: any current lease); fan to fallback.
 
-    With ``on_key_failure="block"`` the dead letter keeps its key's line (the
-    key waits for an operator); otherwise the next message of the key moves up.
+    With ``on_key_failure="block"`` the dead letter of a failure keeps its
+    key's line (the key waits for an operator); otherwise (and for an expired
+    message) the next message of the key moves up.
 
     Returns:
         ``(queue, tenant, key)`` of the dead letter, or ``None`` if the lease was lost.
     """
     cfg = configs.get(tx, queue)
-    block = cfg.on_key_failure == "block"
+    # An expired message failed nothing: it never blocks its key. (Whether
+    # the row has a key at all is checked in the statement.)
+    block = cfg.on_key_failure == "block" and error_type != EXPIRED_TYPE
     row = tx.one(
         f"UPDATE {{s}}.messages SET state = {DEAD:d}, line = (%s AND key IS NOT NULL), "
         "head = (%s AND key IS NOT NULL), lease_token = NULL, lease_expires = NULL, "
