@@ -22,7 +22,7 @@ from pmsq.backends.sqlkit.states import IN_FLIGHT, READY, SCHEDULED
 from pmsq.backends.types import Claimed
 from pmsq.config import QueueConfig, RateLimit
 from pmsq_postgres import circuit, expiry
-from pmsq_postgres.pauses import holds
+from pmsq_postgres.pauses import drop_lapsed, holds
 from pmsq_postgres.puts import COLUMNS, ConfigReader
 from pmsq_postgres.settle import bury
 from pmsq_postgres.tx import Tx
@@ -357,6 +357,9 @@ def claim(
     rows: list[dict[str, Any]] = []
     if paused:
         sql = _HELD
+        # A timed pause that lapsed is dropped, so the queue's claims go back to
+        # the plain statements once nothing holds it any more.
+        drop_lapsed(tx, queue, now)
         # Half-open circuits first: each lets one message through as its probe.
         rows = circuit.take_probes(tx, queue, n, now=now, expires=now + cfg.lease, tenant=tenant)
         changed = True

@@ -215,3 +215,19 @@ def test_a_reschedule_ends_a_lease_that_expired_unclaimed(
     with pytest.raises(pmsq.LeaseLost):
         d.ack()
     assert [x.message.id for x in q.get_many(5, timeout=0)] == [late]
+
+
+def test_a_lapsed_pause_is_dropped_by_the_next_claim(
+    broker: pmsq.Broker, clock: ManualClock, pg_url: str, schema: str
+) -> None:
+    # Claims of a queue with pause rows filter every candidate head; once a
+    # timed pause has lapsed the queue must go back to the plain claim.
+    q = broker.queue("sync")
+    mid = q.put({"n": 1})
+    broker.pause("sync", until=clock.time() + 5.0)
+    assert q.get_many(5, timeout=0) == []
+    clock.advance(6.0)
+    assert [d.message.id for d in q.get_many(5, timeout=0)] == [mid]
+    with psycopg.connect(pg_url.split("?")[0]) as conn:
+        assert conn.execute(f'SELECT count(*) FROM "{schema}".pauses').fetchone() == (0,)
+    assert broker.resume("sync") is False
