@@ -244,6 +244,11 @@ class ControlTests(SuiteBase):
         dead = {dl.message.id: dl for dl in broker.dead_letters("q").list()}
         assert set(dead) == {gone, at}
         assert {(dl.reason, dl.error_type) for dl in dead.values()} == {("expired", "Expired")}
+        # A redriven expired message is delivered: the operator wants it.
+        for d in got:
+            d.ack()
+        assert broker.dead_letters("q").redrive([gone]) == 1
+        assert self.ids(self.claim(q)) == [gone]
         with pytest.raises(ConfigurationError):
             q.put("x", expires=1.0, expires_at=clock.time() + 1)
         with pytest.raises(ConfigurationError):
