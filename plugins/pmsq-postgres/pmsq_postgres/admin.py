@@ -62,7 +62,8 @@ def redrive(tx: Tx, queue: str, ids: Sequence[str] | None, now: float, tenant: s
 
     A dead letter that blocks its key (``on_key_failure="block"``) still holds
     its line, so it goes back to the head of the key, before the messages
-    that waited behind it. Otherwise it rejoins its key at the tail.
+    that waited behind it. Otherwise it rejoins its key at the tail. Its
+    expiry is dropped: an operator who redrives a message wants it delivered.
     """
     if ids is not None and not ids:
         return 0
@@ -79,7 +80,7 @@ def redrive(tx: Tx, queue: str, ids: Sequence[str] | None, now: float, tenant: s
             tx.execute(
                 f"UPDATE {{s}}.messages SET seq = DEFAULT, state = {READY:d}, head = %s, "
                 "line = true, kpos = %s, attempt = 0, available_at = %s, dead_reason = NULL, "
-                "dead_at = NULL, error_type = NULL, error = NULL WHERE seq = %s",
+                "dead_at = NULL, error_type = NULL, error = NULL, expires_at = NULL WHERE seq = %s",
                 (head, kpos, now, seq),
             )
             continue
@@ -88,7 +89,7 @@ def redrive(tx: Tx, queue: str, ids: Sequence[str] | None, now: float, tenant: s
         tx.execute(
             f"UPDATE {{s}}.messages SET state = {READY:d}, head = true, attempt = 0, "
             "available_at = %s, dead_reason = NULL, dead_at = NULL, error_type = NULL, "
-            "error = NULL WHERE seq = %s",
+            "error = NULL, expires_at = NULL WHERE seq = %s",
             (now, seq),
         )
     if rows:

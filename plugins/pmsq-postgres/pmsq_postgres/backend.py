@@ -4,7 +4,9 @@
 (transactions on the pool, run again when the server aborts one),
 ``puts``, ``claims``, ``settle`` and ``lines`` (messages and their key
 lines), ``outbox`` and ``once`` (writes in the app's transaction),
-``admin``, ``transfer``, ``notify`` and ``upkeep`` (metrics and pruning).
+``admin``, ``transfer``, ``notify`` and ``upkeep`` (metrics and pruning),
+and message control: ``control`` (cancel, reschedule), ``pauses``,
+``circuit`` (the breaker and its probes) and ``expiry``.
 
 Claims never wait for each other (``FOR UPDATE SKIP LOCKED``); producers
 and consumers of one key meet on that key's row in ``keys``, which is what

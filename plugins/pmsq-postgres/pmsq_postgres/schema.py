@@ -21,6 +21,10 @@ Row states and invariants (the same as the SQLite backend's, see
   producer that held the row before it.
 - ``ix_ready`` holds exactly the claimable messages, per tenant in delivery
   order (priority desc, seq), so a claim is an index seek whatever the backlog.
+- ``pauses`` holds at most one pause per scope and ``failures`` the circuit
+  breakers' recent failures (``pmsq_postgres.pauses``, ``pmsq_postgres.circuit``);
+  ``messages.expires_at`` is checked when a message would be delivered
+  (``pmsq_postgres.expiry``).
 """
 
 from __future__ import annotations

@@ -96,9 +96,7 @@ def retry(
     return row[0], row[1], row[2]
 
 
-def snooze(
-    tx: Tx, receipt: Receipt, *, now: float, available_at: float, duration_ms: float | None
-) -> bool:
+def snooze(tx: Tx, receipt: Receipt, *, now: float, available_at: float) -> bool:
     """Put a leased message back at ``available_at`` without spending its attempt.
 
     The claim's attempt is undone, so the next delivery has the same
@@ -222,9 +220,7 @@ def settle_batch(
 
     def one(s: Settlement) -> bool:
         if s.action == "snooze":
-            return snooze(
-                tx, s.receipt, now=now, available_at=s.available_at, duration_ms=s.duration_ms
-            )
+            return snooze(tx, s.receipt, now=now, available_at=s.available_at)
         if s.action == "retry":
             where = retry(
                 tx,
