@@ -8,6 +8,7 @@ The semantics shared with SQLite are in ``test_conformance.py``.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -231,3 +232,49 @@ def test_a_lapsed_pause_is_dropped_by_the_next_claim(
     with psycopg.connect(pg_url.split("?")[0]) as conn:
         assert conn.execute(f'SELECT count(*) FROM "{schema}".pauses').fetchone() == (0,)
     assert broker.resume("sync") is False
+
+
+def test_cancels_racing_with_consumers_and_producers_keep_the_key_lines(
+    connect: Connect, clock: ManualClock
+) -> None:
+    # Cancels lock key rows in the other order from acks; PostgreSQL may pick a
+    # deadlock victim, which is run again. Whatever the interleaving, the lines
+    # stay consistent, a cancelled message is never acked, and every message is
+    # exactly one of: acked, cancelled, still waiting.
+    brokers = [connect() for _ in range(4)]
+    keys = [f"booking:{i}" for i in range(8)]
+    q0 = brokers[0].queue("reminders")
+    put = q0.put_many([pmsq.NewMessage({"n": n}, key=k) for n in range(6) for k in keys])
+    lock = threading.Lock()
+    acked: list[str] = []
+    stop = threading.Event()
+
+    def consume(b: pmsq.Broker) -> None:
+        while not stop.is_set():
+            for d in b.queue("reminders").get_many(4, timeout=0):
+                with contextlib.suppress(pmsq.LeaseLost):
+                    d.ack()
+                    with lock:
+                        acked.append(d.message.id)
+
+    def produce() -> None:
+        for n in range(6, 12):
+            ids = q0.put_many([pmsq.NewMessage({"n": n}, key=k) for k in keys])
+            with lock:
+                put.extend(ids)
+
+    threads = [threading.Thread(target=consume, args=(b,)) for b in brokers[1:]]
+    threads.append(threading.Thread(target=produce))
+    for t in threads:
+        t.start()
+    removed: list[str] = []
+    for k in keys[:4]:
+        removed += backend(brokers[0]).cancel_key("reminders", k, tenant=None, now=clock.time())
+    threads[-1].join(timeout=60)
+    stop.set()
+    for t in threads[:-1]:
+        t.join(timeout=60)
+    assert backend(brokers[0]).check() == []
+    left = [m.id for m, _ in q0.peek(1000)]
+    assert not set(acked) & set(removed)
+    assert sorted(acked + removed + left) == sorted(put)
