@@ -85,11 +85,15 @@ def _tenants_from(op: str, hold: str) -> str:
 
 
 def _tenant_range_sql(hold: str) -> str:
-    return (
-        f"SELECT (SELECT min(tenant) FROM {{s}}.messages AS h WHERE queue = %(q)s "
-        f"AND state = {READY:d} AND head{hold}), (SELECT max(tenant) FROM {{s}}.messages AS h "
-        f"WHERE queue = %(q)s AND state = {READY:d} AND head{hold})"
-    )
+    # ORDER BY .. LIMIT 1 rather than min()/max(): with a pause filter the
+    # planner would not turn an aggregate into an index seek, and would
+    # read every ready head.
+    ends = [
+        f"(SELECT tenant FROM {{s}}.messages AS h WHERE queue = %(q)s AND state = {READY:d} "
+        f"AND head{hold} ORDER BY tenant {way} LIMIT 1)"
+        for way in ("", "DESC")
+    ]
+    return f"SELECT {ends[0]}, {ends[1]}"
 
 
 @attrs.frozen
@@ -138,7 +142,8 @@ _PREPARE = (
     f"(SELECT max(tenant) FROM {{s}}.messages WHERE queue = %(q)s AND state = {READY:d} AND head), "
     "ARRAY(SELECT seq FROM expired ORDER BY seq), ARRAY(SELECT attempt FROM expired ORDER BY seq), "
     "ARRAY(SELECT tenant FROM expired ORDER BY seq), "
-    "EXISTS (SELECT 1 FROM {s}.pauses WHERE queue = %(q)s)"
+    "EXISTS (SELECT 1 FROM {s}.pauses WHERE queue = %(q)s), "
+    "EXISTS (SELECT 1 FROM {s}.pauses WHERE queue = %(q)s AND until <= %(now)s)"
 )
 
 
@@ -338,7 +343,7 @@ def claim(
     pauses take a few more. A leased message found past its ``expires_at``
     is dead-lettered instead of delivered.
     """
-    text, promoted, lo, hi, exp_seqs, exp_attempts, exp_tenants, paused = tx.one(
+    text, promoted, lo, hi, exp_seqs, exp_attempts, exp_tenants, paused, lapsing = tx.one(
         _PREPARE, {"q": queue, "now": now, "batch": _BATCH}
     )
     cfg = configs.get(tx, queue) if text is None else configs.decode(text)
@@ -357,12 +362,13 @@ def claim(
     rows: list[dict[str, Any]] = []
     if paused:
         sql = _HELD
+        changed = True
+    if lapsing:
         # A timed pause that lapsed is dropped, so the queue's claims go back to
         # the plain statements once nothing holds it any more.
         drop_lapsed(tx, queue, now)
         # Half-open circuits first: each lets one message through as its probe.
         rows = circuit.take_probes(tx, queue, n, now=now, expires=now + cfg.lease, tenant=tenant)
-        changed = True
     if changed and tenant is None:
         # What statement 1 made ready was not in its snapshot; pauses filter the range.
         lo, hi = _tenant_range(tx, sql, queue, now)
