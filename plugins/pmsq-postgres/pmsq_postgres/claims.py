@@ -22,7 +22,7 @@ from pmsq.backends.sqlkit.states import IN_FLIGHT, READY, SCHEDULED
 from pmsq.backends.types import Claimed
 from pmsq.config import QueueConfig, RateLimit
 from pmsq_postgres import circuit, expiry
-from pmsq_postgres.pauses import drop_lapsed, holds
+from pmsq_postgres.pauses import holds
 from pmsq_postgres.puts import COLUMNS, ConfigReader
 from pmsq_postgres.settle import bury
 from pmsq_postgres.tx import Tx
@@ -143,7 +143,7 @@ _PREPARE = (
     "ARRAY(SELECT seq FROM expired ORDER BY seq), ARRAY(SELECT attempt FROM expired ORDER BY seq), "
     "ARRAY(SELECT tenant FROM expired ORDER BY seq), "
     "EXISTS (SELECT 1 FROM {s}.pauses WHERE queue = %(q)s), "
-    "EXISTS (SELECT 1 FROM {s}.pauses WHERE queue = %(q)s AND until <= %(now)s)"
+    "EXISTS (SELECT 1 FROM {s}.pauses WHERE queue = %(q)s AND circuit AND until <= %(now)s)"
 )
 
 
@@ -364,10 +364,9 @@ def claim(
         sql = _HELD
         changed = True
     if lapsing:
-        # A timed pause that lapsed is dropped, so the queue's claims go back to
-        # the plain statements once nothing holds it any more.
-        drop_lapsed(tx, queue, now)
-        # Half-open circuits first: each lets one message through as its probe.
+        # A circuit past its until may be half-open: each lets one message
+        # through as its probe. (A lapsed timed pause stays stored, no longer
+        # in force: a clock stepped back finds it in force again.)
         rows = circuit.take_probes(tx, queue, n, now=now, expires=now + cfg.lease, tenant=tenant)
     if changed and tenant is None:
         # What statement 1 made ready was not in its snapshot; pauses filter the range.

@@ -29,7 +29,6 @@ __all__ = [
     "Scope",
     "covers",
     "delete_pause",
-    "drop_lapsed",
     "forget_failures",
     "holds",
     "in_force",
@@ -125,13 +124,6 @@ def upsert_pause(tx: Tx, record: PauseRecord) -> None:
     )
     if not record.circuit:
         forget_failures(tx, scope)
-
-
-def drop_lapsed(tx: Tx, queue: str, now: float) -> None:
-    """Delete ``queue``'s timed pauses (not circuits) whose ``until`` has passed."""
-    tx.execute(
-        "DELETE FROM {s}.pauses WHERE queue = %s AND NOT circuit AND until <= %s", (queue, now)
-    )
 
 
 def delete_pause(tx: Tx, scope: Scope, now: float) -> bool:
