@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from pmsq.backends.sqlkit.metrics import TOTAL_SLOT
+from pmsq.backends.sqlkit.pauses import with_paused
 from pmsq.backends.sqlkit.rows import (
-    MESSAGE_COLUMNS,
     dead_letter_from_row,
     peek_from_row,
     tenant_in,
@@ -22,6 +22,8 @@ from pmsq.backends.sqlkit.stats import (
 from pmsq.backends.types import Envelope, StoredDeadLetter
 from pmsq.stats import Stats, StatsBuilder
 from pmsq_postgres.lines import join_line, leave_lines
+from pmsq_postgres.pauses import paused_scopes
+from pmsq_postgres.puts import COLUMNS
 from pmsq_postgres.tx import Tx
 
 __all__ = ["check", "dead_letters", "peek", "purge", "redrive", "stats"]
@@ -48,7 +50,7 @@ def dead_letters(
     if ids is not None and not ids:
         return []
     where, args = _dead_filter(queue, tenant, ids)
-    sql = f"SELECT {MESSAGE_COLUMNS} FROM {{s}}.messages WHERE {where} ORDER BY dead_at, seq"
+    sql = f"SELECT {COLUMNS} FROM {{s}}.messages WHERE {where} ORDER BY dead_at, seq"
     if limit is not None:
         sql += " LIMIT %s"
         args.append(limit)
@@ -60,7 +62,8 @@ def redrive(tx: Tx, queue: str, ids: Sequence[str] | None, now: float, tenant: s
 
     A dead letter that blocks its key (``on_key_failure="block"``) still holds
     its line, so it goes back to the head of the key, before the messages
-    that waited behind it. Otherwise it rejoins its key at the tail.
+    that waited behind it. Otherwise it rejoins its key at the tail. Its
+    expiry is dropped: an operator who redrives a message wants it delivered.
     """
     if ids is not None and not ids:
         return 0
@@ -77,7 +80,7 @@ def redrive(tx: Tx, queue: str, ids: Sequence[str] | None, now: float, tenant: s
             tx.execute(
                 f"UPDATE {{s}}.messages SET seq = DEFAULT, state = {READY:d}, head = %s, "
                 "line = true, kpos = %s, attempt = 0, available_at = %s, dead_reason = NULL, "
-                "dead_at = NULL, error_type = NULL, error = NULL WHERE seq = %s",
+                "dead_at = NULL, error_type = NULL, error = NULL, expires_at = NULL WHERE seq = %s",
                 (head, kpos, now, seq),
             )
             continue
@@ -86,7 +89,7 @@ def redrive(tx: Tx, queue: str, ids: Sequence[str] | None, now: float, tenant: s
         tx.execute(
             f"UPDATE {{s}}.messages SET state = {READY:d}, head = true, attempt = 0, "
             "available_at = %s, dead_reason = NULL, dead_at = NULL, error_type = NULL, "
-            "error = NULL WHERE seq = %s",
+            "error = NULL, expires_at = NULL WHERE seq = %s",
             (now, seq),
         )
     if rows:
@@ -111,7 +114,7 @@ def peek(tx: Tx, queue: str, n: int, tenant: str | None) -> list[tuple[Envelope,
         where += " AND tenant = %s"
         args.append(tenant_in(tenant))
     rows = tx.dicts(
-        f"SELECT {MESSAGE_COLUMNS} FROM {{s}}.messages WHERE {where} "
+        f"SELECT {COLUMNS} FROM {{s}}.messages WHERE {where} "
         "ORDER BY head DESC, priority DESC, seq LIMIT %s",
         [*args, n],
     )
@@ -155,7 +158,8 @@ def stats(tx: Tx, queue: str | None, now: float, tenant: str | None) -> Stats:
         ),
         list,
     )
-    return snapshot(per, tx.all("SELECT pattern, queue FROM {s}.bindings ORDER BY 1, 2"), now)
+    stats_now = snapshot(per, tx.all("SELECT pattern, queue FROM {s}.bindings ORDER BY 1, 2"), now)
+    return with_paused(stats_now, paused_scopes(tx, now), tenant)
 
 
 def check(tx: Tx) -> list[str]:

@@ -4,7 +4,9 @@
 (transactions on the pool, run again when the server aborts one),
 ``puts``, ``claims``, ``settle`` and ``lines`` (messages and their key
 lines), ``outbox`` and ``once`` (writes in the app's transaction),
-``admin``, ``transfer``, ``notify`` and ``upkeep`` (metrics and pruning).
+``admin``, ``transfer``, ``notify`` and ``upkeep`` (metrics and pruning),
+and message control: ``control`` (cancel, reschedule), ``pauses``,
+``circuit`` (the breaker and its probes) and ``expiry``.
 
 Claims never wait for each other (``FOR UPDATE SKIP LOCKED``); producers
 and consumers of one key meet on that key's row in ``keys``, which is what
@@ -28,12 +30,14 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from pmsq.backends.base import Backend, Capabilities
+from pmsq.backends.control_family import Control
 from pmsq.backends.families import Inspect, Once, Settings, TransactionalPut, Transfer
 from pmsq.backends.sqlkit.metrics import Metrics
 from pmsq.backends.types import (
     Claimed,
     DedupRecord,
     Envelope,
+    PauseRecord,
     Readiness,
     Receipt,
     Settlement,
@@ -44,7 +48,8 @@ from pmsq.config import QueueConfig
 from pmsq.errors import ConfigurationError, PmsqError
 from pmsq.message import Message
 from pmsq.stats import Stats
-from pmsq_postgres import admin, claims, outbox, puts, settle, transfer, wake
+from pmsq_postgres import admin, claims, control, outbox, puts, settle, transfer, wake
+from pmsq_postgres import pauses as pause_rows
 from pmsq_postgres.errors import translate
 from pmsq_postgres.identity import IDENTITY_SQL, DatabaseIdentity
 from pmsq_postgres.notify import Listener, channel_name
@@ -72,6 +77,7 @@ class PostgresBackend(
     Transfer,
     Settings,
     Inspect,
+    Control,
 ):
     """pmsq on PostgreSQL: the same guarantees as SQLite, shared by many hosts.
 
@@ -343,6 +349,70 @@ class PostgresBackend(
 
     def import_dedup(self, records: Sequence[DedupRecord]) -> int:
         return self._run(lambda tx: transfer.import_dedup(tx, records))
+
+    # -- message control -------------------------------------------------------------------
+    def _in_transaction(self, fn: Callable[[Tx], T], connection: Any, what: str) -> T:
+        if connection is None:
+            return self._run(fn)
+        return outbox.in_app_transaction(
+            self._runner, connection, fn, what=what, identity=self._identity
+        )
+
+    def cancel(
+        self,
+        queue: str,
+        message_ids: Sequence[str],
+        *,
+        tenant: str | None = None,
+        now: float,
+        connection: Any = None,
+    ) -> list[str]:
+        return self._in_transaction(
+            lambda tx: control.cancel(tx, queue, message_ids, tenant),
+            connection,
+            "cancel(connection=...)",
+        )
+
+    def cancel_key(
+        self,
+        queue: str,
+        key: str,
+        *,
+        tenant: str | None,
+        now: float,
+        connection: Any = None,
+    ) -> list[str]:
+        return self._in_transaction(
+            lambda tx: control.cancel_key(tx, queue, key, tenant),
+            connection,
+            "cancel(connection=...)",
+        )
+
+    def reschedule(
+        self,
+        queue: str,
+        message_id: str,
+        available_at: float,
+        *,
+        tenant: str | None = None,
+        now: float,
+    ) -> bool:
+        return self._run(
+            lambda tx: control.reschedule(tx, queue, message_id, available_at, tenant, now)
+        )
+
+    def pause(self, record: PauseRecord, *, now: float) -> None:
+        self._run(lambda tx: pause_rows.upsert_pause(tx, record))
+
+    def resume(self, queue: str, tenant: str | None, key: str | None, *, now: float) -> bool:
+        def go(tx: Tx) -> bool:
+            tx.notify.add(queue)  # idle consumers of the queue look again at once
+            return pause_rows.delete_pause(tx, pause_rows.scope_of(queue, tenant, key), now)
+
+        return self._run(go)
+
+    def pauses(self, *, now: float) -> list[PauseRecord]:
+        return self._read(lambda tx: pause_rows.list_pauses(tx, now))
 
     # -- exactly-once and wake-ups --------------------------------------------------------
     def once(

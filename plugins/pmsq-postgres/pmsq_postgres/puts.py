@@ -8,25 +8,29 @@ from collections.abc import Sequence
 from typing import Any
 
 from pmsq.backends.sqlkit.quotas import check_room
-from pmsq.backends.sqlkit.rows import tenant_in
+from pmsq.backends.sqlkit.rows import MESSAGE_COLUMNS, tenant_in
 from pmsq.backends.sqlkit.states import LIVE, WAITING, waiting_state
 from pmsq.backends.types import Envelope
 from pmsq.config import QueueConfig
 from pmsq_postgres.lines import JOIN_KEY_CTE
 from pmsq_postgres.tx import Tx
 
-__all__ = ["ConfigReader", "dump_config", "insert_envelopes", "put_many"]
+__all__ = ["COLUMNS", "ConfigReader", "dump_config", "insert_envelopes", "put_many"]
+
+#: The columns read back into an envelope: the kit's, and the expiry this store keeps.
+COLUMNS = f"{MESSAGE_COLUMNS}, expires_at"
 
 _RECENT = 1.0
 
 _INSERT_COLUMNS = (
     "id, queue, tenant, key, kpos, priority, state, head, line, available_at, attempt, "
-    "enqueued_at, format, payload, headers, dedup_id, topic, correlation_id, causation_id"
+    "enqueued_at, format, payload, headers, dedup_id, topic, correlation_id, causation_id, "
+    "expires_at"
 )
 _INSERT_VALUES = (
     "%(id)s, %(queue)s, %(tenant)s, {key}, {kpos}, %(priority)s, %(state)s, {head}, {line}, "
     "%(available_at)s, %(attempt)s, %(enqueued_at)s, %(format)s, %(payload)s, %(headers)s, "
-    "%(dedup_id)s, %(topic)s, %(correlation_id)s, %(causation_id)s"
+    "%(dedup_id)s, %(topic)s, %(correlation_id)s, %(causation_id)s, %(expires_at)s"
 )
 INSERT_UNKEYED = (
     f"INSERT INTO {{s}}.messages ({_INSERT_COLUMNS}) VALUES ("
@@ -115,6 +119,7 @@ def _params(env: Envelope, now: float, attempt: int = 0) -> dict[str, Any]:
         "topic": env.topic,
         "correlation_id": env.correlation_id,
         "causation_id": env.causation_id,
+        "expires_at": env.expires_at,
     }
 
 
@@ -208,9 +213,10 @@ def _coalesce(tx: Tx, env: Envelope) -> str | None:
         return None
     # Re-checked under the row lock: a consumer may have claimed it meanwhile.
     done = tx.one(
-        "UPDATE {s}.messages SET payload = %s, format = %s, headers = %s "
+        # The newest payload brings its own expiry (or none).
+        "UPDATE {s}.messages SET payload = %s, format = %s, headers = %s, expires_at = %s "
         f"WHERE seq = %s AND state IN {WAITING} AND attempt = 0 RETURNING id",
-        (env.data, env.format, env.headers, row[0]),
+        (env.data, env.format, env.headers, env.expires_at, row[0]),
     )
     return None if done is None else str(done[0])
 

@@ -21,6 +21,10 @@ Row states and invariants (the same as the SQLite backend's, see
   producer that held the row before it.
 - ``ix_ready`` holds exactly the claimable messages, per tenant in delivery
   order (priority desc, seq), so a claim is an index seek whatever the backlog.
+- ``pauses`` holds at most one pause per scope and ``failures`` the circuit
+  breakers' recent failures (``pmsq_postgres.pauses``, ``pmsq_postgres.circuit``);
+  ``messages.expires_at`` is checked when a message would be delivered
+  (``pmsq_postgres.expiry``).
 """
 
 from __future__ import annotations
@@ -30,13 +34,14 @@ from typing import Any
 import psycopg
 
 from pmsq.backends.sqlkit.states import DEAD, IN_FLIGHT, READY, SCHEDULED, WAITING
+from pmsq_postgres.pauses import CONTROL_DDL
 from pmsq_postgres.presence import PRESENCE_DDL
 from pmsq_postgres.schedules import SCHEDULES_DDL
 from pmsq_postgres.tx import SqlText
 
 __all__ = ["SCHEMA_VERSION", "SchemaError", "create_or_migrate", "drop_schema"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _V1 = f"""
 CREATE TABLE {{s}}.meta (
@@ -133,7 +138,8 @@ CREATE TABLE {{s}}.once (
 # Forward migrations: MIGRATIONS[n] upgrades a store from version n to n + 1.
 MIGRATIONS: dict[int, str] = {
     1: SCHEDULES_DDL,  # version 2: recurring schedules
-    2: PRESENCE_DDL,  # version 3: worker presence, lateness index, puts and waits
+    2: CONTROL_DDL,  # version 3: expiry, pauses and circuit breakers
+    3: PRESENCE_DDL,  # version 4: worker presence, lateness index, puts and waits
 }
 
 

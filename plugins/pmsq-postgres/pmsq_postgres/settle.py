@@ -12,17 +12,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pmsq.backends.sqlkit.deadletter import fallback_copy
+from pmsq.backends.sqlkit.deadletter import EXPIRED_TYPE, fallback_copy
 from pmsq.backends.sqlkit.settlements import failure_count
 from pmsq.backends.sqlkit.settlements import settle_batch as kit_settle_batch
 from pmsq.backends.sqlkit.states import DEAD, HELD, IN_FLIGHT, READY, SCHEDULED, waiting_state
 from pmsq.backends.types import Receipt, Settlement
 from pmsq.ids import new_message_id
+from pmsq_postgres import circuit
 from pmsq_postgres.lines import DECREMENT_FROM, leave_lines, promote_heads
 from pmsq_postgres.puts import ConfigReader, insert_envelopes
 from pmsq_postgres.tx import Tx
 
-__all__ = ["ack", "bury", "extend", "release", "retry", "settle_batch"]
+__all__ = ["ack", "bury", "extend", "release", "retry", "settle_batch", "snooze"]
 
 
 def ack(tx: Tx, receipts: Sequence[Receipt], durations_ms: Sequence[float | None]) -> list[bool]:
@@ -68,13 +69,17 @@ def retry(
     error_type: str | None,
     error: str | None,
     duration_ms: float | None,
-) -> bool:
-    """Put a leased message back at ``available_at``; it stays its key's head."""
+) -> tuple[str, str, str | None] | None:
+    """Put a leased message back at ``available_at``; it stays its key's head.
+
+    Returns:
+        ``(queue, tenant, key)`` of the message, or ``None`` if the lease was lost.
+    """
     row = tx.one(
         "UPDATE {s}.messages SET state = %s, available_at = %s, "
         "lease_token = NULL, lease_expires = NULL, error_type = COALESCE(%s, error_type), "
         f"error = COALESCE(%s, error) WHERE seq = %s AND lease_token = %s AND state IN {HELD} "
-        "RETURNING queue, tenant",
+        "RETURNING queue, tenant, key",
         (
             waiting_state(available_at, now),
             available_at,
@@ -85,8 +90,28 @@ def retry(
         ),
     )
     if row is None:
-        return False
+        return None
     tx.count(row[0], row[1], retried=1, failed=int(error_type is not None), duration_ms=duration_ms)
+    tx.notify.add(row[0])
+    return row[0], row[1], row[2]
+
+
+def snooze(tx: Tx, receipt: Receipt, *, now: float, available_at: float) -> bool:
+    """Put a leased message back at ``available_at`` without spending its attempt.
+
+    The claim's attempt is undone, so the next delivery has the same
+    ``attempt``; the message stays its key's head, so the key waits for it.
+    It is neither a failure nor a retry in the metrics.
+    """
+    row = tx.one(
+        "UPDATE {s}.messages SET state = %s, available_at = %s, "
+        "attempt = GREATEST(attempt - 1, 0), lease_token = NULL, lease_expires = NULL "
+        "WHERE seq = %s AND lease_token = %s "
+        f"AND state IN {HELD} RETURNING queue",
+        (waiting_state(available_at, now), available_at, receipt.handle, receipt.token),
+    )
+    if row is None:
+        return False
     tx.notify.add(row[0])
     return True
 
@@ -131,17 +156,20 @@ def bury(
     reason: str,
     error_type: str | None,
     traceback: str | None,
-) -> tuple[str, str] | None:
+) -> tuple[str, str, str | None] | None:
     """Dead-letter row ``seq`` leased with ``token`` (None: any current lease); fan to fallback.
 
-    With ``on_key_failure="block"`` the dead letter keeps its key's line (the
-    key waits for an operator); otherwise the next message of the key moves up.
+    With ``on_key_failure="block"`` the dead letter of a failure keeps its
+    key's line (the key waits for an operator); otherwise (and for an expired
+    message) the next message of the key moves up.
 
     Returns:
-        ``(queue, tenant)`` of the dead letter, or ``None`` if the lease was lost.
+        ``(queue, tenant, key)`` of the dead letter, or ``None`` if the lease was lost.
     """
     cfg = configs.get(tx, queue)
-    block = cfg.on_key_failure == "block"
+    # An expired message failed nothing: it never blocks its key. (Whether
+    # the row has a key at all is checked in the statement.)
+    block = cfg.on_key_failure == "block" and error_type != EXPIRED_TYPE
     row = tx.one(
         f"UPDATE {{s}}.messages SET state = {DEAD:d}, line = (%s AND key IS NOT NULL), "
         "head = (%s AND key IS NOT NULL), lease_token = NULL, lease_expires = NULL, "
@@ -176,7 +204,7 @@ def bury(
             now=now,
         )
         insert_envelopes(tx, [copy], now)
-    return queue, tenant
+    return queue, tenant, key
 
 
 def settle_batch(
@@ -184,13 +212,17 @@ def settle_batch(
 ) -> list[bool]:
     """Settle ``settlements`` in the open transaction; whether each one's lease held.
 
-    The acks go in one statement, then retries and dead letters one by one,
-    then the releases in one statement.
+    The acks go in one statement, then retries, snoozes and dead letters one
+    by one, then the releases in one statement. Handler failures then count
+    toward their queue's circuit breaker, and acked probes close theirs.
     """
+    failures: list[tuple[Settlement, str, str | None]] = []
 
     def one(s: Settlement) -> bool:
+        if s.action == "snooze":
+            return snooze(tx, s.receipt, now=now, available_at=s.available_at)
         if s.action == "retry":
-            return retry(
+            where = retry(
                 tx,
                 s.receipt,
                 now=now,
@@ -199,17 +231,65 @@ def settle_batch(
                 error=s.error,
                 duration_ms=s.duration_ms,
             )
-        return _bury_settlement(tx, configs, s, now)
+        else:
+            where = _bury_settlement(tx, configs, s, now)
+        if where is not None and s.failed:
+            failures.append((s, where[1], where[2]))
+        return where is not None
 
-    return kit_settle_batch(
+    done = kit_settle_batch(
         settlements,
         acks=lambda batch: ack(tx, [s.receipt for s in batch], [s.duration_ms for s in batch]),
         one=one,
         releases=lambda batch: release(tx, [s.receipt for s in batch], now),
     )
+    _circuits(tx, configs, settlements, done, failures, now)
+    return done
 
 
-def _bury_settlement(tx: Tx, configs: ConfigReader, s: Settlement, now: float) -> bool:
+def _circuits(
+    tx: Tx,
+    configs: ConfigReader,
+    settlements: Sequence[Settlement],
+    done: Sequence[bool],
+    failures: Sequence[tuple[Settlement, str, str | None]],
+    now: float,
+) -> None:
+    # Only queues with a breaker pay for it (their config is cached).
+    guarded = {
+        q
+        for q in sorted({s.receipt.queue for s in settlements})
+        if configs.recent(tx, q).circuit is not None
+    }
+    if not guarded:
+        return
+    circuit.closed_by(
+        tx,
+        [
+            (s.receipt.queue, s.receipt.message_id)
+            for s, ok in zip(settlements, done, strict=True)
+            if ok and s.action == "ack" and s.receipt.queue in guarded
+        ],
+    )
+    for s, tenant, key in sorted(failures, key=lambda f: (f[0].receipt.queue, f[1], f[2] or "")):
+        breaker = configs.recent(tx, s.receipt.queue).circuit
+        if breaker is not None:
+            circuit.failed(
+                tx,
+                breaker,
+                queue=s.receipt.queue,
+                tenant=tenant,
+                key=key,
+                message_id=s.receipt.message_id,
+                error_type=s.error_type,
+                error=s.error,
+                now=now,
+            )
+
+
+def _bury_settlement(
+    tx: Tx, configs: ConfigReader, s: Settlement, now: float
+) -> tuple[str, str, str | None] | None:
     done = bury(
         tx,
         configs,
@@ -222,6 +302,6 @@ def _bury_settlement(tx: Tx, configs: ConfigReader, s: Settlement, now: float) -
         traceback=s.error,
     )
     if done is None:
-        return False
+        return None
     tx.count(done[0], done[1], dead=1, failed=failure_count(s), duration_ms=s.duration_ms)
-    return True
+    return done

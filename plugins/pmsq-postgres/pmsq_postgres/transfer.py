@@ -20,16 +20,16 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from pmsq.backends.sqlkit.rows import MESSAGE_COLUMNS, stored_from_row, tenant_in, tenant_out
+from pmsq.backends.sqlkit.rows import stored_from_row, tenant_in, tenant_out
 from pmsq.backends.sqlkit.states import DEAD, waiting_state
 from pmsq.backends.types import DedupRecord, StoredMessage
 from pmsq_postgres.lines import JOIN_KEY_CTE
-from pmsq_postgres.puts import ConfigReader
+from pmsq_postgres.puts import COLUMNS, ConfigReader
 from pmsq_postgres.tx import Tx
 
 __all__ = ["export_dedup", "export_messages", "import_dedup", "import_messages"]
 
-_SELECT = f"SELECT {MESSAGE_COLUMNS} FROM {{s}}.messages "
+_SELECT = f"SELECT {COLUMNS} FROM {{s}}.messages "
 
 # Keys whose line (kpos) order differs from their seq order: one window pass.
 _INVERTED_KEYS = (
@@ -41,13 +41,13 @@ _INVERTED_KEYS = (
 _COLUMNS = (
     "id, queue, tenant, key, kpos, priority, state, head, line, available_at, attempt, "
     "enqueued_at, format, payload, headers, dedup_id, topic, correlation_id, causation_id, "
-    "error_type, error, dead_reason, dead_at"
+    "error_type, error, dead_reason, dead_at, expires_at"
 )
 _VALUES = (
     "%(id)s, %(queue)s, %(tenant)s, %(key)s, {kpos}, %(priority)s, %(state)s, {head}, {line}, "
     "%(available_at)s, %(attempt)s, %(enqueued_at)s, %(format)s, %(payload)s, %(headers)s, "
     "%(dedup_id)s, %(topic)s, %(correlation_id)s, %(causation_id)s, %(error_type)s, "
-    "%(error)s, %(dead_reason)s, %(dead_at)s"
+    "%(error)s, %(dead_reason)s, %(dead_at)s, %(expires_at)s"
 )
 # Outside any key line: unkeyed messages, and dead letters that released their key.
 _INSERT_LOOSE = (
@@ -144,6 +144,7 @@ def _params(rec: StoredMessage, now: float) -> dict[str, Any]:
         "error": rec.error,
         "dead_reason": rec.dead_reason if dead else None,
         "dead_at": rec.dead_at if dead else None,
+        "expires_at": env.expires_at,
     }
 
 

@@ -138,6 +138,28 @@ def test_atomic_block_keeps_both_or_neither(project: None, commit: bool) -> None
     assert len(_waiting("confirmations")) == (1 if commit else 0)
 
 
+@pytest.mark.parametrize("commit", [True, False], ids=["commit", "rollback"])
+def test_a_cancel_in_an_atomic_block_keeps_both_or_neither(project: None, commit: bool) -> None:
+    from django.db import connection, transaction
+    from djproject.bookings.models import Booking
+
+    from pmsq.contrib.django import broker
+
+    booking = Booking.objects.create(guest="Ada")
+    q = broker().queue("confirmations")
+    q.put({"booking": booking.id}, key=f"booking:{booking.id}")
+    try:
+        with transaction.atomic():
+            Booking.objects.filter(id=booking.id).delete()
+            assert q.cancel(key=f"booking:{booking.id}", connection=connection) == 1
+            if not commit:
+                raise Boom
+    except Boom:
+        pass
+    assert Booking.objects.count() == (0 if commit else 1)
+    assert len(_waiting("confirmations")) == (0 if commit else 1)
+
+
 def test_outside_atomic_the_put_autocommits(project: None) -> None:
     from django.db import connection
 

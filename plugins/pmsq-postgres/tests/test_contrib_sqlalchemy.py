@@ -100,6 +100,29 @@ def test_core_connection_commits_or_rolls_back_together(
     assert _stored(store) == ([{"booking": 2}] if commit else [])
 
 
+@pytest.mark.parametrize("commit", [True, False], ids=["commit", "rollback"])
+def test_a_booking_cancelled_with_its_reminders_in_one_session(
+    store: pmsq.Broker, engine: Engine, commit: bool
+) -> None:
+    q = store.queue("calendar")
+    for n in range(3):
+        q.put({"reminder": n}, key="booking:8812")
+    with Session(engine) as session:
+        session.add(Booking(id=8812, guest="Ada"))
+        session.commit()
+    with Session(engine) as session:
+        session.get_one(Booking, 8812).guest = "cancelled"
+        assert q.cancel(key="booking:8812", connection=session) == 3
+        assert len(_stored(store)) == 3  # not gone before the app commits
+        if commit:
+            session.commit()
+        else:
+            session.rollback()
+    with Session(engine) as session:
+        assert session.get_one(Booking, 8812).guest == ("cancelled" if commit else "Ada")
+    assert len(_stored(store)) == (0 if commit else 3)
+
+
 def test_once_through_the_orm_session(store: pmsq.Broker, engine: Engine) -> None:
     store.queue("calendar").put({"booking": 5})
     with store.queue("calendar").get() as delivery:

@@ -19,7 +19,7 @@ def test_a_version_1_store_gains_the_schedules_table(pg_url: str, schema: str) -
         conn.execute(f"UPDATE \"{schema}\".meta SET v = '1' WHERE k = 'schema_version'")
     clock = pmsq.ManualClock()
     with pmsq.connect(pg_url, clock=clock) as b:
-        assert b.backend.get_meta("schema_version") == str(SCHEMA_VERSION)
+        assert b.backend.get_meta("schema_version") == str(SCHEMA_VERSION)  # every step ran
         b.schedule("s", queue="q", every=5.0)
         clock.advance(5.0)
         assert b.run_schedules() == 1

@@ -91,6 +91,12 @@ class RabbitMQBackend(Backend, StoredSettings):
             "AMQP can only read a message by taking it, which counts a delivery on a quorum "
             "queue; use the RabbitMQ management UI's 'Get messages' to inspect a queue"
         ),
+        "control": (
+            "AMQP cannot remove or move a message waiting in a queue (cancel, reschedule), "
+            "stores no pause that every consumer's claims would honour, and its message TTL "
+            "drops or dead-letters an expired message without pmsq's 'expired' dead letter; "
+            "handle cancellations in the handler, or use the SQLite or PostgreSQL backend"
+        ),
     }
 
     def __init__(

@@ -42,6 +42,7 @@ class TestRabbitMQConformance(BrokerConformance):
             "tenant_fairness",
             "transactional_put",
             "exact_stats",
+            "control",
         }
     )
     # Keyed messages come from N shard queues, unkeyed ones from the main queue.
