@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
-from typing import TextIO
+from typing import Any, TextIO
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -23,6 +23,7 @@ from pmsq.alerts import AlertRule, evaluate, load_rules
 from pmsq.broker import Broker
 from pmsq.errors import PmsqError
 from pmsq.monitor.figures import Tracker, plain_text, queue_history
+from pmsq.monitor.pauses import pause_lines, pause_section, read_pauses
 from pmsq.monitor.render import render
 from pmsq.schedules import Schedule
 from pmsq.schedules.health import (
@@ -65,6 +66,7 @@ class _Screen:
         self.tracker = Tracker()
         self.rules: dict[str, AlertRule] = {}
         self.schedules: list[Schedule] = []
+        self.pauses: list[Any] = []
         self.error: str | None = None
 
     def take(self) -> bool:
@@ -73,6 +75,7 @@ class _Screen:
             snap = self.broker.stats()
             self.rules = load_rules(self.broker.backend, snap.queues)
             self.schedules = read_schedules(self.broker.runtime)
+            self.pauses = read_pauses(self.broker)
         except PmsqError as exc:
             # A store briefly locked or being replaced must not end the watch.
             self.error = str(exc)
@@ -103,6 +106,8 @@ class _Screen:
             )
         if self.schedules and current is not None:
             parts.append(schedule_section(self.schedules, self.broker.clock.time()))
+        if self.pauses and current is not None:
+            parts.append(pause_section(self.pauses, self.broker.clock.time()))
         if self.error is not None:
             parts.append(Text(f"cannot read the store: {self.error}", style="bold red"))
         if not final:
@@ -119,7 +124,7 @@ class _Screen:
         text = plain_text(
             current, self.tracker.previous, alerts, tenants=self.tenants, source=self.title
         )
-        return text + schedule_lines(self.schedules, now)
+        return text + schedule_lines(self.schedules, now) + pause_lines(self.pauses, now)
 
 
 def watch(

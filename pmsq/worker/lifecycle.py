@@ -20,6 +20,15 @@ transaction (:meth:`Lifecycle.commit_parked`: one fsync) and resumes each
 generator with its own result. With many short handlers this turns one
 commit per message into one per round.
 
+Messages gone under a running handler: when a heartbeat finds the lease
+gone (the message was cancelled, or the lease was lost to another holder),
+:meth:`Lifecycle.message_gone` stops the handler where it can (an async
+handler is cancelled, a handler process killed) and its outcome is
+discarded, never settled; a sync handler in a thread runs on until it
+returns. Meanwhile this worker keeps the key: a message of the same key it
+claims is handed back (no attempt spent) until that handler has ended, so
+one worker never runs two handlers of a key at once, even after a cancel.
+
 Thread safety: the counters are guarded by one lock, because the thread
 Worker calls in from its dispatcher, handler and heartbeat threads.
 """
@@ -40,7 +49,9 @@ from pmsq.delivery import Delivery, settle_many
 from pmsq.errors import PmsqError
 from pmsq.handlers import HandlerSpec
 from pmsq.leases import get_many
+from pmsq.message import Message
 from pmsq.worker.effects import PARKED, Call, Effect, Invoke, Job, Settle, drive
+from pmsq.worker.gone import log_discarded, log_gone, why_gone
 from pmsq.worker.heartbeat import Heartbeats, beat_interval
 from pmsq.worker.invoke import HandlerAbandoned, Invocation
 from pmsq.worker.isolation import ProcessPool
@@ -61,6 +72,14 @@ _READINESS_ABOVE = 16
 # one of its handlers finishes: claiming it again at once would only hand the
 # same messages back.
 _MAX_TENANT_BACKOFF = 1.0
+
+KeyId = tuple[str, str | None, str]
+
+
+def _key_of(message: Message) -> KeyId | None:
+    if message.key is None:
+        return None
+    return (message.queue, message.tenant, message.key)
 
 
 class Lifecycle:
@@ -106,6 +125,9 @@ class Lifecycle:
         self._per_tenant: Counter[tuple[str, str | None]] = Counter()
         self._blocked: dict[str, float] = {}
         self._block_backoff: dict[str, float] = {}
+        # Keys of the messages this worker holds, until their lifecycle ends
+        # (None: claimed this round, its job not made yet).
+        self._keys: dict[KeyId, Job | None] = {}
         self._rotation = 0
         self._claim_errors = 0
         # Settlements parked by finished handlers: (generator, effect), for commit_parked.
@@ -247,22 +269,37 @@ class Lifecycle:
 
     def _admit(
         self, queue: str, deliveries: Sequence[Delivery]
-    ) -> tuple[list[Delivery], list[Delivery]]:
-        """Reserve slots for what may start; return ``(start, hand back)``."""
+    ) -> tuple[list[Delivery], list[Delivery], list[Job]]:
+        """Reserve slots for what may start; return ``(start, hand back, holders)``.
+
+        ``holders`` are this worker's jobs still running a message of the key
+        of one handed back: their message must be gone (the store let the
+        key move on), so their next heartbeat is due now.
+        """
         limit = self.specs[queue].tenant_concurrency
         keep: list[Delivery] = []
         over: list[Delivery] = []
+        holders: list[Job] = []
         with self._lock:
             for d in deliveries:
                 slot = (queue, d.message.tenant)
+                key = _key_of(d.message)
+                if key is not None and key in self._keys:
+                    holder = self._keys[key]
+                    if holder is not None:
+                        holders.append(holder)
+                    over.append(d)
+                    continue
                 if limit is not None and self._per_tenant[slot] >= limit:
                     over.append(d)
                     continue
+                if key is not None:
+                    self._keys[key] = None
                 self._running += 1
                 self._per_queue[queue] += 1
                 self._per_tenant[slot] += 1
                 keep.append(d)
-            if over and not keep:
+            if (over and not keep) or holders:
                 back = min(
                     _MAX_TENANT_BACKOFF,
                     2 * self._block_backoff.get(queue, self.broker.poll_interval / 2),
@@ -271,7 +308,7 @@ class Lifecycle:
                 self._blocked[queue] = time.monotonic() + back
             elif keep:
                 self._block_backoff.pop(queue, None)
-        return keep, over
+        return keep, over, holders
 
     def _free_slot(self, job: Job, *, settling: bool) -> None:
         """Give back ``job``'s handler slot; ``settling``: its settlement is still to commit."""
@@ -301,6 +338,11 @@ class Lifecycle:
             self._kick()
 
     def _finished(self, job: Job) -> None:
+        key = _key_of(job.delivery.message)
+        if key is not None:
+            with self._lock:
+                if self._keys.get(key) is job:
+                    del self._keys[key]
         if not job.freed:
             self._free_slot(job, settling=False)
             return
@@ -368,7 +410,9 @@ class Lifecycle:
                 )
                 break
             self._claim_errors = 0
-            keep, over = self._admit(queue, deliveries)
+            keep, over, holders = self._admit(queue, deliveries)
+            for holder in holders:
+                self.heartbeats.hurry(holder, time.monotonic())
             for d in over:
                 try:
                     yield Call(d.release)
@@ -383,7 +427,12 @@ class Lifecycle:
                     gate=lambda: not self.stopping,
                     before=functools.partial(self.hooks, "before_process"),
                 )
-                jobs.append(Job(delivery=d, spec=spec, invocation=invocation))
+                job = Job(delivery=d, spec=spec, invocation=invocation)
+                key = _key_of(d.message)
+                if key is not None:
+                    with self._lock:
+                        self._keys[key] = job
+                jobs.append(job)
         self._idle = not jobs
         return jobs
 
@@ -406,6 +455,9 @@ class Lifecycle:
                         message.id,
                         message.queue,
                     )
+                return
+            if job.gone is not None:
+                self._discard(job)
                 return
             if not inv.started:
                 try:
@@ -437,6 +489,25 @@ class Lifecycle:
         finally:
             self.heartbeats.remove(job)
             self._finished(job)
+
+    def message_gone(self, job: Job) -> None:
+        """``job``'s lease is gone while its handler runs: stop the handler where possible.
+
+        Blocking (called from a heartbeat): see :func:`pmsq.worker.gone.why_gone`.
+        Nothing can be settled for the message any more.
+        """
+        job.gone = why_gone(self.broker.backend, job.delivery.message)
+        log_gone(job, job.invocation.stop_work(job.gone))
+
+    def _discard(self, job: Job) -> None:
+        """Log (and tell the hooks) that ``job``'s outcome is not settled: its message is gone."""
+        inv = job.invocation
+        log_discarded(job)
+        if inv.started:
+            # The handler did end: hooks that opened something for it (a span)
+            # close it. on_settle is not called: nothing was applied.
+            outcome = job.delivery.outcome_for(inv.error)
+            self.hooks("after_process", job.delivery.message, outcome, inv.error, inv.duration_ms)
 
     def run_in_process(self, inv: Invocation) -> None:
         """Run a process-isolated handler (blocking, in a thread of the driver)."""
