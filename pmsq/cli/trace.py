@@ -37,8 +37,20 @@ _STATE = {
     "released": "waiting",
     "redriven": "waiting (redriven)",
     "purged": "purged",
+    "cancelled": "cancelled",
+    "rescheduled": "waiting (rescheduled)",
+    "expired": "dead (expired)",
+    "snoozed": "snoozed",
 }
 _STYLE = {
+    "cancelled": "magenta",
+    "rescheduled": "blue",
+    "expired": "red",
+    "snoozed": "blue",
+    "paused": "yellow",
+    "resumed": "green",
+    "circuit_opened": "bold red",
+    "circuit_closed": "green",
     "acked": "green",
     "retried": "yellow",
     "lease_expired": "yellow",
@@ -290,6 +302,57 @@ def describe(e: HistoryEvent) -> str:
         return "payload replaced by a newer put"
     if e.event == "redriven":
         return f"after {d.get('attempts', '?')} attempts"
+    return _describe_control(e)
+
+
+def _clock(at: Any) -> str:
+    """An epoch time as ``HH:MM:SS`` UTC (with the date when not today's)."""
+    try:
+        when = _utc(float(at))
+    except (TypeError, ValueError, OverflowError, OSError):
+        return str(at)
+    return (
+        when.strftime("%H:%M:%S")
+        if when.date() == dt.datetime.now(dt.UTC).date()
+        else (when.strftime("%Y-%m-%d %H:%M:%S"))
+    )
+
+
+def _describe_control(e: HistoryEvent) -> str:
+    """Message control events (issue 17): cancel, reschedule, expiry, snooze, pauses."""
+    d = e.detail
+    if e.event == "cancelled":
+        parts = []
+        if d.get("state"):
+            parts.append(f"was {d['state']}")
+        if d.get("by_key") or d.get("key"):
+            parts.append("with its key")
+        parts.append("in the caller's transaction" if d.get("connection") else "")
+        text = ", ".join(p for p in parts if p)
+        return f"withdrawn ({text})" if text else "withdrawn; never delivered again"
+    if e.event == "rescheduled":
+        if d.get("available_at") is not None:
+            return f"now due at {_clock(d['available_at'])} UTC"
+        if d.get("delay") is not None:
+            return f"now due in {float(d['delay']):g}s"
+        return "due time moved"
+    if e.event == "expired":
+        if d.get("expires_at") is not None:
+            return f"not delivered before {_clock(d['expires_at'])} UTC: dead letter"
+        return "not delivered before it expired: dead letter"
+    if e.event == "snoozed":
+        delay = d.get("delay")
+        again = f"again in {float(delay):g}s" if delay is not None else "again later"
+        return f"{again}, attempt not counted"
+    if e.event in ("paused", "resumed", "circuit_opened", "circuit_closed"):
+        scope = [f"tenant {e.tenant}" if e.tenant else "", f"key {e.key}" if e.key else ""]
+        where = ", ".join(x for x in scope if x) or "whole queue"
+        extra = []
+        if d.get("until") is not None:
+            extra.append(f"until {_clock(d['until'])} UTC")
+        if d.get("reason"):
+            extra.append(str(d["reason"]))
+        return "; ".join([where, *extra])
     return ""
 
 
