@@ -8,7 +8,8 @@ from pmsq.backends.base import Backend, Capabilities
 from pmsq.broker import Broker, connect
 from pmsq.clock import Clock, ManualClock, SystemClock
 from pmsq.codec import Codec, JsonCodec
-from pmsq.config import Backoff, QueueConfig, RateLimit
+from pmsq.config import Backoff, Circuit, QueueConfig, RateLimit
+from pmsq.control import Pause
 from pmsq.deadletters import DeadLetters
 from pmsq.delivery import Delivery
 from pmsq.errors import (
@@ -24,6 +25,7 @@ from pmsq.errors import (
     Reject,
     Retry,
     SerializationError,
+    Snooze,
     StorageError,
     Unroutable,
 )
@@ -46,6 +48,7 @@ __all__ = [
     "Backoff",
     "Broker",
     "Capabilities",
+    "Circuit",
     "Clock",
     "Codec",
     "ConfigurationError",
@@ -62,6 +65,7 @@ __all__ = [
     "Middleware",
     "NewMessage",
     "OutcomeUnknown",
+    "Pause",
     "PayloadTooLarge",
     "PmsqError",
     "Queue",
@@ -73,6 +77,7 @@ __all__ = [
     "Retry",
     "Schedule",
     "SerializationError",
+    "Snooze",
     "Stats",
     "StorageError",
     "SystemClock",

@@ -26,14 +26,21 @@ import random
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from pmsq import routing
+from pmsq import control, routing
 from pmsq.alerts import Alert, AlertBook, AlertRule, evaluate, load_rules, save_rule
 from pmsq.backends.base import Backend
 from pmsq.backends.families import History, Once
 from pmsq.backends.registry import open_backend
 from pmsq.clock import Clock, SystemClock
 from pmsq.codec import Codec, JsonCodec
-from pmsq.config import Backoff, QueueConfig, RateLimit, check_queue_name, check_tenant
+from pmsq.config import (
+    Backoff,
+    Circuit,
+    QueueConfig,
+    RateLimit,
+    check_queue_name,
+    check_tenant,
+)
 from pmsq.connections import joined_once
 from pmsq.deadletters import DeadLetters
 from pmsq.errors import ConfigurationError
@@ -180,6 +187,7 @@ class Broker:
         max_depth: int | None = None,
         tenant_quota: int | None = None,
         rate_limit: RateLimit | None = None,
+        circuit: Circuit | None = None,
     ) -> Queue:
         """Create a queue or update its options; stored, so every process sees them.
 
@@ -195,6 +203,8 @@ class Broker:
             max_depth: ``QueueFull`` past this many waiting and in-flight messages.
             tenant_quota: ``QueueFull`` past this many for one tenant.
             rate_limit: At most ``RateLimit.limit`` claims per ``per`` seconds.
+            circuit: A ``pmsq.Circuit`` breaker: a scope whose handlers keep
+                failing pauses itself (backends with the ``control`` capability).
 
         Returns:
             The queue's handle.
@@ -213,9 +223,12 @@ class Broker:
             max_depth=max_depth,
             tenant_quota=tenant_quota,
             rate_limit=rate_limit,
+            circuit=circuit,
         )
         if rate_limit is not None:
             self.runtime.require("rate_limits")
+        if circuit is not None:
+            self.runtime.require("control")
         self.backend.declare_queue(config)
         self.runtime.declared(config)
         return Queue(self.runtime, name)
@@ -442,6 +455,59 @@ class Broker:
         alerts += schedule_alerts(read_schedules(self.runtime), self.clock.time())
         self._alert_book.fire(alerts)
         return alerts
+
+    # -- pauses (pmsq.control) -------------------------------------------------------
+    def pause(
+        self,
+        queue: str,
+        tenant: str | None = None,
+        key: str | None = None,
+        until: dt.datetime | float | None = None,
+        reason: str = "",
+    ) -> control.Pause:
+        """Stop claims of a queue, of one tenant of it, or of one key; stored for every process.
+
+        Puts are still accepted, messages in flight finish normally, and
+        nothing spends an attempt while paused. Pausing a scope again
+        replaces its pause.
+
+        Args:
+            queue: The queue.
+            tenant: Only this tenant's messages.
+            key: Only this key (of ``tenant``; without it, the tenantless key):
+                other keys flow.
+            until: Resume by itself at this time (aware datetime or epoch seconds).
+            reason: Why (shown in stats, the monitor and ``pmsq trace``).
+
+        Returns:
+            The stored ``pmsq.Pause``.
+
+        Raises:
+            ConfigurationError: invalid arguments, ``until`` not in the future,
+                or a backend without the ``control`` capability.
+        """
+        return control.pause(
+            self.runtime, queue, tenant=tenant, key=key, until=until, reason=reason
+        )
+
+    def resume(self, queue: str, tenant: str | None = None, key: str | None = None) -> bool:
+        """Lift the pause of exactly this scope; whether one was in force.
+
+        ``resume(queue)`` lifts only the queue-wide pause, not tenant or key
+        pauses; resuming an open circuit closes it.
+
+        Raises:
+            ConfigurationError: invalid arguments or a backend without ``control``.
+        """
+        return control.resume(self.runtime, queue, tenant=tenant, key=key)
+
+    def pauses(self) -> list[control.Pause]:
+        """Every ``pmsq.Pause`` in force (circuit breakers' included), by queue, tenant, key.
+
+        Raises:
+            ConfigurationError: a backend without the ``control`` capability.
+        """
+        return control.pauses(self.runtime)
 
     def dead_letters(self, queue: str) -> DeadLetters:
         """The dead letters of ``queue``: ``.list()``, ``.redrive(ids)``, ``.purge(ids)``."""

@@ -17,6 +17,7 @@ from pmsq.errors import ConfigurationError
 
 __all__ = [
     "Backoff",
+    "Circuit",
     "QueueConfig",
     "RateLimit",
     "check_key",
@@ -169,6 +170,55 @@ class RateLimit:
             )
 
 
+CircuitScope = Literal["queue", "tenant", "key"]
+
+
+@attrs.frozen
+class Circuit:
+    """A circuit breaker: a scope whose handlers keep failing pauses itself, then probes.
+
+    After ``failures`` handler failures (exceptions, not ``Retry``,
+    ``Reject`` or ``Snooze``) within ``within`` seconds in one scope, the
+    scope is paused for ``open_for`` seconds with reason ``circuit open:
+    <last error>``. Then one message of the scope goes through (the probe):
+    its success closes the circuit, its failure opens it again. Messages
+    held by an open circuit spend no attempts.
+
+    Args:
+        failures: Failures that open the circuit (int >= 1).
+        within: The window they must fall in, seconds (> 0).
+        open_for: How long it stays open before the probe, seconds (> 0).
+        scope: What opens: the whole ``"queue"``, the failing ``"tenant"``
+            or the failing ``"key"`` (of its tenant).
+
+    Raises:
+        ConfigurationError: an invalid value.
+    """
+
+    failures: int = 5
+    within: float = 60.0
+    open_for: float = 30.0
+    scope: CircuitScope = "queue"
+
+    def __attrs_post_init__(self) -> None:
+        f = self.failures
+        if isinstance(f, bool) or not isinstance(f, int) or f < 1:
+            raise ConfigurationError(f"Circuit.failures must be an int >= 1, got {f!r}")
+        for name in ("within", "open_for"):
+            v = getattr(self, name)
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, (int, float))
+                or not math.isfinite(v)
+                or not 0 < v <= 1e9
+            ):
+                raise ConfigurationError(f"Circuit.{name} must be seconds > 0, got {v!r}")
+        if self.scope not in ("queue", "tenant", "key"):
+            raise ConfigurationError(
+                f"Circuit.scope must be 'queue', 'tenant' or 'key', got {self.scope!r}"
+            )
+
+
 def _opt_positive_int(name: str) -> Any:
     def check(_inst: object, _attr: object, value: int | None) -> None:
         if value is None:
@@ -221,6 +271,11 @@ def _check_rate(_inst: object, _attr: object, value: RateLimit | None) -> None:
         raise ConfigurationError(f"rate_limit must be a pmsq.RateLimit or None, got {value!r}")
 
 
+def _check_circuit(_inst: object, _attr: object, value: Circuit | None) -> None:
+    if value is not None and not isinstance(value, Circuit):
+        raise ConfigurationError(f"circuit must be a pmsq.Circuit or None, got {value!r}")
+
+
 def _check_backoff(_inst: object, _attr: object, value: Backoff) -> None:
     if not isinstance(value, Backoff):
         raise ConfigurationError(f"backoff must be a pmsq.Backoff, got {value!r}")
@@ -242,6 +297,7 @@ class QueueConfig:
         default=None, validator=_opt_positive_int("tenant_quota")
     )
     rate_limit: RateLimit | None = attrs.field(default=None, validator=_check_rate)
+    circuit: Circuit | None = attrs.field(default=None, validator=_check_circuit)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-compatible dict (the stored form)."""
@@ -256,4 +312,6 @@ class QueueConfig:
             clean["backoff"] = Backoff(**clean["backoff"])
         if isinstance(clean.get("rate_limit"), dict):
             clean["rate_limit"] = RateLimit(**clean["rate_limit"])
+        if isinstance(clean.get("circuit"), dict):
+            clean["circuit"] = Circuit(**clean["circuit"])
         return cls(**clean)

@@ -11,9 +11,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from pmsq.backends.base import Claimed, Settlement
+from pmsq.backends.control_family import Control
+from pmsq.backends.families import refusal
 from pmsq.config import QueueConfig
 from pmsq.context import current_message
-from pmsq.errors import ConfigurationError, LeaseLost, PmsqError
+from pmsq.errors import ConfigurationError, LeaseLost, PmsqError, Snooze
 from pmsq.message import Message
 from pmsq.policy import Ack, DeadLetterOutcome, Outcome, RetryAt, decide
 
@@ -26,10 +28,12 @@ __all__ = ["Delivery", "settle_many"]
 class Delivery:
     """A message leased to this consumer until it is settled or the lease runs out.
 
-    Settle it exactly once with :meth:`ack`, :meth:`retry` or
-    :meth:`dead_letter`; :meth:`extend` keeps the lease. Used as a context
+    Settle it exactly once with :meth:`ack`, :meth:`retry`, :meth:`snooze`
+    or :meth:`dead_letter`; :meth:`extend` keeps the lease. Used as a context
     manager, a normal exit acks and an exception settles by the queue's policy
-    (``Retry`` and ``Reject`` are honoured) and propagates.
+    (``Retry``, ``Reject`` and ``Snooze`` are honoured) and propagates; any
+    other exception counts as a handler failure for the queue's circuit
+    breaker.
 
     A settle verb whose lease was lost (it expired and another consumer holds
     the message now) raises ``LeaseLost`` and changes nothing.
@@ -66,7 +70,7 @@ class Delivery:
 
     @property
     def settled(self) -> str | None:
-        """``"acked"``, ``"retried"``, ``"dead"``, ``"released"`` or ``None`` while held."""
+        """``"acked"``, ``"retried"``, ``"snoozed"``, ``"dead"``, ``"released"``, or ``None``."""
         return self._settled
 
     @property
@@ -113,6 +117,18 @@ class Delivery:
             )
         )
 
+    def snooze(self, delay: float) -> None:
+        """Deliver again after ``delay`` seconds without spending an attempt (``pmsq.Snooze``).
+
+        Raises:
+            LeaseLost: the lease was lost.
+            ConfigurationError: ``delay`` is invalid, or the backend has no
+                ``control`` capability (nothing is settled then).
+        """
+        signal = Snooze(delay)
+        Control.of(self._runtime.backend, "snooze")
+        self.settle(self.outcome_for(signal))
+
     def dead_letter(self, reason: str = "dead-lettered by the consumer") -> None:
         """Dead-letter the message now, whatever attempts remain.
 
@@ -155,6 +171,13 @@ class Delivery:
         receipt = self._claimed.receipt
         if isinstance(outcome, Ack):
             return Settlement(receipt, "ack", duration_ms=ms), "acked"
+        if isinstance(outcome, RetryAt) and outcome.snooze:
+            if isinstance(self._runtime.backend, Control):
+                request = Settlement(receipt, "snooze", duration_ms=ms, available_at=outcome.at)
+                return request, "snoozed"
+            # Never a silent retry that spends attempts: the message fails,
+            # with an error that says why.
+            outcome = self.outcome_for(refusal(self._runtime.backend, "control", "Snooze"))
         if isinstance(outcome, RetryAt):
             request = Settlement(
                 receipt,
@@ -163,8 +186,10 @@ class Delivery:
                 available_at=outcome.at,
                 error_type=outcome.error_type,
                 error=outcome.error,
+                failed=outcome.failed,
             )
             return request, "retried"
+        assert isinstance(outcome, DeadLetterOutcome), outcome  # a failure is never an ack
         request = Settlement(
             receipt,
             "dead",
@@ -172,6 +197,7 @@ class Delivery:
             reason=outcome.reason,
             error_type=outcome.error_type,
             error=outcome.traceback,
+            failed=outcome.failed,
         )
         return request, "dead"
 

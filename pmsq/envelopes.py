@@ -12,6 +12,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from pmsq.backends.base import Envelope
+from pmsq.backends.control_family import Control
 from pmsq.codec import BYTES_FORMAT, Codec, decode_headers, encode_headers
 from pmsq.config import check_key, check_tenant
 from pmsq.context import current_message
@@ -65,6 +66,28 @@ def _check_delay(delay: object) -> float:
     return float(delay)
 
 
+def _expiry(runtime: Runtime, now: float, expires: object, expires_at: object) -> float | None:
+    """The epoch at which a message expires, or ``None``; refused without ``Control``."""
+    if expires is None and expires_at is None:
+        return None
+    if expires is not None and expires_at is not None:
+        raise ConfigurationError("give expires= (seconds) or expires_at= (a time), not both")
+    if expires is not None:
+        if (
+            isinstance(expires, bool)
+            or not isinstance(expires, (int, float))
+            or not 0 < expires <= 1e10
+        ):
+            raise ConfigurationError(
+                f"expires must be a finite number of seconds > 0, got {expires!r}"
+            )
+        at = now + float(expires)
+    else:
+        at = to_epoch(expires_at, "expires_at")  # type: ignore[arg-type]
+    Control.of(runtime.backend, "put(expires=)")
+    return at
+
+
 def build_envelope(
     runtime: Runtime,
     queue: str,
@@ -81,6 +104,8 @@ def build_envelope(
     topic: str | None = None,
     correlation_id: str | None = None,
     message_id: str | None = None,
+    expires: float | None = None,
+    expires_at: dt.datetime | float | None = None,
 ) -> Envelope:
     """Validate options and encode ``payload`` into an ``Envelope``.
 
@@ -111,6 +136,7 @@ def build_envelope(
         available_at = max(available_at, to_epoch(not_before))
     if available_at > now:
         caps.require(backend_name, "delays")
+    expiry = _expiry(runtime, now, expires, expires_at)
     if isinstance(payload, (bytes, bytearray, memoryview)):
         data, fmt = bytes(payload), BYTES_FORMAT
     else:
@@ -148,6 +174,7 @@ def build_envelope(
         correlation_id=correlation,
         causation_id=causation,
         coalesce=bool(coalesce),
+        expires_at=expiry,
     )
 
 

@@ -16,7 +16,8 @@ The error tree::
 
     HandlerSignal                               not an error: how handlers steer settlement
     ├── Retry(delay=None)
-    └── Reject(reason)
+    ├── Reject(reason)
+    └── Snooze(delay)
 
 Signals live outside ``PmsqError`` on purpose: ``except PmsqError`` in handler
 code must never swallow a ``Retry`` or ``Reject`` raised deeper down.
@@ -37,6 +38,7 @@ __all__ = [
     "Reject",
     "Retry",
     "SerializationError",
+    "Snooze",
     "StorageError",
     "Unroutable",
 ]
@@ -119,3 +121,29 @@ class Reject(HandlerSignal):
     def __init__(self, reason: str = "rejected") -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class Snooze(HandlerSignal):
+    """Come back later without spending an attempt (a payment waiting on a webhook).
+
+    The message settles like a retry after ``delay`` seconds, but the
+    delivery does not count toward ``max_attempts``: the next delivery's
+    ``attempt`` is this one's again. It is not a failure (the circuit
+    breaker ignores it), and its key stays blocked meanwhile. Needs a
+    backend with the ``control`` capability; on one without, the message
+    fails with a ``ConfigurationError`` saying so.
+
+    Args:
+        delay: Seconds until the next delivery (finite, >= 0).
+
+    Raises:
+        ConfigurationError: ``delay`` is not a finite number of seconds >= 0.
+    """
+
+    def __init__(self, delay: float) -> None:
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= 1e10:
+            raise ConfigurationError(
+                f"Snooze delay must be a finite number of seconds >= 0, got {delay!r}"
+            )
+        super().__init__(delay)
+        self.delay = float(delay)

@@ -19,8 +19,12 @@ def utc_from_epoch(seconds: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(seconds, tz=dt.UTC)
 
 
-def to_epoch(value: dt.datetime | float | int) -> float:
+def to_epoch(value: dt.datetime | float | int, what: str = "not_before") -> float:
     """Convert an aware datetime or epoch seconds to epoch seconds.
+
+    Args:
+        value: The time.
+        what: The argument's name, for the error message.
 
     Raises:
         ConfigurationError: for a naive datetime or a non-finite number.
@@ -28,13 +32,13 @@ def to_epoch(value: dt.datetime | float | int) -> float:
     if isinstance(value, dt.datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             raise ConfigurationError(
-                f"not_before must be timezone-aware (got naive {value!r}); "
+                f"{what} must be timezone-aware (got naive {value!r}); "
                 "use datetime.now(timezone.utc) or epoch seconds"
             )
         return value.timestamp()
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ConfigurationError(
-            f"not_before must be an aware datetime or epoch seconds, got {value!r}"
+            f"{what} must be an aware datetime or epoch seconds, got {value!r}"
         )
     return float(value)
 
@@ -88,6 +92,8 @@ class NewMessage:
         dedup_id: Deduplication id.
         headers: Metadata.
         coalesce: Replace the payload of the newest undelivered message of ``key``.
+        expires: Seconds from now after which it is no longer delivered.
+        expires_at: Or an aware datetime or epoch seconds.
     """
 
     payload: Any
@@ -99,6 +105,8 @@ class NewMessage:
     dedup_id: str | None = None
     headers: dict[str, Any] | None = None
     coalesce: bool = False
+    expires: float | None = None
+    expires_at: dt.datetime | float | None = None
 
 
 @attrs.frozen

@@ -13,7 +13,7 @@ import traceback as tb_module
 import attrs
 
 from pmsq.config import QueueConfig
-from pmsq.errors import Reject, Retry
+from pmsq.errors import Reject, Retry, Snooze
 
 __all__ = [
     "Ack",
@@ -33,20 +33,27 @@ class Ack:
 
 @attrs.frozen
 class RetryAt:
-    """Deliver again at ``at`` (epoch seconds)."""
+    """Deliver again at ``at`` (epoch seconds).
+
+    ``snooze``: a ``pmsq.Snooze``: the attempt is not counted and it is no
+    failure. ``failed``: the handler raised an exception (circuit breaker).
+    """
 
     at: float
     error_type: str | None = None
     error: str | None = None
+    snooze: bool = False
+    failed: bool = False
 
 
 @attrs.frozen
 class DeadLetterOutcome:
-    """Dead-letter the message."""
+    """Dead-letter the message (``failed``: a handler exception caused it)."""
 
     reason: str
     error_type: str | None = None
     traceback: str | None = None
+    failed: bool = False
 
 
 Outcome = Ack | RetryAt | DeadLetterOutcome
@@ -99,8 +106,9 @@ def decide(
         attempt: The delivery's attempt number (1 = first delivery).
         config: The queue's configuration (``max_attempts``, ``backoff``).
         now: Current epoch seconds.
-        error: The exception the handler raised, if any. ``Retry`` and
-            ``Reject`` are recognised as signals.
+        error: The exception the handler raised, if any. ``Retry``,
+            ``Reject`` and ``Snooze`` are recognised as signals; any other
+            exception is a failure (``failed=True`` on the outcome).
         retry_delay: With ``retry_requested``: seconds, or ``None`` for backoff.
         retry_requested: The consumer asked for a retry (``Delivery.retry``).
         reject_reason: The consumer asked for a dead letter with this reason.
@@ -113,6 +121,9 @@ def decide(
         return DeadLetterOutcome(reason=error.reason, error_type="pmsq.Reject")
     if reject_reason is not None:
         return DeadLetterOutcome(reason=reject_reason)
+    if isinstance(error, Snooze):
+        # Not counted: neither max_attempts nor the backoff sees a snooze.
+        return RetryAt(at=now + error.delay, snooze=True)
     if isinstance(error, Retry):
         retry_requested, retry_delay, error = True, error.delay, None
     if error is None and not retry_requested:
@@ -124,6 +135,8 @@ def decide(
             reason = f"failed {attempt} of {config.max_attempts} attempts: {error_type}: {summary}"
         else:
             reason = f"retried {attempt} of {config.max_attempts} attempts"
-        return DeadLetterOutcome(reason=reason, error_type=error_type, traceback=text)
+        return DeadLetterOutcome(
+            reason=reason, error_type=error_type, traceback=text, failed=error is not None
+        )
     delay = retry_delay if retry_delay is not None else config.backoff.delay(attempt, rng)
-    return RetryAt(at=now + delay, error_type=error_type, error=text)
+    return RetryAt(at=now + delay, error_type=error_type, error=text, failed=error is not None)

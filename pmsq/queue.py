@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, overload
 
+from pmsq import control
 from pmsq.backends.base import Envelope
 from pmsq.backends.families import Inspect
 from pmsq.config import QueueConfig
@@ -69,6 +70,8 @@ class Queue:
         headers: dict[str, Any] | None = None,
         coalesce: bool = False,
         connection: Any = None,
+        expires: float | None = None,
+        expires_at: dt.datetime | float | None = None,
     ) -> str:
         """Store one message; return its id once it is durable.
 
@@ -86,6 +89,10 @@ class Queue:
                 SQLAlchemy ``Connection``/``Session``, Django connection; see
                 ``pmsq.connections``): the message commits or rolls back with the app's
                 transaction.
+            expires: Seconds from now after which it is not delivered: a
+                message still undelivered then becomes a dead letter with
+                reason ``expired`` (backends with the ``control`` capability).
+            expires_at: Or the time it expires (aware datetime or epoch seconds).
 
         Returns:
             The message id (the earlier one on a dedup hit or coalesce).
@@ -109,6 +116,8 @@ class Queue:
             dedup_id=dedup_id,
             headers=headers,
             coalesce=coalesce,
+            expires=expires,
+            expires_at=expires_at,
         )
         return self._runtime.store([env], connection=self._connection(connection))[0]
 
@@ -141,11 +150,105 @@ class Queue:
                     dedup_id=m.dedup_id,
                     headers=m.headers,
                     coalesce=m.coalesce,
+                    expires=m.expires,
+                    expires_at=m.expires_at,
                 )
             )
         if not envs:
             return []
         return self._runtime.store(envs, connection=self._connection(connection))
+
+    @overload
+    def cancel(self, message_id: str, *, connection: Any = None) -> bool: ...
+
+    @overload
+    def cancel(self, message_id: Sequence[str], *, connection: Any = None) -> int: ...
+
+    @overload
+    def cancel(self, *, key: str, tenant: str | None = None, connection: Any = None) -> int: ...
+
+    def cancel(
+        self,
+        message_id: str | Sequence[str] | None = None,
+        *,
+        key: str | None = None,
+        tenant: str | None = None,
+        connection: Any = None,
+    ) -> bool | int:
+        """Withdraw messages that are not acked: waiting, delayed, waiting to retry, in flight.
+
+        An in-flight holder's later ack, retry or extend raises ``LeaseLost``
+        and changes nothing; a cancelled key head lets the next message of the
+        key go. Dead letters are not touched (purge them). On a tenant handle
+        only that tenant's messages are found.
+
+        Args:
+            message_id: A message id, or a list of them.
+            key: Or every unacked message of this key (of ``tenant``: keys
+                are scoped per tenant; without it, the tenantless key).
+            tenant: The key's tenant (a tenant handle's own by default).
+            connection: The app's connection to the store's database, as for
+                :meth:`put`: the cancellation commits or rolls back with the
+                app's transaction.
+
+        Returns:
+            For one id, whether it was removed; otherwise how many were.
+
+        Raises:
+            ConfigurationError: neither or both of ``message_id`` and ``key``,
+                a tenant outside this handle's scope, an unusable
+                ``connection``, or a backend without the ``control`` capability.
+            StorageError: the store failed.
+        """
+        if (message_id is None) == (key is None):
+            raise ConfigurationError("cancel takes a message id (or a list of ids) or key=")
+        if key is not None:
+            return len(
+                control.cancel_key(
+                    self._runtime,
+                    self.name,
+                    key,
+                    tenant=self._tenant_for(tenant),
+                    connection=connection,
+                )
+            )
+        if tenant is not None:
+            raise ConfigurationError("cancel by id takes no tenant= (ids are unique)")
+        ids = [message_id] if isinstance(message_id, str) else list(message_id or ())
+        removed = control.cancel_ids(
+            self._runtime, self.name, ids, tenant=self.tenant, connection=connection
+        )
+        return bool(removed) if isinstance(message_id, str) else len(removed)
+
+    def reschedule(
+        self,
+        message_id: str,
+        *,
+        delay: float | None = None,
+        not_before: dt.datetime | float | None = None,
+    ) -> bool:
+        """Move a waiting or delayed message's due time; it keeps its place in its key's order.
+
+        Args:
+            message_id: The message.
+            delay: Due this many seconds from now.
+            not_before: Or due at this time (aware datetime or epoch seconds).
+
+        Returns:
+            Whether it was moved (False: gone, dead, or in flight).
+
+        Raises:
+            ConfigurationError: not exactly one of ``delay`` and ``not_before``,
+                a bad value, or a backend without the ``control`` capability.
+        """
+        return control.reschedule(
+            self._runtime,
+            self.name,
+            message_id,
+            tenant=self.tenant,
+            delay=delay,
+            not_before=not_before,
+        )
 
     def get(self, timeout: float | None = 5.0) -> Delivery:
         """Lease the next message, waiting up to ``timeout`` seconds (``None``: forever).

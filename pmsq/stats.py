@@ -78,6 +78,8 @@ class QueueStats:
         dead_lettered_per_minute: Dead letters during the last 60 s.
         p50_ms: Median handler time over the last 60 s, or None.
         p95_ms: 95th percentile handler time over the last 60 s, or None.
+        paused: A queue-wide pause (or open queue circuit) is in force; tenant
+            and key pauses show in ``Broker.pauses()``.
         tenants: The same figures per tenant (empty inside a tenant's own entry).
     """
 
@@ -97,6 +99,7 @@ class QueueStats:
     dead_lettered_per_minute: int = 0
     p50_ms: float | None = None
     p95_ms: float | None = None
+    paused: bool = False
     tenants: dict[str, QueueStats] = attrs.field(factory=dict)
 
     @property

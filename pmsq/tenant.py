@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, overload
 
+from pmsq import control
 from pmsq.config import check_queue_name
 from pmsq.deadletters import DeadLetters
 from pmsq.errors import ConfigurationError
@@ -87,6 +89,35 @@ class TenantHandle:
         from pmsq.schedules.service import remove
 
         return remove(self._runtime, name, tenant=self.tenant)
+
+    def pause(
+        self,
+        queue: str,
+        *,
+        key: str | None = None,
+        until: dt.datetime | float | None = None,
+        reason: str = "",
+        tenant: str | None = None,
+    ) -> control.Pause:
+        """Pause this tenant's messages of ``queue`` (or one key of it); see ``Broker.pause``."""
+        return control.pause(
+            self._runtime,
+            check_queue_name(queue),
+            tenant=self._own(tenant, "pause"),
+            key=key,
+            until=until,
+            reason=reason,
+        )
+
+    def resume(self, queue: str, *, key: str | None = None, tenant: str | None = None) -> bool:
+        """Lift this tenant's pause of ``queue`` (or of one key); whether one was in force."""
+        return control.resume(
+            self._runtime, check_queue_name(queue), tenant=self._own(tenant, "resume"), key=key
+        )
+
+    def pauses(self) -> list[control.Pause]:
+        """This tenant's pauses in force (of the tenant and of its keys)."""
+        return control.pauses(self._runtime, tenant=self.tenant)
 
     def _own(self, tenant: str | None, verb: str) -> str:
         if tenant is not None and tenant != self.tenant:

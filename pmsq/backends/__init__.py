@@ -2,12 +2,14 @@
 
 - :class:`Backend` (``pmsq.backends.base``): the required verbs.
 - The optional families (``pmsq.backends.families``): ``TransactionalPut``,
-  ``Once``, ``History``, ``Transfer``, ``Settings``, ``Inspect``.
+  ``Once``, ``History``, ``Transfer``, ``Settings``, ``Inspect``; message
+  control is ``Control`` (``pmsq.backends.control_family``).
 - The values crossing the seam (``pmsq.backends.types``): ``Envelope``,
   ``Claimed``, ``Receipt``, ``Settlement``...
 """
 
 from pmsq.backends.base import Backend, Capabilities
+from pmsq.backends.control_family import Control
 from pmsq.backends.families import (
     Family,
     History,
@@ -23,6 +25,7 @@ from pmsq.backends.types import (
     DedupRecord,
     Envelope,
     HistoryEvent,
+    PauseRecord,
     Readiness,
     Receipt,
     Settlement,
@@ -34,6 +37,7 @@ __all__ = [
     "Backend",
     "Capabilities",
     "Claimed",
+    "Control",
     "DedupRecord",
     "Envelope",
     "Family",
@@ -41,6 +45,7 @@ __all__ = [
     "HistoryEvent",
     "Inspect",
     "Once",
+    "PauseRecord",
     "Readiness",
     "Receipt",
     "Settings",

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 import attrs
 
+from pmsq.backends.control_family import Control
 from pmsq.backends.families import FAMILIES, Family
 from pmsq.backends.schedule_family import ScheduleStore
 from pmsq.backends.types import (
@@ -32,6 +33,7 @@ from pmsq.backends.types import (
     DedupRecord,
     Envelope,
     HistoryEvent,
+    PauseRecord,
     Readiness,
     Receipt,
     Settlement,
@@ -49,6 +51,7 @@ __all__ = [
     "DedupRecord",
     "Envelope",
     "HistoryEvent",
+    "PauseRecord",
     "Readiness",
     "Receipt",
     "Settlement",
@@ -61,8 +64,8 @@ __all__ = [
 DEFAULT_CHANGE_WAIT = 0.05
 
 
-#: Every family a backend may implement: the core ones and the schedules.
-_ALL_FAMILIES: tuple[type[Family], ...] = (*FAMILIES, ScheduleStore)
+#: Every family a backend may implement: the core ones, the schedules and message control.
+_ALL_FAMILIES: tuple[type[Family], ...] = (*FAMILIES, ScheduleStore, Control)
 
 
 @attrs.frozen
@@ -71,8 +74,8 @@ class Capabilities:
 
     The semantic flags below are declared by the backend; the families
     (``transactional_put``, ``once``, ``history``, ``transfer``, ``settings``,
-    ``inspect``) are derived from the family mixins its class implements,
-    and read as attributes of the same name.
+    ``inspect``, ``control``; also ``schedules``) are derived from the family
+    mixins its class implements, and read as attributes of the same name.
 
     Attributes:
         per_key_fifo: Strict per-key order (False: order per shard only).
@@ -126,6 +129,11 @@ class Capabilities:
     def inspect(self) -> bool:
         """Waiting messages can be read without claiming (family)."""
         return "inspect" in self.families
+
+    @property
+    def control(self) -> bool:
+        """Cancel, reschedule, expiry, snooze, pauses and circuit breakers (family)."""
+        return "control" in self.families
 
     @classmethod
     def flags(cls) -> tuple[str, ...]:

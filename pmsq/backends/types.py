@@ -16,6 +16,7 @@ __all__ = [
     "DedupRecord",
     "Envelope",
     "HistoryEvent",
+    "PauseRecord",
     "Readiness",
     "Receipt",
     "Settlement",
@@ -26,7 +27,12 @@ __all__ = [
 
 @attrs.frozen
 class Envelope:
-    """One message ready to store: payload already encoded, options validated."""
+    """One message ready to store: payload already encoded, options validated.
+
+    ``expires_at`` (epoch seconds, or ``None``: never) is honoured only by
+    a backend with the ``Control`` family: a message found expired when it
+    would be claimed becomes a dead letter with reason ``expired``.
+    """
 
     id: str
     queue: str
@@ -43,6 +49,7 @@ class Envelope:
     correlation_id: str | None
     causation_id: str | None
     coalesce: bool = False
+    expires_at: float | None = None
 
 
 @attrs.frozen
@@ -73,15 +80,24 @@ class Settlement:
       traceback in ``error``, and copy it to the queue's fallback.
     - ``"release"``: hand back a claimed message whose handler never started,
       without spending an attempt (the claim's attempt is undone).
+    - ``"snooze"`` (backends with the ``Control`` family): deliverable again
+      at ``available_at`` like a retry, but the attempt is not counted (the
+      next delivery's ``attempt`` is this one's again) and it is no failure;
+      the message keeps its key's line (later messages of the key wait).
+
+    ``failed`` is True only when a handler raised an exception (not
+    ``Retry``, ``Reject`` or ``Snooze``): it feeds the queue's circuit
+    breaker (``QueueConfig.circuit``).
     """
 
     receipt: Receipt
-    action: Literal["ack", "retry", "dead", "release"]
+    action: Literal["ack", "retry", "dead", "release", "snooze"]
     duration_ms: float | None = None
     available_at: float = 0.0
     reason: str = ""
     error_type: str | None = None
     error: str | None = None
+    failed: bool = False
 
 
 @attrs.frozen
@@ -201,3 +217,36 @@ class Readiness:
 
     queues: frozenset[str]
     next_due: float | None = None
+
+
+@attrs.frozen
+class PauseRecord:
+    """A stored pause of a queue, of one tenant of it, or of one key (``Control`` family).
+
+    The scope is ``(queue, tenant, key)``: ``tenant=None, key=None`` holds
+    the whole queue; ``key`` with ``tenant=None`` holds the tenantless key.
+    At most one pause exists per scope (pausing again replaces it).
+
+    Attributes:
+        queue: The paused queue.
+        tenant: The paused tenant, or ``None``.
+        key: The paused key (of ``tenant``), or ``None``.
+        until: Epoch seconds at which it lifts by itself, or ``None`` (until resumed).
+        reason: Why (shown in stats, the monitor and ``pmsq trace``).
+        since: Epoch seconds at which it was (last) set.
+        circuit: True when the circuit breaker opened it (``until`` is then
+            when the half-open probe may go through).
+    """
+
+    queue: str
+    tenant: str | None = None
+    key: str | None = None
+    until: float | None = None
+    reason: str = ""
+    since: float = 0.0
+    circuit: bool = False
+
+    @property
+    def scope(self) -> tuple[str, str | None, str | None]:
+        """``(queue, tenant, key)``: what the pause holds."""
+        return (self.queue, self.tenant, self.key)

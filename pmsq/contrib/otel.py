@@ -46,7 +46,7 @@ def _outcome_name(outcome: Outcome) -> str:
     if isinstance(outcome, Ack):
         return "ack"
     if isinstance(outcome, RetryAt):
-        return "retry"
+        return "snooze" if outcome.snooze else "retry"
     assert isinstance(outcome, DeadLetterOutcome)
     return "dead_letter"
 

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pmsq.context import current_message
-from pmsq.errors import ConfigurationError, Reject, Retry
+from pmsq.errors import ConfigurationError, Reject, Retry, Snooze
 from pmsq.handlers import HandlerSpec
 from pmsq.message import Message
 from pmsq.policy import RemoteError, describe_error
@@ -292,6 +292,8 @@ def _error_from(reply: tuple[Any, ...]) -> BaseException | None:
         return Retry(delay=reply[1])
     if kind == "reject":
         return Reject(reply[1])
+    if kind == "snooze":
+        return Snooze(reply[1])
     _, error_type, summary, text = reply
     return RemoteError(error_type, summary, text)
 
@@ -344,6 +346,8 @@ def _run(
         return ("retry", signal_.delay)
     except Reject as signal_:
         return ("reject", signal_.reason)
+    except Snooze as signal_:
+        return ("snooze", signal_.delay)
     except BaseException as exc:  # SystemExit too: it is this message's failure
         error_type, text = describe_error(exc)
         return ("error", error_type, str(exc) or type(exc).__name__, text)

@@ -90,7 +90,9 @@ class OutcomeLog(Middleware):
             return
         if isinstance(outcome, RetryAt):
             delay = max(0.0, outcome.at - self._clock.time())
-            if outcome.error_type is None:
+            if outcome.snooze:
+                text, event, level = "snoozed", "snooze", logging.INFO
+            elif outcome.error_type is None:
                 text, event, level = "retry requested", "retry", logging.INFO
             else:
                 text, event, level = "handler failed, will retry", "failure", logging.WARNING
