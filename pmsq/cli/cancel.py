@@ -62,12 +62,13 @@ def _check(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Cancel, print what was cancelled; exit 1 if a named id was not."""
+    from pmsq.control import cancel_ids
+
     _check(args)
     with open_store(args.url) as broker:
         require_queue(broker, args.queue)
-        queue = broker.queue(args.queue)
         if args.key is not None:
-            count = queue.cancel(key=args.key, tenant=args.tenant)
+            count = broker.queue(args.queue).cancel(key=args.key, tenant=args.tenant)
             if args.json:
                 print(json.dumps({"key": args.key, "tenant": args.tenant, "cancelled": count}))
             else:
@@ -75,8 +76,10 @@ def run(args: argparse.Namespace) -> int:
                 noun = "message" if count == 1 else "messages"
                 print(f"cancelled {count} {noun} of key {args.key}{owner} in {args.queue}")
             return 0
-        done = [mid for mid in dict.fromkeys(args.ids) if queue.cancel(mid)]
-    missed = [mid for mid in dict.fromkeys(args.ids) if mid not in done]
+        # One transaction for every id, with the ids it really removed.
+        removed = set(cancel_ids(broker.runtime, args.queue, list(args.ids), tenant=None))
+    done = [mid for mid in dict.fromkeys(args.ids) if mid in removed]
+    missed = [mid for mid in dict.fromkeys(args.ids) if mid not in removed]
     if args.json:
         print(json.dumps({"cancelled": done, "not_cancelled": missed}))
     else:

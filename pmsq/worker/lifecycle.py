@@ -412,7 +412,16 @@ class Lifecycle:
             self._claim_errors = 0
             keep, over, holders = self._admit(queue, deliveries)
             for holder in holders:
+                # The store let the key move on, so the holder's message is gone:
+                # look now rather than at its next beat.
                 self.heartbeats.hurry(holder, time.monotonic())
+                log.debug(
+                    "a message of key %r came while this worker still runs message %s "
+                    "of that key: handed back until that handler ends",
+                    holder.delivery.message.key,
+                    holder.delivery.message.id,
+                    extra={"pmsq": {"event": "key_held", "message_id": holder.delivery.message.id}},
+                )
             for d in over:
                 try:
                     yield Call(d.release)
