@@ -14,7 +14,6 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -99,32 +98,26 @@ def _ordered(pauses: Sequence[Any]) -> list[Any]:
 
 
 def pause_table(pauses: Sequence[Any], now: float) -> Table:
-    """One line per pause: scope, kind, since, until, reason."""
-    table = Table(
-        box=box.SIMPLE_HEAD,
-        padding=(0, 1, 0, 0),
-        pad_edge=False,
-        show_edge=False,
-        header_style="bold",
-    )
-    table.add_column("scope", no_wrap=True, overflow="ellipsis", max_width=40)
-    table.add_column("", no_wrap=True)
-    table.add_column("since", no_wrap=True, justify="right")
-    table.add_column("until", no_wrap=True)
-    table.add_column("reason", overflow="fold")
+    """Two lines per pause: kind, scope and times; then why, indented under the scope.
+
+    A grid rather than a table of columns: scopes and reasons are long, and
+    at 80 columns a column each would cut both.
+    """
+    grid = Table.grid(padding=(0, 2, 0, 0))
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
     for p in _ordered(pauses):
         circuit = is_circuit(p)
         reason = str(p.reason or "")
         if circuit:
             reason = reason[len(CIRCUIT_PREFIX) :].strip() or reason
-        table.add_row(
-            Text(scope_of(p), style="bold"),
-            Text("circuit open", style="bold red") if circuit else Text("paused", style="yellow"),
-            _since(p, now),
-            _until(p, now),
-            reason,
-        )
-    return table
+        text = Text(scope_of(p), style="bold")
+        times = [_until(p, now), f"since {_since(p, now)}" if _since(p, now) else ""]
+        text.append("  " + ", ".join(t for t in times if t), style="dim")
+        text.append("\n" + reason)
+        kind = Text("circuit open", style="bold red") if circuit else Text("paused", style="yellow")
+        grid.add_row(kind, text)
+    return grid
 
 
 def pause_section(pauses: Sequence[Any], now: float) -> RenderableType:
@@ -138,7 +131,7 @@ def pause_section(pauses: Sequence[Any], now: float) -> RenderableType:
     if circuits:
         parts.append(f"{circuits} circuit{'s' if circuits != 1 else ''} open")
     title.append(", ".join(parts), style="bold red" if circuits else "yellow")
-    title.append("  (pmsq resume URL QUEUE ... lifts a pause)", style="dim")
+    title.append("  (pmsq resume lifts one)", style="dim")
     return Group(title, pause_table(pauses, now))
 
 
