@@ -124,7 +124,10 @@ class HistoryEvent:
         correlation_id: The id of the message that started its chain.
         event: ``put``, ``dedup_hit``, ``coalesced``, ``delivered``, ``acked``,
             ``retried``, ``lease_expired``, ``dead_lettered``, ``released``,
-            ``redriven`` or ``purged``.
+            ``redriven``, ``purged``; with message control ``cancelled``,
+            ``rescheduled``, ``expired``, ``snoozed``, and for a paused
+            scope (``message_id`` ``""``) ``paused``, ``resumed``,
+            ``circuit_opened``, ``circuit_closed``.
         attempt: The delivery attempt the event belongs to, if any.
         worker: The consumer that claimed it (deliveries by a worker), if known.
         process: ``host:pid`` of the process that recorded the event.

@@ -29,6 +29,7 @@ if "pytest" in sys.modules:
         "pmsq.testing._put_tests",
         "pmsq.testing._operator_tests",
         "pmsq.testing._schedule_tests",
+        "pmsq.testing._control_tests",
         "pmsq.testing._family_tests",
         "pmsq.testing._transfer_tests",
         "pmsq.testing._suite",

@@ -20,6 +20,11 @@ in ``pmsq.backends.schedule_family.ScheduleStore``; for others the suite
 checks that every schedule call raises ``ConfigurationError`` naming the
 backend and ``schedules``.
 
+Message control (:mod:`pmsq.testing._control_tests`) runs against backends
+with ``pmsq.backends.control_family.Control``; for others the suite checks
+that every control call raises ``ConfigurationError`` naming the backend
+and ``control``.
+
 Besides one test per guarantee, the class runs the hypothesis state machine
 of :mod:`pmsq.testing.stateful` against :class:`pmsq.testing.QueueModel`:
 :attr:`stateful_settings` by default, :attr:`stateful_settings_slow` in the
@@ -36,6 +41,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from pmsq.broker import Broker
+from pmsq.testing._control_tests import ControlTests
 from pmsq.testing._delivery_tests import DeliveryTests
 from pmsq.testing._family_tests import FamilyTests
 from pmsq.testing._operator_tests import OperatorTests
@@ -57,6 +63,7 @@ class BrokerConformance(
     OperatorTests,
     TransferTests,
     ScheduleTests,
+    ControlTests,
     FamilyTests,
 ):
     """Subclass, implement ``make_broker``, and pytest runs the whole conformance suite.

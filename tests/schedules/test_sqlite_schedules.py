@@ -19,7 +19,7 @@ def test_a_version_2_store_gains_the_schedules_table(tmp_path: Path) -> None:
     conn.close()
     clock = pmsq.ManualClock()
     with pmsq.connect(str(db), durability="normal", clock=clock) as b:
-        assert b.backend.get_meta("schema_version") == str(SCHEMA_VERSION) == "4"
+        assert b.backend.get_meta("schema_version") == str(SCHEMA_VERSION) == "5"
         b.schedule("s", queue="q", every=5.0)
         clock.advance(5.0)
         assert b.run_schedules() == 1

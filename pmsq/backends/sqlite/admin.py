@@ -7,10 +7,11 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from pmsq.backends.sqlite import counters
+from pmsq.backends.sqlite import counters, pauses
 from pmsq.backends.sqlite.journal import Event, Journal
 from pmsq.backends.sqlite.lines import promote_next, rejoin_tail
 from pmsq.backends.sqlkit.metrics import TOTAL_SLOT
+from pmsq.backends.sqlkit.pauses import with_paused
 from pmsq.backends.sqlkit.rows import (
     MESSAGE_COLUMNS,
     dead_letter_from_row,
@@ -170,9 +171,10 @@ def stats(conn: sqlite3.Connection, queue: str | None, now: float, tenant: str |
         ),
         json.loads,
     )
-    return snapshot(
+    snap = snapshot(
         per, conn.execute("SELECT pattern, queue FROM pmsq_bindings ORDER BY 1, 2"), now
     )
+    return with_paused(snap, pauses.paused_queues(conn, now, tenant))
 
 
 def check(conn: sqlite3.Connection) -> list[str]:

@@ -38,6 +38,7 @@ from pmsq.backends.sqlite import (
     wake,
     wal,
 )
+from pmsq.backends.sqlite.control import SQLiteControl
 from pmsq.backends.sqlite.group_commit import GroupCommit
 from pmsq.backends.sqlite.journal import Journal
 from pmsq.backends.sqlite.puts import ConfigReader
@@ -81,7 +82,15 @@ def _check_retention(retention: float | None) -> float | None:
 
 
 class SQLiteBackend(
-    SQLiteSchedules, Backend, TransactionalPut, Once, History, Transfer, Settings, Inspect
+    SQLiteSchedules,
+    SQLiteControl,
+    Backend,
+    TransactionalPut,
+    Once,
+    History,
+    Transfer,
+    Settings,
+    Inspect,
 ):
     """The reference backend: a SQLite file (or memory) shared by threads and processes.
 

@@ -14,6 +14,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
+from pmsq.backends.sqlite import pauses
 from pmsq.backends.sqlite.journal import Event, Journal
 from pmsq.backends.sqlite.puts import ConfigReader
 from pmsq.backends.sqlite.rows import MESSAGE_COLUMNS
@@ -22,11 +23,14 @@ from pmsq.backends.sqlite.store import Store, after_wait
 from pmsq.backends.sqlkit.deadletter import (
     CORRUPT_PAYLOAD,
     CORRUPT_REASON,
+    EXPIRED_REASON,
+    EXPIRED_TYPE,
     LEASE_EXPIRED,
     expired_error,
     expired_reason,
 )
 from pmsq.backends.sqlkit.metrics import Metrics
+from pmsq.backends.sqlkit.pauses import Holds
 from pmsq.backends.sqlkit.rotation import RateBudget, pick, rotation_order
 from pmsq.backends.sqlkit.rows import claimed_from_row, tenant_in
 from pmsq.backends.sqlkit.states import IN_FLIGHT, READY, SCHEDULED
@@ -155,10 +159,18 @@ def _select(
     n: int,
     tenant: str | None,
     now: float,
+    holds: Holds | None = None,
 ) -> list[Any]:
+    if holds is not None:
+        n = holds.limit(n)
+        if n <= 0:
+            return []
     rate = _rate_budget(conn, queue, cfg.rate_limit, now) if cfg.rate_limit else None
     # Rate-limited scopes may reject heads, so look a little further ahead.
     fetch = n if rate is None else n * 4
+    if holds is not None:
+        # Each held key has at most one head, which may take a place in a front.
+        fetch += len(holds.keys) + (n if holds.probes else 0)
     if tenant is not None:
         order = [tenant_in(tenant)]
     else:
@@ -179,7 +191,12 @@ def _select(
             cursor = cursor_row[0] if cursor_row else None
             # No cursor yet: start after the no-tenant tenant ''.
             order = rotation_order(cursor or "", _scan_tenants(conn, queue))
-    picked, last = pick([_heads(conn, queue, t, fetch) for t in order], n, rate)
+    if holds is not None:
+        order = [t for t in order if t not in holds.tenants]
+    fronts = [_heads(conn, queue, t, fetch) for t in order]
+    if holds is not None:
+        holds.admit(fronts)
+    picked, last = pick(fronts, n, rate)
     if rate is not None and rate.taken:
         conn.executemany(
             "INSERT INTO pmsq_rate (queue, scope, ts) VALUES (?, ?, ?)",
@@ -215,31 +232,61 @@ def claim(
         _promote_due(conn, queue, now)
     if leased is not None and leased <= now:
         _expire_leases(conn, configs, cfg, queue, now, metrics, journal)
+    # One primary-key seek; None (no pause of this queue) leaves the claim as it was.
+    holds = pauses.load_holds(conn, queue, now)
+    if holds is not None:
+        if holds.lapsed:
+            pauses.drop_lapsed(conn, journal, queue, holds.lapsed, now)
+        if not holds.any:
+            holds = None
     out: list[Claimed] = []
     leases: list[tuple[str, float, int]] = []
     expires = now + cfg.lease
-    rows = _select(conn, cfg, queue, n, tenant, now)
-    while rows:
+    rows = _select(conn, cfg, queue, n, tenant, now, holds)
+    buried = False
+    while True:
+        if not rows:
+            # Burying a head may have made the next of its key the head: look again.
+            if not buried or len(out) >= n:
+                break
+            _lease(conn, leases)  # so the new selection skips what is taken
+            leases, buried = [], False
+            rows = _select(conn, cfg, queue, n - len(out), tenant, now, holds)
+            if not rows:
+                break
         row = rows.pop(0)
-        if zlib.crc32(row["payload"]) != row["crc"]:
-            # A damaged body must not block the queue: dead-letter it, keep going,
-            # and look again: burying it may have made the next of its key the head.
+        unfit = _unfit(row, now)
+        if unfit is not None:
+            # A damaged or expired message must not block the queue: dead-letter
+            # it and keep going.
+            reason, error_type = unfit
             bury(
                 conn,
                 configs,
                 row["seq"],
                 now=now,
-                reason=CORRUPT_REASON,
-                error_type=CORRUPT_PAYLOAD,
+                reason=reason,
+                error_type=error_type,
                 traceback=None,
                 journal=journal,
             )
+            if error_type == EXPIRED_TYPE:
+                journal.add(
+                    now,
+                    Event.EXPIRED,
+                    row["id"],
+                    queue,
+                    row["tenant"],
+                    row["key"],
+                    row["correlation_id"],
+                    attempt=row["attempt"],
+                    expires_at=row["expires_at"],
+                )
             metrics.add(queue, row["tenant"], dead=1)
-            if not rows:
-                _lease(conn, leases)  # so the new selection skips what is taken
-                leases = []
-                rows = _select(conn, cfg, queue, n - len(out), tenant, now)
+            buried = True
             continue
+        if holds is not None:
+            _probe(conn, holds, queue, row)
         token = secrets.token_hex(8)
         leases.append((token, expires, row["seq"]))
         journal.add_row(
@@ -261,6 +308,31 @@ def claim(
     return out
 
 
+def _unfit(row: Any, now: float) -> tuple[str, str] | None:
+    """``(reason, error_type)`` when a selected row must be dead-lettered, not delivered."""
+    if zlib.crc32(row["payload"]) != row["crc"]:
+        return CORRUPT_REASON, CORRUPT_PAYLOAD
+    expires_at = row["expires_at"]
+    if expires_at is not None and expires_at <= now:
+        return EXPIRED_REASON, EXPIRED_TYPE
+    return None
+
+
+def _probe(conn: sqlite3.Connection, holds: Holds, queue: str, row: Any) -> None:
+    """A row claimed through a half-open circuit is its probe; the scope is held again."""
+    scope = holds.probe_scope(row)
+    if scope is None:
+        return
+    pauses.set_probe(conn, queue, scope, row["id"])
+    holds.probes.discard(scope)
+    if scope == ("", ""):
+        holds.queue = True
+    elif scope[1]:
+        holds.keys.add(scope)
+    else:
+        holds.tenants.add(scope[0])
+
+
 def _lease(conn: sqlite3.Connection, leases: list[tuple[str, float, int]]) -> None:
     # One statement for a batch: the rows were selected together as ready key
     # heads, so marking them leased can wait until the batch is picked.
@@ -273,7 +345,9 @@ def _lease(conn: sqlite3.Connection, leases: list[tuple[str, float, int]]) -> No
 
 
 def has_ready(conn: sqlite3.Connection, queue: str, now: float, tenant: str | None) -> bool:
-    """Lock-free probe: is anything ready, due, or holding an expired lease?"""
+    """Lock-free probe: is anything ready, due, or holding an expired lease (and not paused)?"""
+    if pauses.held_scopes(conn, queue, tenant, now):
+        return False
     if tenant is None:
         ready = conn.execute(
             f"SELECT 1 FROM pmsq_messages WHERE queue = ? AND state = {READY:d} AND head = 1 "

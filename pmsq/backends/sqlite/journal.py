@@ -8,7 +8,10 @@ pruned in bounded batches by the backend's housekeeping.
 
 Event names: ``put``, ``dedup_hit``, ``coalesced``, ``delivered``, ``acked``,
 ``retried``, ``lease_expired``, ``dead_lettered``, ``released``,
-``redriven``, ``purged``.
+``redriven``, ``purged``; message control adds ``cancelled``,
+``rescheduled``, ``expired``, ``snoozed``, ``paused``, ``resumed``,
+``circuit_opened`` and ``circuit_closed`` (the last four belong to a
+paused scope, not a message: their ``message_id`` is ``""``).
 
 Cheap by design: every event updates the table and one index (by message);
 only ``put`` events, one per message, are also indexed by key, and by
@@ -54,6 +57,15 @@ class Event:
     RELEASED: Final = "released"
     REDRIVEN: Final = "redriven"
     PURGED: Final = "purged"
+    # Message control (the Control family; pause events have message_id "").
+    CANCELLED: Final = "cancelled"
+    RESCHEDULED: Final = "rescheduled"
+    EXPIRED: Final = "expired"
+    SNOOZED: Final = "snoozed"
+    PAUSED: Final = "paused"
+    RESUMED: Final = "resumed"
+    CIRCUIT_OPENED: Final = "circuit_opened"
+    CIRCUIT_CLOSED: Final = "circuit_closed"
 
 
 JOURNAL_DDL = f"""

@@ -10,14 +10,16 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from pmsq.backends.sqlite.errors import translate
 from pmsq.backends.sqlite.journal import Journal
 from pmsq.backends.types import Envelope
 from pmsq.errors import ConfigurationError
 
-__all__ = ["PlainRows", "put_in_transaction"]
+__all__ = ["PlainRows", "in_app_transaction", "put_in_transaction"]
+
+T = TypeVar("T")
 
 
 class PlainRows:
@@ -74,6 +76,28 @@ def put_in_transaction(
     Raises:
         ConfigurationError: ``connection`` is not a ``sqlite3.Connection`` to the store's file.
     """
+    return in_app_transaction(
+        connection, path=path, busy_timeout=busy_timeout, retention=retention, work=put
+    )
+
+
+def in_app_transaction(
+    connection: Any,
+    *,
+    path: str,
+    busy_timeout: float,
+    retention: float | None,
+    work: Callable[[Any, Journal], T],
+) -> T:
+    """Run ``work(conn, journal)`` in ``connection``'s transaction (opening one if none is open).
+
+    What ``work`` writes (and its journal events) commits or rolls back with
+    the app's next commit or rollback; if ``work`` raises, only its own
+    writes are undone (a savepoint) and the app's transaction stays open.
+
+    Raises:
+        ConfigurationError: ``connection`` is not a ``sqlite3.Connection`` to the store's file.
+    """
     if not isinstance(connection, sqlite3.Connection):
         raise ConfigurationError(
             f"connection= must be a sqlite3.Connection for the SQLite backend, "
@@ -86,13 +110,13 @@ def put_in_transaction(
     try:
         if not connection.in_transaction:
             # Outside a transaction the savepoint below would be the outermost
-            # one, and releasing it would commit the message on its own. Open
+            # one, and releasing it would commit the work on its own. Open
             # the app's transaction instead (IMMEDIATE: it is about to write),
-            # so the message commits or rolls back with the app's next commit.
+            # so the work commits or rolls back with the app's next commit.
             plain.execute("BEGIN IMMEDIATE")
         plain.execute("SAVEPOINT pmsq_outbox")
         try:
-            ids = put(plain, log)
+            result = work(plain, log)
             log.flush(plain)
         except BaseException:
             plain.execute("ROLLBACK TO pmsq_outbox")
@@ -101,7 +125,7 @@ def put_in_transaction(
         plain.execute("RELEASE pmsq_outbox")
     except sqlite3.Error as exc:
         raise translate(exc, path, busy_timeout=busy_timeout) from exc
-    return ids
+    return result
 
 
 def bindings_on(path: str, connection: Any) -> list[tuple[str, str]]:

@@ -119,8 +119,8 @@ def insert_envelope(
     conn.execute(
         "INSERT INTO pmsq_messages (id, queue, tenant, key, priority, state, head, line, "
         "available_at, attempt, enqueued_at, format, payload, crc, headers, dedup_id, topic, "
-        "correlation_id, causation_id) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, "
-        "?, ?, ?)",
+        "correlation_id, causation_id, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, "
+        "?, ?, ?, ?, ?, ?, ?)",
         (
             env.id,
             env.queue,
@@ -140,6 +140,7 @@ def insert_envelope(
             env.topic,
             env.correlation_id,
             env.causation_id,
+            env.expires_at,
         ),
     )
 

@@ -1,4 +1,4 @@
-"""The SQLite backend's message columns (the kit's, plus the payload checksum)."""
+"""The SQLite backend's message columns (the kit's, plus the checksum and the expiry)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,6 @@ from pmsq.backends.sqlkit import rows
 
 __all__ = ["MESSAGE_COLUMNS"]
 
-# Columns selected wherever a full row is read: the kit's, and the payload's
-# CRC-32 that a claim checks before delivering it.
-MESSAGE_COLUMNS = rows.MESSAGE_COLUMNS + ", crc"
+# Columns selected wherever a full row is read: the kit's, the payload's
+# CRC-32 that a claim checks before delivering it, and the expiry it checks too.
+MESSAGE_COLUMNS = rows.MESSAGE_COLUMNS + ", crc, " + rows.EXPIRY_COLUMN

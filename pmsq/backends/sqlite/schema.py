@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Callable
 
+from pmsq.backends.sqlite import pauses
 from pmsq.backends.sqlite.counters import COUNTERS_DDL
 from pmsq.backends.sqlite.journal import JOURNAL_DDL
 from pmsq.backends.sqlite.schedules import SCHEDULES_DDL
@@ -33,7 +35,7 @@ __all__ = [
 
 # "pmsq" in ASCII, written to the header so foreign tools can tell the file's owner.
 APPLICATION_ID = 0x706D7371
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 _V1 = f"""
@@ -128,13 +130,16 @@ CREATE INDEX IF NOT EXISTS pmsq_ix_rate ON pmsq_rate (queue, scope, ts);
 """
 
 # Forward migrations: MIGRATIONS[n] upgrades a store from version n to n + 1,
-# as a script of plain statements or as a sequence of statements (for those,
-# like triggers, that hold semicolons). A new store is created at version 1
-# and migrated forward like an old one, so every store runs the same statements.
-MIGRATIONS: dict[int, str | tuple[str, ...]] = {
+# as a script of plain statements, as a sequence of statements (for those,
+# like triggers, that hold semicolons), or as a function of the connection
+# (for a step that must look first: ALTER TABLE ADD COLUMN is not idempotent).
+# A new store is created at version 1 and migrated forward like an old one, so
+# every store runs the same statements.
+MIGRATIONS: dict[int, str | tuple[str, ...] | Callable[[sqlite3.Connection], None]] = {
     1: JOURNAL_DDL,  # version 2: the message journal (pmsq trace)
     2: SCHEDULES_DDL,  # version 3: recurring schedules
     3: COUNTERS_DDL,  # version 4: maintained counts for stats() (counters.py)
+    4: pauses.migrate,  # version 5: expiry, pauses, circuit breakers (pauses.py)
 }
 
 
@@ -235,8 +240,11 @@ def _migrate(conn: sqlite3.Connection, found: int) -> None:
     version = found
     while version < SCHEMA_VERSION:
         step = MIGRATIONS[version]
-        for statement in _split(step) if isinstance(step, str) else step:
-            conn.execute(statement)
+        if callable(step):
+            step(conn)
+        else:
+            for statement in _split(step) if isinstance(step, str) else step:
+                conn.execute(statement)
         version += 1
     if found != version:
         conn.execute(

@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from pmsq.backends.sqlite import pauses
 from pmsq.backends.sqlite.journal import Event, Journal, duration_detail
 from pmsq.backends.sqlite.lines import promote_next
 from pmsq.backends.sqlite.puts import ConfigReader, insert_envelope, record_put
@@ -30,6 +31,7 @@ __all__ = [
     "settle_extend",
     "settle_release",
     "settle_retry",
+    "settle_snooze",
 ]
 
 
@@ -170,8 +172,11 @@ def settle_retry(
     error: str | None,
     journal: Journal,
     duration_ms: float | None = None,
-) -> tuple[str, str] | None:
-    """Put a leased message back at ``available_at``; it stays its key's head."""
+) -> tuple[str, str, str | None, str] | None:
+    """Put a leased message back at ``available_at``; it stays its key's head.
+
+    Returns ``(queue, tenant, key, id)``, or ``None`` if the lease was lost.
+    """
     state = waiting_state(available_at, now)
     row = conn.execute(
         "UPDATE pmsq_messages SET state = ?, available_at = ?, lease_token = NULL, "
@@ -196,7 +201,46 @@ def settle_retry(
         error=error,
         duration_ms=_ms(duration_ms),
     )
-    return row[0], row[1]
+    return row[0], row[1], row[2], row[3]
+
+
+def settle_snooze(
+    conn: sqlite3.Connection,
+    seq: int,
+    token: str,
+    *,
+    now: float,
+    available_at: float,
+    journal: Journal,
+    duration_ms: float | None = None,
+) -> bool:
+    """Put a leased message back at ``available_at`` without counting its attempt.
+
+    Its claim counted the attempt; undoing that makes the next delivery's
+    ``attempt`` this one's again. It stays its key's head. False if lost.
+    """
+    row = conn.execute(
+        "UPDATE pmsq_messages SET state = ?, available_at = ?, attempt = MAX(attempt - 1, 0), "
+        "lease_token = NULL, lease_expires = NULL "
+        f"WHERE seq = ? AND lease_token = ? AND state IN {HELD} "
+        "RETURNING queue, tenant, key, id, correlation_id, attempt",
+        (waiting_state(available_at, now), available_at, seq, token),
+    ).fetchone()
+    if row is None:
+        return False
+    journal.add(
+        now,
+        Event.SNOOZED,
+        row[3],
+        row[0],
+        row[1],
+        row[2],
+        row[4],
+        attempt=row[5] + 1,
+        delay=round(max(0.0, available_at - now), 3),
+        duration_ms=_ms(duration_ms),
+    )
+    return True
 
 
 def settle_release(
@@ -254,11 +298,24 @@ def settle_batch(
         for s, row in zip(batch, rows, strict=True):
             if row is not None:
                 metrics.add(row[0], row[1], processed=1, duration_ms=s.duration_ms)
+                if configs.get(conn, row[0]).circuit is not None:
+                    # A half-open circuit's probe closes it by succeeding.
+                    pauses.close_probe(conn, journal, row[0], s.receipt.message_id, now)
         return [row is not None for row in rows]
 
     def one(s: Settlement) -> bool:
         if s.action == "release":
             return settle_release(conn, s.receipt.handle, s.receipt.token, now, journal)
+        if s.action == "snooze":
+            return settle_snooze(
+                conn,
+                s.receipt.handle,
+                s.receipt.token,
+                now=now,
+                available_at=s.available_at,
+                journal=journal,
+                duration_ms=s.duration_ms,
+            )
         return _settle_failure(conn, s, now, configs, journal, metrics)
 
     return kit_settle_batch(settlements, acks=acks, one=one)
@@ -290,9 +347,11 @@ def _settle_failure(
         if retried is None:
             return False
         metrics.add(retried[0], retried[1], retried=1, failed=failed, duration_ms=s.duration_ms)
+        if s.failed:
+            _count_failure(conn, configs, journal, s, retried, now)
         return True
     row = conn.execute(
-        "SELECT queue, tenant FROM pmsq_messages WHERE seq = ? AND lease_token = ? "
+        "SELECT queue, tenant, key, id FROM pmsq_messages WHERE seq = ? AND lease_token = ? "
         f"AND state IN {HELD}",
         (r.handle, r.token),
     ).fetchone()
@@ -310,4 +369,32 @@ def _settle_failure(
         duration_ms=s.duration_ms,
     )
     metrics.add(row[0], row[1], dead=1, failed=failed, duration_ms=s.duration_ms)
+    if s.failed:
+        _count_failure(conn, configs, journal, s, (row[0], row[1], row[2], row[3]), now)
     return True
+
+
+def _count_failure(
+    conn: sqlite3.Connection,
+    configs: ConfigReader,
+    journal: Journal,
+    s: Settlement,
+    where: tuple[str, str, str | None, str],
+    now: float,
+) -> None:
+    """A handler's failure counts toward its queue's circuit breaker, if it has one."""
+    queue, tenant, key, mid = where
+    circuit = configs.get(conn, queue).circuit
+    if circuit is not None:
+        pauses.circuit_failure(
+            conn,
+            journal,
+            circuit,
+            queue=queue,
+            tenant=tenant,
+            key=key,
+            message_id=mid,
+            error_type=s.error_type,
+            error=s.error,
+            now=now,
+        )

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 
 from pmsq.backends.sqlite.lines import head_if_first
 from pmsq.backends.sqlite.puts import ConfigReader
-from pmsq.backends.sqlkit.rows import MESSAGE_COLUMNS, stored_from_row, tenant_in, tenant_out
+from pmsq.backends.sqlite.rows import MESSAGE_COLUMNS
+from pmsq.backends.sqlkit.rows import stored_from_row, tenant_in, tenant_out
 from pmsq.backends.sqlkit.states import DEAD, waiting_state
 from pmsq.backends.types import DedupRecord, StoredMessage
 

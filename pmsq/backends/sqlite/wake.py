@@ -41,6 +41,7 @@ _EARLIEST = (
     ") SELECT q, (SELECT min({column}) FROM pmsq_messages WHERE state = {state} AND queue = r.q)"
     " FROM r WHERE q IS NOT NULL"
 )
+_PAUSES = "SELECT queue, tenant, key, until FROM pmsq_pauses"
 _SCHEDULED = _EARLIEST.format(state=f"{SCHEDULED:d}", column="available_at")
 _LEASED = _EARLIEST.format(state=f"{IN_FLIGHT:d}", column="lease_expires")
 
@@ -68,6 +69,15 @@ def readiness(conn: sqlite3.Connection, queues: Iterable[str], now: float) -> Re
                 ready.add(q)
             else:
                 later.append(float(due))
+    # A queue held as a whole is not ready; the end of a timed pause (or an
+    # open circuit's probe time) is when the answer changes without a write.
+    for q, tenant, key, until in conn.execute(_PAUSES):
+        if q not in wanted:
+            continue
+        if until is not None and until > now:
+            later.append(float(until))
+        if not tenant and not key and (until is None or until > now):
+            ready.discard(q)
     return Readiness(frozenset(ready), min(later) if later else None)
 
 

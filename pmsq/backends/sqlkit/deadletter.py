@@ -17,6 +17,8 @@ from pmsq.config import QueueConfig
 __all__ = [
     "CORRUPT_PAYLOAD",
     "CORRUPT_REASON",
+    "EXPIRED_REASON",
+    "EXPIRED_TYPE",
     "LEASE_EXPIRED",
     "blocks_key",
     "expired_error",
@@ -29,6 +31,10 @@ LEASE_EXPIRED = "pmsq.LeaseExpired"
 #: Error type and reason of a message whose stored bytes fail their checksum.
 CORRUPT_PAYLOAD = "pmsq.CorruptPayload"
 CORRUPT_REASON = "payload checksum mismatch: the stored bytes are damaged"
+#: Reason and error type of a message found past its ``expires_at`` when it
+#: would have been delivered (DESIGN.md: reason ``expired``, type ``"Expired"``).
+EXPIRED_REASON = "expired"
+EXPIRED_TYPE = "Expired"
 
 
 def expired_reason(attempt: int, max_attempts: int) -> str:

@@ -13,6 +13,7 @@ from pmsq.backends.sqlkit.states import DEAD, export_name, peek_name
 from pmsq.backends.types import Claimed, Envelope, Receipt, StoredDeadLetter, StoredMessage
 
 __all__ = [
+    "EXPIRY_COLUMN",
     "MESSAGE_COLUMNS",
     "claimed_from_row",
     "dead_letter_from_row",
@@ -31,6 +32,13 @@ MESSAGE_COLUMNS = (
     "lease_token, lease_expires, enqueued_at, format, payload, headers, dedup_id, topic, "
     "correlation_id, causation_id, error_type, error, dead_reason, dead_at"
 )
+
+
+#: The column of ``Envelope.expires_at`` (message control, schema v5). Not in
+#: :data:`MESSAGE_COLUMNS` yet, so a dialect without it keeps working: a
+#: dialect that stores it selects it too, and :func:`envelope_from_row`
+#: reads it when present.
+EXPIRY_COLUMN = "expires_at"
 
 
 def tenant_in(tenant: str | None) -> str:
@@ -60,6 +68,8 @@ def envelope_from_row(row: Row) -> Envelope:
         topic=row["topic"],
         correlation_id=row["correlation_id"],
         causation_id=row["causation_id"],
+        # keys(): ``in`` on a sqlite3.Row looks at the values, not the names.
+        expires_at=row[EXPIRY_COLUMN] if EXPIRY_COLUMN in row.keys() else None,  # noqa: SIM118
     )
 
 
