@@ -121,7 +121,9 @@ def test_an_unknown_queue_is_named_with_the_known_ones(
 def test_pause_holds_the_scope_for_every_process_and_resume_lifts_it(
     cli: Run, reminders: tuple[Path, dict[str, str]]
 ) -> None:
-    path, ids = reminders
+    path, _ = reminders
+    with pmsq.connect(str(path)) as b:
+        ready = b.queue("reminders").put({"n": 5}, key="booking:9", tenant="acme")
     code, out, err = cli(
         "pause", str(path), "reminders", "--tenant", "acme", "--reason", "expired credentials"
     )
@@ -150,9 +152,8 @@ def test_pause_holds_the_scope_for_every_process_and_resume_lifts_it(
     )
     with pmsq.connect(str(path)) as b:
         assert b.pauses() == []
-        d = b.queue("reminders").get(timeout=0)
-        assert d is not None
-        assert d.message.id == ids["a2"]  # acme's ready message flows again
+        got = b.queue("reminders").get_many(10, timeout=0)
+        assert ready in {d.message.id for d in got}  # acme's ready message flows again
 
 
 def test_pause_for_a_while_stores_until_and_prints_it(
