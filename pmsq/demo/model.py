@@ -265,9 +265,7 @@ def _reminders(facts: ReminderFacts, dead: Sequence[str]) -> Check:
     )
     if in_flight:
         detail += f" ({in_flight} in flight, outcome discarded)"
-    return Check(
-        "withdrawn with booking", REMINDER_QUEUE, detail, not problems, tuple(problems[:3])
-    )
+    return Check("cancel withdraws", REMINDER_QUEUE, detail, not problems, tuple(problems[:3]))
 
 
 def _channel(channel: tuple[bool, bool, int], dead: Sequence[str]) -> Check:
