@@ -285,6 +285,9 @@ def _took(e: HistoryEvent) -> str:
 def _error(e: HistoryEvent) -> str | None:
     """The event's error as ``Type: message``, the type named once."""
     d = e.detail
+    if e.event == "circuit_opened":
+        # "circuit open: <last error>": the error that tripped it.
+        return str(d.get("reason") or "") or None
     text = str(d.get("error") or d.get("error_type") or "")
     kind = str(d.get("error_type") or "")
     if not text:
@@ -334,54 +337,54 @@ def describe(e: HistoryEvent) -> str:
     return _describe_control(e)
 
 
-def _clock(at: Any) -> str:
-    """An epoch time as ``HH:MM:SS`` UTC (with the date when not today's)."""
+def _clock(at: Any, ref: float) -> str:
+    """An epoch time as ``HH:MM:SS`` UTC, with its date when not the day of ``ref``."""
     try:
         when = _utc(float(at))
     except (TypeError, ValueError, OverflowError, OSError):
         return str(at)
-    return (
-        when.strftime("%H:%M:%S")
-        if when.date() == dt.datetime.now(dt.UTC).date()
-        else (when.strftime("%Y-%m-%d %H:%M:%S"))
-    )
+    same_day = when.date() == _utc(ref).date()
+    return when.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M:%S")
+
+
+#: What a ``cancelled`` event's ``state`` says the message was doing.
+_CANCELLED_STATE = {
+    "ready": "while waiting",
+    "scheduled": "while delayed or waiting to retry",
+    "in_flight": "while in flight (its holder's outcome is discarded)",
+}
 
 
 def _describe_control(e: HistoryEvent) -> str:
-    """Message control events (issue 17): cancel, reschedule, expiry, snooze, pauses."""
+    """Message control events: cancel, reschedule, expiry, snooze, pauses and circuits."""
     d = e.detail
     if e.event == "cancelled":
-        parts = []
-        if d.get("state"):
-            parts.append(f"was {d['state']}")
-        if d.get("by_key") or d.get("key"):
-            parts.append("with its key")
-        parts.append("in the caller's transaction" if d.get("connection") else "")
-        text = ", ".join(p for p in parts if p)
-        return f"withdrawn ({text})" if text else "withdrawn; never delivered again"
+        state = str(d.get("state") or "")
+        return f"withdrawn {_CANCELLED_STATE.get(state, state)}".rstrip()
     if e.event == "rescheduled":
         if d.get("available_at") is not None:
-            return f"now due at {_clock(d['available_at'])} UTC"
-        if d.get("delay") is not None:
-            return f"now due in {float(d['delay']):g}s"
+            return f"now due at {_clock(d['available_at'], e.at)} UTC"
         return "due time moved"
     if e.event == "expired":
         if d.get("expires_at") is not None:
-            return f"not delivered before {_clock(d['expires_at'])} UTC: dead letter"
-        return "not delivered before it expired: dead letter"
+            return f"not delivered by {_clock(d['expires_at'], e.at)} UTC: dead letter"
+        return "not delivered in time: dead letter"
     if e.event == "snoozed":
         delay = d.get("delay")
         again = f"again in {float(delay):g}s" if delay is not None else "again later"
-        return f"{again}, attempt not counted"
+        return f"{again}, attempt not spent"
     if e.event in ("paused", "resumed", "circuit_opened", "circuit_closed"):
         scope = [f"tenant {e.tenant}" if e.tenant else "", f"key {e.key}" if e.key else ""]
-        where = ", ".join(x for x in scope if x) or "whole queue"
-        extra = []
-        if d.get("until") is not None:
-            extra.append(f"until {_clock(d['until'])} UTC")
-        if d.get("reason"):
-            extra.append(str(d["reason"]))
-        return "; ".join([where, *extra])
+        parts = [", ".join(x for x in scope if x) or "whole queue"]
+        if e.event == "paused" and d.get("until") is not None:
+            parts.append(f"until {_clock(d['until'], e.at)} UTC")
+        if e.event == "circuit_opened" and d.get("until") is not None:
+            parts.append(f"probe at {_clock(d['until'], e.at)} UTC")
+        if e.event == "circuit_closed" and d.get("probe"):
+            parts.append(f"probe {d['probe']} succeeded")
+        if e.event == "paused" and d.get("reason"):
+            parts.append(str(d["reason"]))
+        return "; ".join(parts)
     return ""
 
 
