@@ -337,12 +337,16 @@ class Lifecycle:
             self._news = True
             self._kick()
 
-    def _finished(self, job: Job) -> None:
+    def _let_key_go(self, job: Job) -> None:
+        """Stop guarding ``job``'s key locally: the store holds it until the settlement commits."""
         key = _key_of(job.delivery.message)
         if key is not None:
             with self._lock:
                 if self._keys.get(key) is job:
                     del self._keys[key]
+
+    def _finished(self, job: Job) -> None:
+        self._let_key_go(job)
         if not job.freed:
             self._free_slot(job, settling=False)
             return
@@ -468,6 +472,9 @@ class Lifecycle:
             if job.gone is not None:
                 self._discard(job)
                 return
+            # From here on the store's lease guards the key until the release or
+            # settlement commits; the local guard is only for a message gone.
+            self._let_key_go(job)
             if not inv.started:
                 try:
                     yield Call(d.release)
