@@ -24,6 +24,7 @@ if "pytest" in sys.modules:
         "pmsq.testing.conformance",
         "pmsq.testing.stateful",
         "pmsq.testing._stateful_setup",
+        "pmsq.testing._stateful_control",
         "pmsq.testing._delivery_tests",
         "pmsq.testing._order_tests",
         "pmsq.testing._put_tests",

@@ -394,3 +394,63 @@ class ControlTests(SuiteBase):
         assert self.ids(self.claim(q)) == [good]
         assert broker.resume("q", tenant="acme", key="property:1") is True
         assert self.ids(self.claim(q)) == [bad]
+
+    # -- the journal -------------------------------------------------------------------
+    def test_the_journal_records_every_control_event_with_its_details(
+        self, broker: Broker, clock: ManualClock
+    ) -> None:
+        if not self._control_or_refused(broker):
+            return
+        if not broker.backend.capabilities.history:
+            pytest.skip(f"the {broker.backend.name} backend keeps no journal")
+        journal = History.of(broker.backend)
+        q = broker.declare_queue(
+            "q", backoff=_NOW, circuit=Circuit(failures=1, within=60.0, open_for=5.0)
+        )
+        cancelled = q.put("c")
+        q.cancel(cancelled)
+        moved = q.put("r", delay=50.0)
+        q.reschedule(moved, delay=10.0)
+        expired = q.put("e", expires=1.0)
+        clock.advance(11.0)
+        snoozed = q.put("s", priority=9) if broker.backend.capabilities.priorities else q.put("s")
+        for d in self.claim(q):
+            if d.message.id == snoozed:
+                d.snooze(1.0)
+            else:
+                d.ack()
+        assert q.cancel(expired) is False, "an expired message is a dead letter, not cancellable"
+        until = clock.time() + 60.0
+        broker.pause("q", tenant="acme", reason="credentials expired", until=until)
+        broker.resume("q", tenant="acme")
+        q.put("fails")
+        clock.advance(1.0)
+        for d in self.claim(q):
+            if d.message.id == snoozed:
+                with pytest.raises(RuntimeError), d:
+                    raise RuntimeError("API down")
+            else:
+                d.ack()
+        clock.advance(5.0)
+        for d in self.claim(q):
+            d.ack()
+
+        def events(mid: str) -> list[str]:
+            return [e.event for e in journal.history(message_id=mid)]
+
+        assert events(cancelled)[-1] == "cancelled"
+        assert "rescheduled" in events(moved)
+        assert "expired" in events(expired)
+        assert "snoozed" in events(snoozed)
+        scoped = [e for e in journal.history(queue="q") if e.message_id == ""]
+        assert [e.event for e in scoped] == [
+            "paused",
+            "resumed",
+            "circuit_opened",
+            "circuit_closed",
+        ]
+        paused, _, opened, _ = scoped
+        assert paused.tenant == "acme"
+        assert paused.detail["reason"] == "credentials expired"
+        assert paused.detail["until"] == until
+        assert opened.detail["reason"] == "circuit open: RuntimeError: API down"

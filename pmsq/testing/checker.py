@@ -19,12 +19,20 @@ Events (``op`` field; every event has ``t`` = wall-clock seconds and ``proc``):
 - ``ack_ok`` / ``ack_rejected`` ``id``, ``attempt``. An ack invoked without
   either answer (its process was killed) may have committed: the message
   being gone then is not ``lost``.
+- ``cancel_invoke`` ``ids``: logged just before ``Queue.cancel``;
+  ``cancel_ok`` ``ids`` (those the cancel says it removed). A cancelled
+  message is neither lost nor may it be delivered after its cancel returned,
+  nor may any delivery's ack be accepted: a handler that had already
+  started may finish, but its outcome must be discarded (``LeaseLost``). A
+  cancel without an answer may have removed its messages.
 
 Anomalies reported (``Anomaly.kind``): ``lost``, ``unexpected``,
 ``duplicate``, ``double_ack``, ``acked_unprocessed``, ``stale_ack_accepted``,
 ``delivered_after_ack`` (a delivery that began after an ack of the message
 had returned), ``overlapping_leases``, ``order``, ``bad_dead_letter``,
-``tenant_leak``, ``stuck``.
+``tenant_leak``, ``stuck``; with cancellations ``delivered_after_cancel``,
+``acked_after_cancel`` and ``uncancelled`` (still stored after a cancel
+said it removed it).
 """
 
 from __future__ import annotations
@@ -137,6 +145,8 @@ def check(
     settles: dict[str, list[dict[str, Any]]] = defaultdict(list)
     dedup_ids: dict[Any, set[str]] = defaultdict(set)
     answered: set[tuple[str, Any, str]] = set()
+    cancel_tried: set[str] = set()
+    cancelled: dict[str, float] = {}
 
     for e in events:
         op = e["op"]
@@ -178,6 +188,11 @@ def check(
             answered.add((e["id"], e.get("attempt"), e["proc"]))
         elif op == "ack_rejected":
             answered.add((e["id"], e.get("attempt"), e["proc"]))
+        elif op == "cancel_invoke":
+            cancel_tried.update(e["ids"])
+        elif op == "cancel_ok":
+            for mid in e["ids"]:
+                cancelled.setdefault(mid, e["t"])
 
     # Dedup: one dedup id, one stored message, however often the put was retried.
     for dd, ids in dedup_ids.items():
@@ -287,6 +302,8 @@ def check(
         mid = ok["id"]
         if mid in acked_ids or mid in final.dead or mid in maybe_acked:
             continue
+        if mid in cancel_tried and mid not in final.waiting:
+            continue  # withdrawn (or, without an answer, maybe withdrawn): not lost
         if mid in final.waiting:
             if expect_drained:
                 out.append(Anomaly("stuck", mid, "still in the store after the drain"))
@@ -308,7 +325,42 @@ def check(
                 )
             )
 
+    out.extend(_cancel_anomalies(cancelled, deliveries, acks, final, clock_skew))
     out.extend(_order_anomalies(invoked, put_ok, deliveries, acks, settles, final, clock_skew))
+    return out
+
+
+def _cancel_anomalies(
+    cancelled: dict[str, float],
+    deliveries: dict[str, list[dict[str, Any]]],
+    acks: dict[str, list[dict[str, Any]]],
+    final: FinalState,
+    skew: float,
+) -> list[Anomaly]:
+    """A cancel that returned is final: no later delivery, no accepted ack, nothing left."""
+    out: list[Anomaly] = []
+    for mid, at in cancelled.items():
+        late = [d for d in deliveries.get(mid, []) if d["t"] > at + skew]
+        if late:
+            out.append(
+                Anomaly(
+                    "delivered_after_cancel",
+                    mid,
+                    f"attempt {late[0]['attempt']} delivered after the cancel returned",
+                )
+            )
+        # Before the cancel, an accepted ack would have left nothing to cancel;
+        # after it, the holder's lease is gone: either way the two cannot both hold.
+        if acks.get(mid):
+            out.append(
+                Anomaly(
+                    "acked_after_cancel",
+                    mid,
+                    f"attempt {acks[mid][0]['attempt']} acked although the message was cancelled",
+                )
+            )
+        if mid in final.waiting or mid in final.dead:
+            out.append(Anomaly("uncancelled", mid, "still stored after its cancel returned"))
     return out
 
 

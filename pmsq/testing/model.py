@@ -35,6 +35,13 @@ The rules it encodes, in one place:
 - Dead letters keep their attempts; a redrive restarts them at attempt 0
   (the next delivery is attempt 1); a keyed dead letter that left its line
   rejoins it at the tail, one that kept its line stays its head.
+- Message control: a cancel removes messages that are not dead (a holder
+  then has lost its lease; the next of a key moves up). A reschedule moves a
+  waiting message's due time, keeps its place in its line, and takes the
+  lease away from a late holder. A snooze is a retry after ``delay`` that
+  neither counts an attempt nor any outcome. A pause of a queue, of one
+  tenant of it or of one key (of a tenant, or tenantless) makes its
+  messages unclaimable while in force (until ``until``, if given).
 """
 
 from __future__ import annotations
@@ -118,6 +125,8 @@ class QueueModel:
         self.configs: dict[str, QueueConfig] = {}
         self.messages: dict[str, ModelMessage] = {}
         self.dedup: dict[tuple[str, str | None, str], tuple[str, float | None]] = {}
+        #: Pauses in force by scope ``(queue, tenant, key)``: their ``until`` or None.
+        self.pauses: dict[tuple[str, str | None, str | None], float | None] = {}
         self.counts: dict[tuple[str, str | None], _Counts] = {}
         self._seq = itertools.count(1)
         self._holders = itertools.count(1)
@@ -252,6 +261,7 @@ class QueueModel:
             and (not m.scheduled or m.available_at <= now)
             and (any_tenant or m.tenant == tenant)
             and self._is_head(m)
+            and not (self.pauses and self.paused(m, now))
         ]
         out.sort(key=lambda m: (m.tenant or "", -m.priority, m.seq))
         return out
@@ -398,6 +408,79 @@ class QueueModel:
                 in_line=m.key is not None,
                 source_id=m.id,
             )
+
+    # -- message control ---------------------------------------------------------------
+    def cancel(self, queue: str, ids: Sequence[str], tenant: str | None = None) -> list[str]:
+        """Remove the messages of ``queue`` among ``ids`` that are not dead (``tenant``'s only)."""
+        gone = [
+            mid
+            for mid in dict.fromkeys(ids)
+            if (m := self.messages.get(mid)) is not None
+            and m.queue == queue
+            and m.state != "dead"
+            and (tenant is None or m.tenant == tenant)
+        ]
+        for mid in gone:
+            del self.messages[mid]
+        return gone
+
+    def cancel_key(self, queue: str, key: str, tenant: str | None) -> list[str]:
+        """Remove every message of ``tenant``'s ``key`` in ``queue`` that is not dead."""
+        ids = [
+            m.id
+            for m in sorted(self.messages.values(), key=lambda m: m.seq)
+            if m.queue == queue and m.key == key and m.tenant == tenant and m.state != "dead"
+        ]
+        return self.cancel(queue, ids)
+
+    def reschedule(self, queue: str, message_id: str, at: float, now: float) -> bool:
+        """Move a waiting message's due time (its line place kept); False if none."""
+        m = self.messages.get(message_id)
+        if m is None or m.queue != queue or m.state != "waiting":
+            return False
+        m.available_at, m.scheduled, m.holder = at, at > now, None
+        return True
+
+    def snooze(self, message_id: str, holder: int, delay: float, now: float) -> bool:
+        """Come back after ``delay`` with this attempt not counted; False if the lease is lost."""
+        if not self.holds(message_id, holder):
+            return False
+        m = self.messages[message_id]
+        m.state, m.available_at, m.scheduled = "waiting", now + delay, delay > 0
+        m.holder, m.lease_expires, m.attempt = None, None, max(0, m.attempt - 1)
+        return True
+
+    def pause(
+        self, queue: str, tenant: str | None, key: str | None, until: float | None = None
+    ) -> None:
+        """Hold a scope (replacing its pause)."""
+        self.pauses[(queue, tenant, key)] = until
+
+    def resume(self, queue: str, tenant: str | None, key: str | None, now: float) -> bool:
+        """Lift exactly this scope's pause; whether it was in force."""
+        in_force = self.pause_in_force((queue, tenant, key), now)
+        self.pauses.pop((queue, tenant, key), None)
+        return in_force
+
+    def pause_in_force(self, scope: tuple[str, str | None, str | None], now: float) -> bool:
+        """Whether the pause of ``scope`` (``(queue, tenant, key)``) holds at ``now``."""
+        if scope not in self.pauses:
+            return False
+        until = self.pauses[scope]
+        return until is None or until > now
+
+    def paused(self, m: ModelMessage, now: float) -> bool:
+        """Whether a pause in force holds ``m`` (its queue's, its tenant's or its key's)."""
+        scopes: list[tuple[str, str | None, str | None]] = [(m.queue, None, None)]
+        if m.tenant is not None:
+            scopes.append((m.queue, m.tenant, None))
+        if m.key is not None:
+            scopes.append((m.queue, m.tenant, m.key))
+        return any(self.pause_in_force(s, now) for s in scopes)
+
+    def queue_paused(self, queue: str, now: float) -> bool:
+        """Whether a queue-wide pause is in force (``QueueStats.paused``)."""
+        return self.pause_in_force((queue, None, None), now)
 
     # -- operators ---------------------------------------------------------------
     def _dead_matching(

@@ -41,6 +41,7 @@ from pmsq.delivery import Delivery
 from pmsq.errors import LeaseLost, QueueFull
 from pmsq.message import NewMessage, utc_from_epoch
 from pmsq.queue import Queue
+from pmsq.testing._stateful_control import ControlRules
 from pmsq.testing._stateful_setup import (
     BACKOFF,
     CONSUMER_REASONS,
@@ -65,7 +66,7 @@ class _Held:
     holder: int
 
 
-class BrokerStateMachine(RuleBasedStateMachine):
+class BrokerStateMachine(ControlRules, RuleBasedStateMachine):
     """Drives one broker and a ``QueueModel`` with the same steps; see the module docs.
 
     Subclasses set :attr:`new_store` (``make_state_machine`` does).

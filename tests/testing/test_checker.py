@@ -230,3 +230,48 @@ def test_a_delivery_logged_late_pairs_up_in_attempt_order() -> None:
     h("settle_invoke", "c1", id="a", attempt=1, how="ack")
     h("ack_rejected", "c1", id="a", attempt=1)
     assert kinds(h) == []
+
+
+# -- cancellations ------------------------------------------------------------------------
+def test_a_cancelled_message_is_not_lost() -> None:
+    h = H().put(1, "a").put(2, "b")
+    h("cancel_invoke", "app", ids=["a"])("cancel_ok", "app", ids=["a"])
+    assert kinds(h.consume("b", 2)) == []
+
+
+def test_a_cancel_without_an_answer_may_have_removed_its_message() -> None:
+    h = H().put(1, "a")("cancel_invoke", "app", ids=["a"])
+    assert kinds(h) == []
+    assert kinds(h, FinalState(waiting={"a": 1}), expect_drained=False) == []
+
+
+def test_a_cancel_that_said_nothing_was_removed_does_not_excuse_a_loss() -> None:
+    h = H().put(1, "a")("cancel_invoke", "app", ids=["b"])("cancel_ok", "app", ids=[])
+    assert kinds(h) == ["lost"]
+
+
+def test_a_delivery_after_the_cancel_returned_is_named() -> None:
+    h = H().put(1, "a")("cancel_invoke", "app", ids=["a"])("cancel_ok", "app", ids=["a"])
+    h("delivered", "c1", id="a", v=1, attempt=1, lease_expires=h.t + 30)
+    h("settle_invoke", "c1", id="a", attempt=1, how="ack")
+    h("ack_rejected", "c1", id="a", attempt=1)
+    assert kinds(h) == ["delivered_after_cancel"]
+
+
+def test_a_handler_started_before_the_cancel_may_finish_but_its_ack_must_fail() -> None:
+    def history(answer: str) -> H:
+        h = H().put(1, "a")
+        h("delivered", "c1", id="a", v=1, attempt=1, lease_expires=h.t + 30)
+        h("process_start", "c1", id="a", attempt=1)
+        h("cancel_invoke", "app", ids=["a"])("cancel_ok", "app", ids=["a"])
+        h("process_done", "c1", id="a", attempt=1)
+        h("settle_invoke", "c1", id="a", attempt=1, how="ack")
+        return h(answer, "c1", id="a", attempt=1)
+
+    assert kinds(history("ack_rejected")) == []
+    assert kinds(history("ack_ok")) == ["acked_after_cancel"]
+
+
+def test_a_message_still_stored_after_its_cancel_is_uncancelled() -> None:
+    h = H().put(1, "a")("cancel_invoke", "app", ids=["a"])("cancel_ok", "app", ids=["a"])
+    assert kinds(h, FinalState(waiting={"a": 1}), expect_drained=False) == ["uncancelled"]

@@ -131,6 +131,20 @@ class DeadLettersOnFirstFailure(SQLiteBackend):
         )
 
 
+class CancelKeepsMessages(SQLiteBackend):
+    """A cancel reports the unsettled messages it was given as removed, and removes none."""
+
+    def cancel(self, queue: str, message_ids: Sequence[str], *, now: float, **kw: Any) -> list[str]:
+        with self._reading() as conn:
+            return [
+                mid
+                for mid in message_ids
+                if conn.execute(
+                    "SELECT 1 FROM pmsq_messages WHERE id = ? AND state != 2", (mid,)
+                ).fetchone()
+            ]
+
+
 def _heads_ignoring_key_order(
     conn: Any, queue: str, tenant: str, limit: int
 ) -> list[Any]:  # pragma: no cover - replaced helper
@@ -283,6 +297,30 @@ def slow_consumer(broker: pmsq.Broker, tmp: Path) -> None:
     b.hist.close()
 
 
+def cancelling(broker: pmsq.Broker, tmp: Path) -> None:
+    """12 puts (some keyed); a consumer holds one and starts it; the app cancels it and every
+    third message; the holder finishes and acks (refused); then the queue drains."""
+    broker.declare_queue(QUEUE, max_attempts=MAX_ATTEMPTS, lease=30.0)
+    q = broker.queue(QUEUE)
+    prod = History(tmp / "prod.jsonl", "prod")
+    ids = [_put(q, prod, f"v-{i}", key=f"k{i % 2}" if i % 3 else None) for i in range(12)]
+    prod.close()
+    holder = Consumer(q, History(tmp / "holder.jsonl", "holder"))
+    held = holder.get()
+    assert held is not None
+    holder.hist.log("process_start", id=held.message.id, attempt=held.message.attempt)
+    app = History(tmp / "app.jsonl", "app")
+    for mid in [held.message.id, *ids[::3]]:
+        app.log("cancel_invoke", ids=[mid])
+        if q.cancel(mid):
+            app.log("cancel_ok", ids=[mid])
+    app.close()
+    holder.hist.log("process_done", id=held.message.id, attempt=held.message.attempt)
+    holder.settle(held)
+    holder.drain(time.monotonic() + 5.0)
+    holder.hist.close()
+
+
 # -- running one -------------------------------------------------------------------------------
 Workload = Callable[[pmsq.Broker, Path], None]
 
@@ -310,7 +348,7 @@ def run(tmp: Path, backend_cls: type[SQLiteBackend], workload: Workload) -> list
     return sorted({a.kind for a in found})
 
 
-@pytest.mark.parametrize("workload", [standard, slow_consumer])
+@pytest.mark.parametrize("workload", [standard, slow_consumer, cancelling])
 def test_the_workloads_check_clean_on_the_real_backend(tmp_path: Path, workload: Workload) -> None:
     assert run(tmp_path, SQLiteBackend, workload) == []
 
@@ -325,6 +363,12 @@ def test_the_workloads_check_clean_on_the_real_backend(tmp_path: Path, workload:
         pytest.param(DeadLettersOnFirstFailure, standard, ["bad_dead_letter"], id="early-dead"),
         pytest.param(AcceptsStaleTokens, slow_consumer, ["stale_ack_accepted"], id="stale"),
         pytest.param(ReportsLongerLeases, slow_consumer, ["overlapping_leases"], id="lease"),
+        pytest.param(
+            CancelKeepsMessages,
+            cancelling,
+            ["acked_after_cancel", "delivered_after_cancel"],
+            id="cancel",
+        ),
     ],
 )
 def test_each_broken_backend_is_caught(

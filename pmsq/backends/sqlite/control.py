@@ -105,7 +105,10 @@ def reschedule(
 ) -> bool:
     """Move a waiting or delayed message's due time; its ``seq`` (key order) is kept."""
     sql = (
-        "UPDATE pmsq_messages SET available_at = ?, state = ? WHERE id = ? AND queue = ? "
+        # The token of an expired, unclaimed lease goes: its late holder's
+        # settle must not undo the new due time.
+        "UPDATE pmsq_messages SET available_at = ?, state = ?, lease_token = NULL "
+        "WHERE id = ? AND queue = ? "
         f"AND state IN {sql_set(READY, SCHEDULED)}"
     )
     args: list[Any] = [available_at, waiting_state(available_at, now), message_id, queue]
