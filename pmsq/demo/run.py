@@ -31,10 +31,10 @@ def _progress(day: DemoRun) -> Text:
         f"{min(elapsed, day.duration):.0f}/{day.duration:.0f}s · {published:,} events published"
     )
     put, sent, withdrawn = day.reminders.counts()
-    channel = "down for maintenance" if day.in_maintenance() else "up"
+    channel = "DOWN (maintenance)" if day.in_maintenance() else "up"
     text.append(
-        f"\nreminders {put:,} put · {sent:,} sent · {withdrawn:,} withdrawn with their "
-        f"booking's cancellation · channel API {channel}"
+        f"\nreminders {put:,} put, {sent:,} sent, {withdrawn:,} withdrawn by cancellations"
+        f" · channel API {channel}"
     )
     if fired:
         # A callback fires once, when its alert starts; the figure it carries is

@@ -46,12 +46,12 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pmsq.delivery import Delivery, settle_many
-from pmsq.errors import PmsqError
+from pmsq.errors import LeaseLost, PmsqError
 from pmsq.handlers import HandlerSpec
 from pmsq.leases import get_many
 from pmsq.message import Message
 from pmsq.worker.effects import PARKED, Call, Effect, Invoke, Job, Settle, drive
-from pmsq.worker.gone import log_discarded, log_gone, why_gone
+from pmsq.worker.gone import GONE_EVENTS, log_discarded, log_gone, why_gone
 from pmsq.worker.heartbeat import Heartbeats, beat_interval
 from pmsq.worker.invoke import HandlerAbandoned, Invocation
 from pmsq.worker.isolation import ProcessPool
@@ -501,6 +501,8 @@ class Lifecycle:
                 yield Settle(d, outcome, inv.duration_ms)
             except PmsqError as exc:
                 settle_error = exc
+            if isinstance(settle_error, LeaseLost) and self._gone_at_settle(job):
+                return  # cancelled meanwhile: discarded (logged), nothing was applied
             self.hooks("on_settle", message, outcome, settle_error)
         finally:
             self.heartbeats.remove(job)
@@ -514,6 +516,21 @@ class Lifecycle:
         """
         job.gone = why_gone(self.broker.backend, job.delivery.message)
         log_gone(job, job.invocation.stop_work(job.gone))
+
+    def _gone_at_settle(self, job: Job) -> bool:
+        """The settlement found the lease gone: was the message cancelled (or purged) meanwhile?
+
+        Blocking (a journal read), and only on this rare path: a handler that
+        ended before any heartbeat noticed the cancel. Then its outcome is
+        discarded and logged as such rather than as a lease lost to another
+        consumer.
+        """
+        why = why_gone(self.broker.backend, job.delivery.message)
+        if why not in GONE_EVENTS.values():
+            return False
+        job.gone = why
+        log_discarded(job)
+        return True
 
     def _discard(self, job: Job) -> None:
         """Log (and tell the hooks) that ``job``'s outcome is not settled: its message is gone."""

@@ -184,3 +184,36 @@ def test_the_journal_tells_a_cancel_from_a_lease_lost_to_another_holder(db_path:
         assert q.cancel(other.message.id) is True
         assert why_gone(b.backend, other.message) == "cancelled"
         assert why_gone(object(), other.message).startswith("lease lost or cancelled")
+
+
+def test_a_handler_that_ends_before_any_heartbeat_noticed_is_discarded_not_lease_lost(
+    live: pmsq.Broker,
+    start: Callable[..., Running],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO", logger="pmsq")
+    q = live.declare_queue("email", lease=60.0)  # the first beat would come after 20 s
+    release = threading.Event()
+    ended = threading.Event()
+
+    @live.handler("email")
+    def send(msg: pmsq.Message) -> None:
+        assert release.wait(30)
+        ended.set()
+
+    mid = q.put({"to": "guest"})
+    start(live)
+    wait_for(lambda: journal(live, mid)[-1] == "delivered", what="the delivery")
+    assert q.cancel(mid) is True
+    release.set()
+    wait_for(lambda: log_records(caplog, "outcome_discarded"), what="the discard")
+
+    [discarded] = log_records(caplog, "outcome_discarded")
+    assert (discarded["message_id"], discarded["why"], discarded["handler"]) == (
+        mid,
+        "cancelled",
+        "returned",
+    )
+    # Not reported as a lease lost to another consumer: nobody else has it.
+    assert not [r for r in caplog.records if getattr(r, "pmsq", {}).get("event") == "lease_lost"]
+    assert journal(live, mid)[-1] == "cancelled"
