@@ -58,9 +58,11 @@ class ControlTests(SuiteBase):
             assert "control" in str(info.value), info.value
             assert broker.backend.name in str(info.value), info.value
         # A handler's Snooze fails the message (an attempt spent) with an error saying why.
-        with pytest.raises(Snooze), q.get(timeout=0):
+        with pytest.raises(Snooze), q.get(timeout=5.0) as d:
             raise Snooze(5.0)
-        assert self.depth(broker, "q") == 1
+        assert d.settled in ("retried", "dead"), d.settled
+        if broker.backend.capabilities.exact_stats:
+            assert broker.stats("q").failed == 1
         return False
 
     @staticmethod
@@ -198,6 +200,18 @@ class ControlTests(SuiteBase):
             q.reschedule(unkeyed)
 
     # -- expiry ---------------------------------------------------------------------
+    def test_an_expired_message_never_blocks_its_key(
+        self, broker: Broker, clock: ManualClock
+    ) -> None:
+        if not self._control_or_refused(broker):
+            return
+        q = broker.declare_queue("q", on_key_failure="block")
+        stale = q.put("room ready", key="guest:7", expires=60.0)
+        fresh = q.put("welcome back", key="guest:7")
+        clock.advance(60.0)
+        assert self.ids(self.claim(q)) == [fresh], "expiry is no failure: the key must flow"
+        assert [dl.message.id for dl in broker.dead_letters("q").list()] == [stale]
+
     def test_an_expired_message_becomes_a_dead_letter_not_a_delivery(
         self, broker: Broker, clock: ManualClock
     ) -> None:

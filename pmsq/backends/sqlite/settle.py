@@ -49,8 +49,9 @@ def bury(
 ) -> bool:
     """Dead-letter row ``seq`` (already checked to be leased or expired) and fan it to fallback.
 
-    With ``on_key_failure="block"`` the dead letter keeps its key's line (the
-    key waits for an operator); otherwise the next message of the key moves up.
+    With ``on_key_failure="block"`` the dead letter of a failure keeps its
+    key's line (the key waits for an operator); otherwise (and for an expired
+    message, which failed nothing) the next message of the key moves up.
     """
     row = conn.execute(
         "SELECT queue, tenant, key, id, payload, format, headers, priority, correlation_id, "
@@ -61,7 +62,7 @@ def bury(
         return False
     queue, tenant, key = row[0], row[1], row[2]
     cfg = configs.get(conn, queue)
-    blocks = blocks_key(cfg, key)
+    blocks = blocks_key(cfg, key, error_type)
     conn.execute(
         f"UPDATE pmsq_messages SET state = {DEAD:d}, line = ?, head = ?, lease_token = NULL, "
         "lease_expires = NULL, dead_reason = ?, dead_at = ?, "

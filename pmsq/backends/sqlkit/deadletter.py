@@ -47,9 +47,13 @@ def expired_error(attempt: int) -> str:
     return f"lease expired on attempt {attempt}"
 
 
-def blocks_key(cfg: QueueConfig, key: str | None) -> bool:
-    """Whether a dead letter of ``cfg``'s queue keeps its key's line (blocking the key)."""
-    return cfg.on_key_failure == "block" and key is not None
+def blocks_key(cfg: QueueConfig, key: str | None, error_type: str | None = None) -> bool:
+    """Whether a dead letter of ``cfg``'s queue keeps its key's line (blocking the key).
+
+    An expired message (``error_type`` :data:`EXPIRED_TYPE`) never does: expiry
+    is no failure of the key, and its later messages are still wanted.
+    """
+    return cfg.on_key_failure == "block" and key is not None and error_type != EXPIRED_TYPE
 
 
 def fallback_copy(
