@@ -214,13 +214,20 @@ class Invocation:
             stopper()
         return how
 
-    def _set_stopper(self, stopper: Callable[[], None]) -> None:
-        """Register how to stop the running handler; call it now if already asked to."""
+    def _set_stopper(
+        self, stopper: Callable[[], None], now: Callable[[], None] | None = None
+    ) -> None:
+        """Register how to stop the running handler (from any thread).
+
+        If the stop was already asked for, ``now`` (default ``stopper``) is
+        called at once, here: the caller's own way, since a thread-safe
+        stopper may not be callable from the handler's own thread.
+        """
         with self._lock:
             self._stopper = stopper
             asked = self.gone is not None
         if asked:
-            stopper()
+            (now or stopper)()
 
     # -- sync handlers: called in a worker thread --------------------------------
     def run_sync(self) -> None:
@@ -288,7 +295,7 @@ class Invocation:
             with anyio.CancelScope() as scope:
                 if timeout is not None:
                     scope.deadline = anyio.current_time() + timeout
-                self._set_stopper(_canceller(scope))
+                self._set_stopper(_canceller(scope), now=scope.cancel)
                 await self.spec.fn(self.message)
             if scope.cancelled_caught:
                 gone = self.gone
@@ -306,14 +313,16 @@ class Invocation:
 
 
 def _canceller(scope: anyio.CancelScope) -> Callable[[], None]:
-    """A thread-safe way to cancel ``scope`` (made on the loop that runs it)."""
+    """A way to cancel ``scope`` from another thread (made on the loop that runs it).
+
+    Never call it on that loop's own thread: it waits for the loop.
+    """
     token = anyio.lowlevel.current_token()
 
     def cancel() -> None:
         try:
             anyio.from_thread.run_sync(scope.cancel, token=token)
         except RuntimeError:
-            # Called on the loop itself (or the loop is gone): cancel directly.
-            scope.cancel()
+            pass  # the loop is gone, and the handler with it
 
     return cancel

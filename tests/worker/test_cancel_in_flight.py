@@ -217,3 +217,31 @@ def test_a_handler_that_ends_before_any_heartbeat_noticed_is_discarded_not_lease
     # Not reported as a lease lost to another consumer: nobody else has it.
     assert not [r for r in caplog.records if getattr(r, "pmsq", {}).get("event") == "lease_lost"]
     assert journal(live, mid)[-1] == "cancelled"
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.timeout(30)
+def test_a_stop_asked_before_the_async_handler_awaits_cancels_it_at_once(backend: str) -> None:
+    """The window between the start and the handler's first await (the hooks run there)."""
+    from pmsq.handlers import HandlerSpec
+    from pmsq.worker.invoke import Invocation, MessageGone
+
+    reached: list[str] = []
+
+    async def handler(msg: pmsq.Message) -> None:
+        reached.append("handler")
+        await anyio.sleep(60)
+        reached.append("after the sleep")
+
+    message = pmsq.Message(id="m1", queue="q", payload=None)
+    hows: list[str] = []
+    inv = Invocation(
+        HandlerSpec(queue="q", fn=handler),
+        message,
+        gate=lambda: True,
+        before=lambda m: hows.append(inv.stop_work("cancelled")),  # on the loop's thread
+    )
+    anyio.run(inv.run_async, backend=backend)
+    assert hows == ["cancelled"]
+    assert reached == ["handler"]
+    assert isinstance(inv.error, MessageGone)
