@@ -145,8 +145,11 @@ class Alert:
     Attributes:
         queue: The queue.
         tenant: The tenant, for a per-tenant figure; ``None`` for the whole queue.
-        metric: ``"depth"``, ``"oldest_age"``, ``"failure_rate"``, ``"dead"``, or
-            ``"schedule:<name>"`` for a schedule that has not fired in time.
+        metric: ``"depth"``, ``"oldest_age"``, ``"failure_rate"``, ``"dead"``,
+            ``"schedule:<name>"`` for a schedule that has not fired in time,
+            ``"paused"`` / ``"circuit"`` for a pause or an open circuit breaker
+            (``"paused:<key>"`` / ``"circuit:<key>"`` for one key; ``value`` is
+            the seconds since it began).
         level: ``"warning"`` (yellow) or ``"critical"`` (red).
         value: The figure observed.
         threshold: The rule's limit it exceeded.
@@ -170,6 +173,11 @@ class Alert:
             what, limit = f"{int(self.value)} messages waiting", f"{int(self.threshold)}"
         elif self.metric == "oldest_age":
             what, limit = f"oldest message waited {self.value:.0f}s", f"{self.threshold:g}s"
+        elif self.metric.split(":")[0] in ("paused", "circuit"):  # pmsq.control
+            kind, _, key = self.metric.partition(":")
+            what = "circuit open" if kind == "circuit" else "paused"
+            scope = f" key {key!r}" if key else ""
+            return f"{where}:{scope} {what} for {self.value:.0f}s"
         elif self.metric.startswith("schedule:"):  # pmsq.schedules.health
             what = f"schedule {self.metric[9:]!r} has not fired for {self.value:.0f}s"
             limit = f"{self.threshold:g}s"

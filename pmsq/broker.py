@@ -443,7 +443,8 @@ class Broker:
         """Evaluate every queue against its rule; call callbacks of alerts that just started.
 
         A schedule whose next slot is over a minute overdue (no worker fired
-        it) is a warning on its queue too.
+        it) is a warning on its queue too, and so is each pause in force (an
+        open circuit breaker is critical).
 
         Returns:
             The alerts raised now (also those already raised at the last check).
@@ -453,6 +454,7 @@ class Broker:
         snap: Stats = self.stats()
         alerts = evaluate(snap, load_rules(self.backend, snap.queues))
         alerts += schedule_alerts(read_schedules(self.runtime), self.clock.time())
+        alerts += control.pause_alerts(self.runtime)
         self._alert_book.fire(alerts)
         return alerts
 

@@ -189,7 +189,9 @@ class Circuit:
         within: The window they must fall in, seconds (> 0).
         open_for: How long it stays open before the probe, seconds (> 0).
         scope: What opens: the whole ``"queue"``, the failing ``"tenant"``
-            or the failing ``"key"`` (of its tenant).
+            or the failing ``"key"`` (of its tenant). Under ``"tenant"``
+            tenantless messages count toward no breaker, and under ``"key"``
+            unkeyed ones do not.
 
     Raises:
         ConfigurationError: an invalid value.

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
+from pmsq.alerts import Alert
 from pmsq.backends.control_family import Control
 from pmsq.backends.types import PauseRecord
 from pmsq.config import check_key, check_queue_name, check_tenant
@@ -24,7 +25,16 @@ from pmsq.message import to_epoch, utc_from_epoch
 if TYPE_CHECKING:
     from pmsq.runtime import Runtime
 
-__all__ = ["Pause", "cancel_ids", "cancel_key", "pause", "pauses", "reschedule", "resume"]
+__all__ = [
+    "Pause",
+    "cancel_ids",
+    "cancel_key",
+    "pause",
+    "pause_alerts",
+    "pauses",
+    "reschedule",
+    "resume",
+]
 
 _MAX_REASON = 500
 
@@ -112,10 +122,13 @@ def cancel_key(
     tenant = check_tenant(tenant)
     control = _control(runtime, "cancel")
     now = runtime.clock.time()
-    if connection is None:
-        return control.cancel_key(queue, checked, tenant=tenant, now=now)
-    with app_connection(connection) as raw:
-        return control.cancel_key(queue, checked, tenant=tenant, now=now, connection=raw)
+    if connection is not None:
+        with app_connection(connection) as raw:
+            return control.cancel_key(queue, checked, tenant=tenant, now=now, connection=raw)
+    removed = control.cancel_key(queue, checked, tenant=tenant, now=now)
+    if removed:
+        runtime.wakeups.notify(queue)  # the key's line is free for a new put
+    return removed
 
 
 def reschedule(
@@ -223,3 +236,21 @@ def pauses(runtime: Runtime, *, tenant: str | None = None) -> list[Pause]:
     if tenant is not None:
         records = [r for r in records if r.tenant == tenant]
     return [_pause(r) for r in records]
+
+
+def pause_alerts(runtime: Runtime) -> list[Alert]:
+    """One alert per pause in force: a warning, or critical for an open circuit.
+
+    A backend without the ``control`` capability has no pauses: no alerts.
+    """
+    if not isinstance(runtime.backend, Control):
+        return []
+    now = runtime.clock.time()
+    out = []
+    for p in pauses(runtime):
+        kind = "circuit" if p.circuit else "paused"
+        metric = f"{kind}:{p.key}" if p.key is not None else kind
+        age = max(0.0, now - p.since.timestamp())
+        level: Literal["warning", "critical"] = "critical" if p.circuit else "warning"
+        out.append(Alert(p.queue, p.tenant, metric, level, age, 0.0))
+    return out

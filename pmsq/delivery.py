@@ -218,7 +218,13 @@ class Delivery:
         )
 
     def outcome_for(self, error: BaseException | None) -> Outcome:
-        """The policy's outcome for a handler that ended with ``error`` (None = returned)."""
+        """The policy's outcome for a handler that ended with ``error`` (None = returned).
+
+        A ``Snooze`` on a backend without the ``control`` capability is a
+        failure, with the error that says why (logs and middleware see it so).
+        """
+        if isinstance(error, Snooze) and not isinstance(self._runtime.backend, Control):
+            error = refusal(self._runtime.backend, "control", "Snooze")
         return decide(
             attempt=self.message.attempt,
             config=self._config,

@@ -78,8 +78,9 @@ class QueueStats:
         dead_lettered_per_minute: Dead letters during the last 60 s.
         p50_ms: Median handler time over the last 60 s, or None.
         p95_ms: 95th percentile handler time over the last 60 s, or None.
-        paused: A queue-wide pause (or open queue circuit) is in force; tenant
-            and key pauses show in ``Broker.pauses()``.
+        paused: A queue-wide pause (or an open queue circuit) is in force; in
+            a tenant's figures (``tenants``, a tenant handle's stats) also a
+            pause of that tenant. Key pauses show in ``Broker.pauses()``.
         tenants: The same figures per tenant (empty inside a tenant's own entry).
     """
 

@@ -19,7 +19,7 @@ __all__ = ["TenantHandle"]
 
 
 class TenantHandle:
-    """Sees and touches only one tenant's messages: queues, publish, stats, dead letters.
+    """Sees and touches only one tenant's messages: queues, publish, stats, dead letters, pauses.
 
     Passing another ``tenant=`` through it raises ``ConfigurationError``; ids
     of other tenants' messages simply match nothing.
@@ -99,7 +99,22 @@ class TenantHandle:
         reason: str = "",
         tenant: str | None = None,
     ) -> control.Pause:
-        """Pause this tenant's messages of ``queue`` (or one key of it); see ``Broker.pause``."""
+        """Pause this tenant's messages of ``queue`` (or one key of it); see ``Broker.pause``.
+
+        Args:
+            queue: The queue.
+            key: Only this key of the tenant (other keys flow).
+            until: Resume by itself at this time (aware datetime or epoch seconds).
+            reason: Why (shown in stats, the monitor and ``pmsq trace``).
+            tenant: This handle's tenant, if given at all.
+
+        Returns:
+            The stored ``pmsq.Pause``.
+
+        Raises:
+            ConfigurationError: another tenant, invalid arguments, or a backend
+                without the ``control`` capability.
+        """
         return control.pause(
             self._runtime,
             check_queue_name(queue),
@@ -110,13 +125,22 @@ class TenantHandle:
         )
 
     def resume(self, queue: str, *, key: str | None = None, tenant: str | None = None) -> bool:
-        """Lift this tenant's pause of ``queue`` (or of one key); whether one was in force."""
+        """Lift this tenant's pause of ``queue`` (or of one key); whether one was in force.
+
+        Raises:
+            ConfigurationError: another tenant, invalid arguments, or a backend
+                without the ``control`` capability.
+        """
         return control.resume(
             self._runtime, check_queue_name(queue), tenant=self._own(tenant, "resume"), key=key
         )
 
     def pauses(self) -> list[control.Pause]:
-        """This tenant's pauses in force (of the tenant and of its keys)."""
+        """This tenant's pauses in force (of the tenant and of its keys).
+
+        Raises:
+            ConfigurationError: a backend without the ``control`` capability.
+        """
         return control.pauses(self._runtime, tenant=self.tenant)
 
     def _own(self, tenant: str | None, verb: str) -> str:

@@ -121,7 +121,7 @@ def test_a_store_from_before_the_counters_is_counted_when_it_migrates(tmp_path: 
             before.in_flight,
             before.dead,
         )
-        assert b.backend.get_meta("schema_version") == str(SCHEMA_VERSION) == "4"
+        assert b.backend.get_meta("schema_version") == str(SCHEMA_VERSION) == "5"
 
 
 def test_stats_reads_no_message_rows_beyond_an_index_seek(tmp_path: Path) -> None:

@@ -73,7 +73,8 @@ def redrive(
 
     A dead letter that blocks its key (``on_key_failure="block"``) still holds
     its line, so it goes back to the head of the key, before the messages
-    that waited behind it. Otherwise it rejoins its key at the tail.
+    that waited behind it. Otherwise it rejoins its key at the tail. Its
+    expiry is dropped: an operator who redrives a message wants it delivered.
     """
     if ids is not None and not ids:
         return 0
@@ -92,7 +93,7 @@ def redrive(
         conn.execute(
             f"UPDATE pmsq_messages SET seq = ?, state = {READY:d}, head = ?, line = 1, "
             "attempt = 0, available_at = ?, dead_reason = NULL, dead_at = NULL, "
-            "error_type = NULL, error = NULL WHERE seq = ?",
+            "error_type = NULL, error = NULL, expires_at = NULL WHERE seq = ?",
             (new_seq, head, now, seq),
         )
     return len(rows)
@@ -174,7 +175,7 @@ def stats(conn: sqlite3.Connection, queue: str | None, now: float, tenant: str |
     snap = snapshot(
         per, conn.execute("SELECT pattern, queue FROM pmsq_bindings ORDER BY 1, 2"), now
     )
-    return with_paused(snap, pauses.paused_queues(conn, now, tenant))
+    return with_paused(snap, pauses.paused_scopes(conn, now), tenant)
 
 
 def check(conn: sqlite3.Connection) -> list[str]:

@@ -345,9 +345,15 @@ def _lease(conn: sqlite3.Connection, leases: list[tuple[str, float, int]]) -> No
 
 
 def has_ready(conn: sqlite3.Connection, queue: str, now: float, tenant: str | None) -> bool:
-    """Lock-free probe: is anything ready, due, or holding an expired lease (and not paused)?"""
+    """Lock-free probe: is anything ready, due, or holding an expired lease?
+
+    While the queue (or this tenant of it) is paused only an expired lease
+    counts: a claim must still settle it (an attempt spent, maybe a dead
+    letter), though it leases nothing.
+    """
     if pauses.held_scopes(conn, queue, tenant, now):
-        return False
+        leased = _due(conn, queue)[1]
+        return leased is not None and leased <= now
     if tenant is None:
         ready = conn.execute(
             f"SELECT 1 FROM pmsq_messages WHERE queue = ? AND state = {READY:d} AND head = 1 "

@@ -30,7 +30,7 @@ __all__ = [
     "list_pauses",
     "load_holds",
     "migrate",
-    "paused_queues",
+    "paused_scopes",
     "remove_pause",
     "save_pause",
     "set_probe",
@@ -188,16 +188,14 @@ def list_pauses(conn: Any, now: float) -> list[PauseRecord]:
     return [kit.record_from_row(*r) for r in rows]
 
 
-def paused_queues(conn: Any, now: float, tenant: str | None = None) -> set[str]:
-    """Queues held as a whole at ``now`` (with ``tenant``: or held for that tenant)."""
-    tenants = ("",) if tenant is None else ("", tenant_in(tenant))
-    marks = ", ".join("?" * len(tenants))
+def paused_scopes(conn: Any, now: float) -> set[tuple[str, str]]:
+    """``(queue, tenant)`` held as a whole at ``now`` (tenant ``''``: the queue-wide pause)."""
     rows = conn.execute(
-        f"SELECT queue FROM pmsq_pauses WHERE key = '' AND tenant IN ({marks}) "
+        "SELECT queue, tenant FROM pmsq_pauses WHERE key = '' "
         "AND (circuit = 1 OR until IS NULL OR until > ?)",
-        (*tenants, now),
+        (now,),
     ).fetchall()
-    return {r[0] for r in rows}
+    return {(r[0], r[1]) for r in rows}
 
 
 def held_scopes(conn: Any, queue: str, tenant: str | None, now: float) -> bool:

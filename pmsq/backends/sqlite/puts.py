@@ -186,10 +186,11 @@ def put_one(
     if env.coalesce and env.key is not None:
         row = tail_of(conn, env.queue, tenant, env.key)
         if row is not None and row[2] in (READY, SCHEDULED) and row[3] == 0:
+            # The newest payload brings its own expiry (or none).
             conn.execute(
-                "UPDATE pmsq_messages SET payload = ?, format = ?, crc = ?, headers = ? "
-                "WHERE seq = ?",
-                (env.data, env.format, zlib.crc32(env.data), env.headers, row[0]),
+                "UPDATE pmsq_messages SET payload = ?, format = ?, crc = ?, headers = ?, "
+                "expires_at = ? WHERE seq = ?",
+                (env.data, env.format, zlib.crc32(env.data), env.headers, env.expires_at, row[0]),
             )
             _remember_dedup(conn, cfg, env, tenant, str(row[1]))
             if journal is not None:

@@ -61,12 +61,15 @@ def readiness(conn: sqlite3.Connection, queues: Iterable[str], now: float) -> Re
     wanted = set(queues)
     ready = {q for (q,) in conn.execute(_READY) if q in wanted}
     later: list[float] = []
+    lapsed: set[str] = set()  # queues with an expired lease: a claim must count it
     for sql in (_SCHEDULED, _LEASED):
         for q, due in conn.execute(sql):
             if q not in wanted or due is None:
                 continue
             if due <= now:
                 ready.add(q)
+                if sql is _LEASED:
+                    lapsed.add(q)
             else:
                 later.append(float(due))
     # A queue held as a whole is not ready; the end of a timed pause (or an
@@ -76,7 +79,7 @@ def readiness(conn: sqlite3.Connection, queues: Iterable[str], now: float) -> Re
             continue
         if until is not None and until > now:
             later.append(float(until))
-        if not tenant and not key and (until is None or until > now):
+        if not tenant and not key and (until is None or until > now) and q not in lapsed:
             ready.discard(q)
     return Readiness(frozenset(ready), min(later) if later else None)
 

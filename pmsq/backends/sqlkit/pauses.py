@@ -138,13 +138,14 @@ def holds(rows: Iterable[PauseRow], now: float, probe_busy: Callable[[str], bool
 def circuit_scope(circuit: Circuit, tenant: str, key: str | None) -> Scope | None:
     """The scope (stored form) a failure of a message of ``tenant``'s ``key`` counts in.
 
-    ``None`` for an unkeyed message under a per-key breaker: it has no key
-    to pause (pausing its whole tenant instead would hold healthy keys).
+    ``None`` when the message has no such scope: an unkeyed message under a
+    per-key breaker, a tenantless one under a per-tenant breaker (pausing
+    its whole tenant, or the whole queue, would hold healthy scopes).
     """
     if circuit.scope == "queue":
         return ("", "")
     if circuit.scope == "tenant":
-        return (tenant, "")
+        return (tenant, "") if tenant else None
     return (tenant, key) if key else None
 
 
@@ -181,12 +182,26 @@ def record_from_row(
     )
 
 
-def with_paused(stats: Stats, paused: set[str]) -> Stats:
-    """``stats`` with ``QueueStats.paused`` set for the ``paused`` queues."""
-    if not paused or not stats.queues.keys() & paused:
+def with_paused(stats: Stats, held: set[tuple[str, str]], tenant: str | None = None) -> Stats:
+    """``stats`` with ``QueueStats.paused`` set where a pause holds a queue or a tenant.
+
+    Args:
+        stats: The snapshot.
+        held: ``(queue, tenant)`` (stored form) of the queue-wide (``''``) and
+            tenant pauses in force.
+        tenant: The tenant the snapshot is of, if any: its queues are paused
+            when the queue or that tenant is.
+    """
+    if not held:
         return stats
-    queues = {
-        name: attrs.evolve(qs, paused=True) if name in paused else qs
-        for name, qs in stats.queues.items()
-    }
-    return attrs.evolve(stats, queues=queues)
+    mine = {"", tenant or ""}
+
+    def mark(name: str, qs: Any) -> Any:
+        paused = any((name, t) in held for t in mine) if tenant else (name, "") in held
+        tenants = {
+            t: attrs.evolve(ts, paused=True) if paused or (name, t) in held else ts
+            for t, ts in qs.tenants.items()
+        }
+        return attrs.evolve(qs, paused=paused, tenants=tenants)
+
+    return attrs.evolve(stats, queues={n: mark(n, qs) for n, qs in stats.queues.items()})
