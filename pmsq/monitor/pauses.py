@@ -79,9 +79,11 @@ def _until(pause: Any, now: float) -> str:
     until = _epoch(pause.until)
     if until is None:
         return "until resumed"
-    left = max(0.0, until - now)
-    verb = "probes in" if is_circuit(pause) else "resumes in"
-    return f"{verb} {fmt_age(left)}"
+    left = until - now
+    if is_circuit(pause):
+        # Past its time an open circuit waits for one message to probe with.
+        return f"probes in {fmt_age(left)}" if left > 0 else "probe due: the next message"
+    return f"resumes in {fmt_age(max(0.0, left))}"
 
 
 def _since(pause: Any, now: float) -> str:

@@ -101,6 +101,11 @@ def test_plain_lines_for_a_monitor_without_a_terminal() -> None:
     assert pause_lines([], NOW) == ""
 
 
+def test_an_open_circuit_past_its_time_waits_for_a_probe() -> None:
+    later = pause_lines(PAUSES[2:], NOW + 60).strip()
+    assert later.startswith("circuit open: ota-push, probe due: the next message, since")
+
+
 def test_json_has_utc_times_and_the_circuit_flag() -> None:
     [circuit, *_] = pauses_to_dicts(PAUSES)
     assert circuit["circuit"] is True
