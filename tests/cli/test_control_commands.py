@@ -3,6 +3,7 @@ against a real store: what they change, what they print, their exit codes."""
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import os
@@ -11,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import pmsq
 from pmsq.cli.pause import duration
@@ -239,3 +242,18 @@ def test_help_of_each_command_fits_80_columns() -> None:
         assert done.returncode == 0, done.stderr
         assert [line for line in done.stdout.splitlines() if len(line) > 80] == []
         assert "examples:" in done.stdout
+
+
+@given(
+    number=st.integers(1, 10_000) | st.floats(0.01, 10_000, allow_nan=False),
+    unit=st.sampled_from(["", "s", "m", "h", "d"]),
+)
+def test_any_duration_in_range_reads_as_number_times_unit(number: float, unit: str) -> None:
+    factor = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+    text = f"{number}{unit}"
+    seconds = float(number) * factor
+    if seconds > 366 * 86400:
+        with pytest.raises(argparse.ArgumentTypeError):
+            duration(text)
+    else:
+        assert duration(text) == pytest.approx(seconds)

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 from backends._bare import BareSQLite
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rich.cells import cell_len
 from rich.console import Console
 
 import pmsq
@@ -134,3 +137,34 @@ def test_the_monitor_shows_the_panel_of_a_real_store(tmp_path: Path) -> None:
         assert "paused: 1 scope paused" in text
         assert "channel-sync · tenant acme" in text
         assert "paused: channel-sync · tenant acme, until resumed" in screen.plain()
+
+
+_names = st.text(
+    alphabet=st.characters(codec="utf-8", categories=("L", "N", "P", "Zs")), min_size=1, max_size=60
+)
+
+
+@given(
+    pauses=st.lists(
+        st.builds(
+            pmsq.Pause,
+            queue=_names,
+            tenant=st.none() | _names,
+            key=st.none() | _names,
+            until=st.none() | st.floats(-1e5, 1e7).map(at),
+            reason=st.text(max_size=300),
+            since=st.floats(-1e7, 0).map(at),
+            circuit=st.booleans(),
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    width=st.sampled_from([60, 80, 120]),
+)
+@settings(max_examples=60, deadline=None)
+def test_the_panel_fits_any_width_whatever_the_names(pauses: list[pmsq.Pause], width: int) -> None:
+    console = Console(file=io.StringIO(), width=width, record=True, color_system=None)
+    console.print(pause_section(pauses, NOW))
+    lines = console.export_text().splitlines()
+    assert max(cell_len(line) for line in lines) <= width
+    assert len(pauses_to_dicts(pauses)) == len(pauses)
