@@ -23,6 +23,7 @@ already acked, dead or cancelled).
 
 examples:
   pmsq cancel pms.db email 06H3GMZZSDMPAE4A0X75448764
+  pmsq cancel pms.db email 06H3GMZZSDMPAE4A0X75448764 --tenant acme
   pmsq cancel pms.db reminders --key booking:8812 --tenant acme
   pmsq cancel pms.db reminders --key booking:8812 --tenant acme --json
 """
@@ -44,7 +45,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("queue", metavar="QUEUE", help="queue name")
     p.add_argument("ids", nargs="*", metavar="ID", help="message ids to cancel")
     p.add_argument("--key", help="cancel every unacked message of this key instead")
-    p.add_argument("--tenant", help="with --key: the tenant the key belongs to")
+    p.add_argument(
+        "--tenant",
+        help="with --key: the key's tenant; with IDs: only that tenant's messages (a guard)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 
@@ -52,10 +56,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _check(args: argparse.Namespace) -> None:
     if bool(args.ids) == (args.key is not None):
         raise CommandError("give message IDs or --key K (one of the two)")
-    if args.tenant is not None and args.key is None:
-        raise CommandError(
-            "--tenant goes with --key (a message id names one message, whatever its tenant)"
-        )
     if args.key is not None and not args.key:
         raise CommandError("--key takes a non-empty key")
 
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"cancelled {count} {noun} of key {args.key}{owner} in {args.queue}")
             return 0
         # One transaction for every id, with the ids it really removed.
-        removed = set(cancel_ids(broker.runtime, args.queue, list(args.ids), tenant=None))
+        removed = set(cancel_ids(broker.runtime, args.queue, list(args.ids), tenant=args.tenant))
     done = [mid for mid in dict.fromkeys(args.ids) if mid in removed]
     missed = [mid for mid in dict.fromkeys(args.ids) if mid not in removed]
     if args.json:
@@ -85,10 +85,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         for mid in done:
             print(f"cancelled {mid}")
+    owner = f" of tenant {args.tenant}" if args.tenant is not None else ""
     for mid in missed:
         print(
             f"pmsq cancel: {mid} was not cancelled: no such unacked message in "
-            f"{args.queue} (unknown, already acked, dead or cancelled)",
+            f"{args.queue}{owner} (unknown, already acked, dead or cancelled)",
             file=sys.stderr,
         )
     return 1 if missed else 0

@@ -69,6 +69,18 @@ def test_cancelling_an_unknown_or_gone_id_exits_1_and_names_it(
     assert waiting(path) == 2
 
 
+def test_tenant_guards_a_cancel_by_id(cli: Run, reminders: tuple[Path, dict[str, str]]) -> None:
+    path, ids = reminders
+    code, _, err = cli("cancel", str(path), "reminders", ids["blue"], "--tenant", "acme")
+    assert code == 1
+    assert (
+        f"{ids['blue']} was not cancelled: no such unacked message in reminders of tenant acme"
+        in err
+    )
+    code, out, _ = cli("cancel", str(path), "reminders", ids["blue"], "--tenant", "blue")
+    assert (code, out) == (0, f"cancelled {ids['blue']}\n")
+
+
 def test_cancel_by_key_is_scoped_to_the_tenant(
     cli: Run, reminders: tuple[Path, dict[str, str]]
 ) -> None:
@@ -90,7 +102,6 @@ def test_cancel_by_key_is_scoped_to_the_tenant(
     [
         ([], "give message IDs or --key K"),
         (["X", "--key", "k"], "give message IDs or --key K"),
-        (["X", "--tenant", "acme"], "--tenant goes with --key"),
         (["--key", ""], "--key takes a non-empty key"),
     ],
 )
