@@ -25,6 +25,7 @@ from worker._support import Running, log_records, wait_for
 
 # Short leases: a beat every 0.1 s, so the cancel is noticed quickly.
 LEASE = 0.3
+DEADLINE_S = 30.0
 
 
 class Timeline:
@@ -245,3 +246,43 @@ def test_a_stop_asked_before_the_async_handler_awaits_cancels_it_at_once(backend
     assert hows == ["cancelled"]
     assert reached == ["handler"]
     assert isinstance(inv.error, MessageGone)
+
+
+def test_a_lease_lost_to_another_consumer_stops_the_async_handler_and_says_so(
+    live: pmsq.Broker,
+    start: Callable[..., Running],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A starved worker whose lease ran out: another consumer has the message now."""
+    import pmsq.worker.lifecycle as lifecycle
+
+    caplog.set_level("INFO", logger="pmsq.worker")
+    # Beats too late on purpose: the lease (0.4 s) runs out before the first one.
+    monkeypatch.setattr(lifecycle, "beat_interval", lambda lease: lease * 3)
+    q = live.declare_queue("ota", lease=0.4)
+    seen = Timeline()
+
+    @live.handler("ota")
+    async def push(msg: pmsq.Message) -> None:
+        seen.note("start")
+        try:
+            await anyio.sleep(60)
+        except anyio.get_cancelled_exc_class():
+            seen.note("cancelled")
+            raise
+
+    mid = q.put({"push": "rates"})
+    start(live, concurrency=1)  # its one slot is taken: it cannot claim the message back
+    wait_for(lambda: seen.has("start"), what="the handler to start")
+    other = q.get(timeout=DEADLINE_S)  # waits for the lease to run out, then takes it
+    other.extend(30.0)  # and keeps it while the stale worker finds out
+    assert other.message.id == mid
+    assert other.message.attempt == 2
+    wait_for(lambda: seen.has("cancelled"), what="the stale handler to be cancelled")
+    other.ack()
+
+    [lost] = log_records(caplog, "lease_lost")
+    assert (lost["message_id"], lost["why"], lost["handler"]) == (mid, "lease lost", "cancelled")
+    wait_for(lambda: log_records(caplog, "outcome_discarded"), what="the discard")
+    assert journal(live, mid)[-1] == "acked"
