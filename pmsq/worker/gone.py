@@ -15,7 +15,6 @@ import logging
 from typing import TYPE_CHECKING
 
 from pmsq.backends.families import History
-from pmsq.errors import PmsqError
 from pmsq.message import Message
 from pmsq.worker.invoke import MessageGone
 
@@ -43,7 +42,8 @@ def why_gone(backend: object, message: Message) -> str:
         return "lease lost or cancelled (this store keeps no journal to tell)"
     try:
         events = backend.history(message_id=message.id, limit=20)
-    except PmsqError:
+    except Exception:  # advisory only: a failed read must never stop the heartbeat or a settle
+        log.debug("could not read the journal of message %s", message.id, exc_info=True)
         return "lease lost or cancelled (the journal could not be read)"
     for e in reversed(events):
         if e.event in GONE_EVENTS:

@@ -286,3 +286,22 @@ def test_a_lease_lost_to_another_consumer_stops_the_async_handler_and_says_so(
     assert (lost["message_id"], lost["why"], lost["handler"]) == (mid, "lease lost", "cancelled")
     wait_for(lambda: log_records(caplog, "outcome_discarded"), what="the discard")
     assert journal(live, mid)[-1] == "acked"
+
+
+def test_a_journal_that_cannot_be_read_never_breaks_the_worker(db_path: Path) -> None:
+    """The journal is advisory: a failed read says "cannot tell" instead of raising
+    (a raise here would kill the heartbeat or a settlement)."""
+    from pmsq.backends.sqlite import SQLiteBackend
+
+    class BrokenJournal(SQLiteBackend):
+        def history(self, **filters: object) -> list[object]:  # type: ignore[override]
+            raise OSError("disk I/O error")
+
+    backend = BrokenJournal(str(db_path), durability="normal")
+    try:
+        message = pmsq.Message(id="m1", queue="q", payload=None)
+        assert why_gone(backend, message) == (
+            "lease lost or cancelled (the journal could not be read)"
+        )
+    finally:
+        backend.close()
