@@ -20,14 +20,8 @@ transaction (:meth:`Lifecycle.commit_parked`: one fsync) and resumes each
 generator with its own result. With many short handlers this turns one
 commit per message into one per round.
 
-Messages gone under a running handler: when a heartbeat finds the lease
-gone (the message was cancelled, or the lease was lost to another holder),
-:meth:`Lifecycle.message_gone` stops the handler where it can (an async
-handler is cancelled, a handler process killed) and its outcome is
-discarded, never settled; a sync handler in a thread runs on until it
-returns. Meanwhile this worker keeps the key: a message of the same key it
-claims is handed back (no attempt spent) until that handler has ended, so
-one worker never runs two handlers of a key at once, even after a cancel.
+A message gone under a running handler (cancelled, or its lease lost) is
+never settled: see ``pmsq.worker.gone``.
 
 Thread safety: the counters are guarded by one lock, because the thread
 Worker calls in from its dispatcher, handler and heartbeat threads.
@@ -49,9 +43,8 @@ from pmsq.delivery import Delivery, settle_many
 from pmsq.errors import LeaseLost, PmsqError
 from pmsq.handlers import HandlerSpec
 from pmsq.leases import get_many
-from pmsq.message import Message
 from pmsq.worker.effects import PARKED, Call, Effect, Invoke, Job, Settle, drive
-from pmsq.worker.gone import GONE_EVENTS, log_discarded, log_gone, why_gone
+from pmsq.worker.gone import HeldKeys, discarded_at_settle, log_discarded, notice_gone
 from pmsq.worker.heartbeat import Heartbeats, beat_interval
 from pmsq.worker.invoke import HandlerAbandoned, Invocation
 from pmsq.worker.isolation import ProcessPool
@@ -72,14 +65,6 @@ _READINESS_ABOVE = 16
 # one of its handlers finishes: claiming it again at once would only hand the
 # same messages back.
 _MAX_TENANT_BACKOFF = 1.0
-
-KeyId = tuple[str, str | None, str]
-
-
-def _key_of(message: Message) -> KeyId | None:
-    if message.key is None:
-        return None
-    return (message.queue, message.tenant, message.key)
 
 
 class Lifecycle:
@@ -125,9 +110,8 @@ class Lifecycle:
         self._per_tenant: Counter[tuple[str, str | None]] = Counter()
         self._blocked: dict[str, float] = {}
         self._block_backoff: dict[str, float] = {}
-        # Keys of the messages this worker holds, until their lifecycle ends
-        # (None: claimed this round, its job not made yet).
-        self._keys: dict[KeyId, Job | None] = {}
+        # Keys of the messages this worker holds, until their handler ended.
+        self._keys = HeldKeys()
         self._rotation = 0
         self._claim_errors = 0
         # Settlements parked by finished handlers: (generator, effect), for commit_parked.
@@ -283,9 +267,8 @@ class Lifecycle:
         with self._lock:
             for d in deliveries:
                 slot = (queue, d.message.tenant)
-                key = _key_of(d.message)
-                if key is not None and key in self._keys:
-                    holder = self._keys[key]
+                held, holder = self._keys.held(d.message)
+                if held:
                     if holder is not None:
                         holders.append(holder)
                     over.append(d)
@@ -293,8 +276,7 @@ class Lifecycle:
                 if limit is not None and self._per_tenant[slot] >= limit:
                     over.append(d)
                     continue
-                if key is not None:
-                    self._keys[key] = None
+                self._keys.reserve(d.message)
                 self._running += 1
                 self._per_queue[queue] += 1
                 self._per_tenant[slot] += 1
@@ -337,16 +319,8 @@ class Lifecycle:
             self._news = True
             self._kick()
 
-    def _let_key_go(self, job: Job) -> None:
-        """Stop guarding ``job``'s key locally: the store holds it until the settlement commits."""
-        key = _key_of(job.delivery.message)
-        if key is not None:
-            with self._lock:
-                if self._keys.get(key) is job:
-                    del self._keys[key]
-
     def _finished(self, job: Job) -> None:
-        self._let_key_go(job)
+        self._keys.let_go(job)
         if not job.freed:
             self._free_slot(job, settling=False)
             return
@@ -441,10 +415,7 @@ class Lifecycle:
                     before=functools.partial(self.hooks, "before_process"),
                 )
                 job = Job(delivery=d, spec=spec, invocation=invocation)
-                key = _key_of(d.message)
-                if key is not None:
-                    with self._lock:
-                        self._keys[key] = job
+                self._keys.bind(job)
                 jobs.append(job)
         self._idle = not jobs
         return jobs
@@ -474,7 +445,7 @@ class Lifecycle:
                 return
             # From here on the store's lease guards the key until the release or
             # settlement commits; the local guard is only for a message gone.
-            self._let_key_go(job)
+            self._keys.let_go(job)
             if not inv.started:
                 try:
                     yield Call(d.release)
@@ -501,7 +472,9 @@ class Lifecycle:
                 yield Settle(d, outcome, inv.duration_ms)
             except PmsqError as exc:
                 settle_error = exc
-            if isinstance(settle_error, LeaseLost) and self._gone_at_settle(job):
+            if isinstance(settle_error, LeaseLost) and discarded_at_settle(
+                self.broker.backend, job
+            ):
                 return  # cancelled meanwhile: discarded (logged), nothing was applied
             self.hooks("on_settle", message, outcome, settle_error)
         finally:
@@ -509,28 +482,8 @@ class Lifecycle:
             self._finished(job)
 
     def message_gone(self, job: Job) -> None:
-        """``job``'s lease is gone while its handler runs: stop the handler where possible.
-
-        Blocking (called from a heartbeat): see :func:`pmsq.worker.gone.why_gone`.
-        Nothing can be settled for the message any more.
-        """
-        job.gone = why_gone(self.broker.backend, job.delivery.message)
-        log_gone(job, job.invocation.stop_work(job.gone))
-
-    def _gone_at_settle(self, job: Job) -> bool:
-        """The settlement found the lease gone: was the message cancelled (or purged) meanwhile?
-
-        Blocking (a journal read), and only on this rare path: a handler that
-        ended before any heartbeat noticed the cancel. Then its outcome is
-        discarded and logged as such rather than as a lease lost to another
-        consumer.
-        """
-        why = why_gone(self.broker.backend, job.delivery.message)
-        if why not in GONE_EVENTS.values():
-            return False
-        job.gone = why
-        log_discarded(job)
-        return True
+        """A heartbeat found ``job``'s lease gone: see :func:`pmsq.worker.gone.notice_gone`."""
+        notice_gone(self.broker.backend, job)
 
     def _discard(self, job: Job) -> None:
         """Log (and tell the hooks) that ``job``'s outcome is not settled: its message is gone."""
