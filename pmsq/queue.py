@@ -159,10 +159,14 @@ class Queue:
         return self._runtime.store(envs, connection=self._connection(connection))
 
     @overload
-    def cancel(self, message_id: str, *, connection: Any = None) -> bool: ...
+    def cancel(
+        self, message_id: str, *, tenant: str | None = None, connection: Any = None
+    ) -> bool: ...
 
     @overload
-    def cancel(self, message_id: Sequence[str], *, connection: Any = None) -> int: ...
+    def cancel(
+        self, message_id: Sequence[str], *, tenant: str | None = None, connection: Any = None
+    ) -> int: ...
 
     @overload
     def cancel(self, *, key: str, tenant: str | None = None, connection: Any = None) -> int: ...
@@ -186,7 +190,9 @@ class Queue:
             message_id: A message id, or a list of them.
             key: Or every unacked message of this key (of ``tenant``: keys
                 are scoped per tenant; without it, the tenantless key).
-            tenant: The key's tenant (a tenant handle's own by default).
+            tenant: The key's tenant (keys are per tenant); with ids, only
+                messages of this tenant are cancelled. A tenant handle's own
+                by default.
             connection: The app's connection to the store's database, as for
                 :meth:`put`: the cancellation commits or rolls back with the
                 app's transaction.
@@ -212,11 +218,13 @@ class Queue:
                     connection=connection,
                 )
             )
-        if tenant is not None:
-            raise ConfigurationError("cancel by id takes no tenant= (ids are unique)")
         ids = [message_id] if isinstance(message_id, str) else list(message_id or ())
         removed = control.cancel_ids(
-            self._runtime, self.name, ids, tenant=self.tenant, connection=connection
+            self._runtime,
+            self.name,
+            ids,
+            tenant=self._tenant_for(tenant),
+            connection=connection,
         )
         return bool(removed) if isinstance(message_id, str) else len(removed)
 

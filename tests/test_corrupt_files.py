@@ -66,10 +66,14 @@ def _png(_src: Path, dst: Path) -> None:
     dst.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + random.Random(3).randbytes(5000))
 
 
-def _truncated(fraction: float) -> Callable[[Path, Path], None]:
+def _truncated(fraction: float, whole_pages: bool = False) -> Callable[[Path, Path], None]:
     def make(src: Path, dst: Path) -> None:
         data = src.read_bytes()
-        dst.write_bytes(data[: int(len(data) * fraction)])
+        cut = int(len(data) * fraction)
+        if whole_pages:
+            # Cut at a page boundary (the half of an odd page count is not one).
+            cut -= cut % 4096
+        dst.write_bytes(data[:cut])
 
     return make
 
@@ -104,7 +108,7 @@ BAD_FILES: dict[str, tuple[Callable[[Path, Path], None], str]] = {
     "damaged-schema-page": (_damaged_schema_page, "corrupt"),
     "text-file": (_text, "not a SQLite database"),
     "png": (_png, "not a SQLite database"),
-    "truncated-half": (_truncated(0.5), "corrupt"),
+    "truncated-half": (_truncated(0.5, whole_pages=True), "corrupt"),
     "truncated-mid-page": (_truncated(0.99), "truncated"),
     "truncated-to-50-bytes": (_truncated(50 / 4096 / 200), "corrupt|not a SQLite database"),
     "foreign-application-id": (_foreign, "another application"),

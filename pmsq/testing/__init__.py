@@ -31,6 +31,7 @@ if "pytest" in sys.modules:
         "pmsq.testing._operator_tests",
         "pmsq.testing._schedule_tests",
         "pmsq.testing._control_tests",
+        "pmsq.testing._pause_tests",
         "pmsq.testing._family_tests",
         "pmsq.testing._transfer_tests",
         "pmsq.testing._suite",

@@ -20,7 +20,8 @@ in ``pmsq.backends.schedule_family.ScheduleStore``; for others the suite
 checks that every schedule call raises ``ConfigurationError`` naming the
 backend and ``schedules``.
 
-Message control (:mod:`pmsq.testing._control_tests`) runs against backends
+Message control (:mod:`pmsq.testing._control_tests`, pauses and circuit
+breakers in :mod:`pmsq.testing._pause_tests`) runs against backends
 with ``pmsq.backends.control_family.Control``; for others the suite checks
 that every control call raises ``ConfigurationError`` naming the backend
 and ``control``.
@@ -46,6 +47,7 @@ from pmsq.testing._delivery_tests import DeliveryTests
 from pmsq.testing._family_tests import FamilyTests
 from pmsq.testing._operator_tests import OperatorTests
 from pmsq.testing._order_tests import OrderTests
+from pmsq.testing._pause_tests import PauseTests
 from pmsq.testing._put_tests import PutTests
 from pmsq.testing._schedule_tests import ScheduleTests
 from pmsq.testing._transfer_tests import TransferTests
@@ -64,6 +66,7 @@ class BrokerConformance(
     TransferTests,
     ScheduleTests,
     ControlTests,
+    PauseTests,
     FamilyTests,
 ):
     """Subclass, implement ``make_broker``, and pytest runs the whole conformance suite.

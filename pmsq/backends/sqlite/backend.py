@@ -154,7 +154,11 @@ class SQLiteBackend(
         self._group = GroupCommit(
             lambda fn: self._write(fn), self._journal, self._upkeep.after_batch
         )
-        self._claims = claims.Claimer(self._store, self._configs, self._metrics, self._journal)
+        # Circuit probes this process leased (claims add, settlements take).
+        self._probes: set[str] = set()
+        self._claims = claims.Claimer(
+            self._store, self._configs, self._metrics, self._journal, self._probes
+        )
         self._probe = wake.Probe(self._store)
 
     # -- plumbing the facade's methods share ------------------------------------
@@ -265,6 +269,7 @@ class SQLiteBackend(
                 configs=self._configs,
                 journal=self._journal,
                 metrics=self._metrics,
+                probes=self._probes,
             ),
             now,
         )

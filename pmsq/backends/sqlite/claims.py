@@ -218,11 +218,13 @@ def claim(
     metrics: Metrics,
     journal: Journal,
     consumer: str | None = None,
+    probes: set[str] | None = None,
 ) -> list[Claimed]:
     """Lease up to ``n`` messages of ``queue`` (inside the caller's write transaction).
 
     Outcomes of expired leases are counted into ``metrics``; deliveries and
-    expiries are recorded in ``journal`` (``consumer``: who claimed).
+    expiries are recorded in ``journal`` (``consumer``: who claimed). The
+    ids of half-open circuits' probes leased are added to ``probes``.
     """
     cfg = configs.get(conn, queue)
     # One indexed look at both clocks instead of an UPDATE and a SELECT that
@@ -285,8 +287,8 @@ def claim(
             metrics.add(queue, row["tenant"], dead=1)
             buried = True
             continue
-        if holds is not None:
-            _probe(conn, holds, queue, row)
+        if holds is not None and _probe(conn, holds, queue, row) and probes is not None:
+            probes.add(row["id"])
         token = secrets.token_hex(8)
         leases.append((token, expires, row["seq"]))
         journal.add_row(
@@ -318,11 +320,14 @@ def _unfit(row: Any, now: float) -> tuple[str, str] | None:
     return None
 
 
-def _probe(conn: sqlite3.Connection, holds: Holds, queue: str, row: Any) -> None:
-    """A row claimed through a half-open circuit is its probe; the scope is held again."""
+def _probe(conn: sqlite3.Connection, holds: Holds, queue: str, row: Any) -> bool:
+    """A row claimed through a half-open circuit is its probe; the scope is held again.
+
+    Returns whether ``row`` is a probe.
+    """
     scope = holds.probe_scope(row)
     if scope is None:
-        return
+        return False
     pauses.set_probe(conn, queue, scope, row["id"])
     holds.probes.discard(scope)
     if scope == ("", ""):
@@ -331,6 +336,7 @@ def _probe(conn: sqlite3.Connection, holds: Holds, queue: str, row: Any) -> None
         holds.keys.add(scope)
     else:
         holds.tenants.add(scope[0])
+    return True
 
 
 def _lease(conn: sqlite3.Connection, leases: list[tuple[str, float, int]]) -> None:
@@ -398,8 +404,14 @@ class Claimer:
     """
 
     def __init__(
-        self, store: Store, configs: ConfigReader, metrics: Metrics, journal: Journal
+        self,
+        store: Store,
+        configs: ConfigReader,
+        metrics: Metrics,
+        journal: Journal,
+        probes: set[str] | None = None,
     ) -> None:
+        self._probes = probes
         self._store = store
         self._configs = configs
         self._metrics = metrics
@@ -430,6 +442,7 @@ class Claimer:
                 metrics=self._metrics,
                 journal=self._journal,
                 consumer=consumer,
+                probes=self._probes,
             ),
             sync=False,
         )

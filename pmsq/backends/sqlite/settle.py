@@ -283,10 +283,14 @@ def settle_batch(
     configs: ConfigReader,
     journal: Journal,
     metrics: Metrics,
+    probes: set[str] | None = None,
 ) -> list[bool]:
     """Settle ``settlements`` in the open transaction; whether each one's lease held.
 
     Outcomes are counted into ``metrics`` (written later by the backend).
+    ``probes``: ids of circuit probes this process claimed (see
+    ``claims.claim``); an acked one closes its circuit. Without it every ack
+    of a queue with a circuit looks for a probe.
     """
 
     def acks(batch: list[Settlement]) -> list[bool]:
@@ -299,12 +303,23 @@ def settle_batch(
         for s, row in zip(batch, rows, strict=True):
             if row is not None:
                 metrics.add(row[0], row[1], processed=1, duration_ms=s.duration_ms)
-                if configs.get(conn, row[0]).circuit is not None:
+                if _maybe_probe(s, row[0]):
                     # A half-open circuit's probe closes it by succeeding.
                     pauses.close_probe(conn, journal, row[0], s.receipt.message_id, now)
         return [row is not None for row in rows]
 
+    def _maybe_probe(s: Settlement, queue: str) -> bool:
+        # The set spares every ack a config read: only probes close circuits.
+        if probes is None:
+            return configs.get(conn, queue).circuit is not None
+        if s.receipt.message_id not in probes:
+            return False
+        probes.discard(s.receipt.message_id)
+        return True
+
     def one(s: Settlement) -> bool:
+        if probes:
+            probes.discard(s.receipt.message_id)
         if s.action == "release":
             return settle_release(conn, s.receipt.handle, s.receipt.token, now, journal)
         if s.action == "snooze":

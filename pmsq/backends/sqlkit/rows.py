@@ -68,9 +68,17 @@ def envelope_from_row(row: Row) -> Envelope:
         topic=row["topic"],
         correlation_id=row["correlation_id"],
         causation_id=row["causation_id"],
-        # keys(): ``in`` on a sqlite3.Row looks at the values, not the names.
-        expires_at=row[EXPIRY_COLUMN] if EXPIRY_COLUMN in row.keys() else None,  # noqa: SIM118
+        expires_at=_expiry(row),
     )
+
+
+def _expiry(row: Row) -> float | None:
+    # Asked, not looked up in keys(): that would build the list of names per row.
+    try:
+        value = row[EXPIRY_COLUMN]
+    except (KeyError, IndexError):  # a dict row, a sqlite3.Row
+        return None
+    return None if value is None else float(value)
 
 
 def claimed_from_row(row: Row, *, token: str, attempt: int, lease_expires: float) -> Claimed:
