@@ -236,11 +236,8 @@ def claim(
         _expire_leases(conn, configs, cfg, queue, now, metrics, journal)
     # One primary-key seek; None (no pause of this queue) leaves the claim as it was.
     holds = pauses.load_holds(conn, queue, now)
-    if holds is not None:
-        if holds.lapsed:
-            pauses.drop_lapsed(conn, journal, queue, holds.lapsed, now)
-        if not holds.any:
-            holds = None
+    if holds is not None and not holds.any:
+        holds = None
     out: list[Claimed] = []
     leases: list[tuple[str, float, int]] = []
     expires = now + cfg.lease

@@ -11,7 +11,6 @@ stored that is the whole cost of pauses on a claim.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from pmsq.backends.sqlite.journal import Event, Journal
@@ -25,7 +24,6 @@ __all__ = [
     "CONTROL_DDL",
     "circuit_failure",
     "close_probe",
-    "drop_lapsed",
     "held_scopes",
     "list_pauses",
     "load_holds",
@@ -104,20 +102,6 @@ def load_holds(conn: Any, queue: str, now: float) -> kit.Holds | None:
         now,
         busy,
     )
-
-
-def drop_lapsed(
-    conn: Any, journal: Journal, queue: str, scopes: Iterable[kit.Scope], now: float
-) -> None:
-    """Delete timed pauses whose ``until`` passed (journal ``resumed``, by ``until``)."""
-    for tenant, key in scopes:
-        row = conn.execute(
-            "DELETE FROM pmsq_pauses WHERE queue = ? AND tenant = ? AND key = ? "
-            "AND circuit = 0 AND until IS NOT NULL AND until <= ? RETURNING until",
-            (queue, tenant, key, now),
-        ).fetchone()
-        if row is not None:
-            _journal(journal, now, Event.RESUMED, queue, tenant, key, by="until", until=row[0])
 
 
 def set_probe(conn: Any, queue: str, scope: kit.Scope, message_id: str) -> None:

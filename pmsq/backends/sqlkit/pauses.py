@@ -6,8 +6,10 @@ failures; what a set of pause rows holds at a claim, which failures open a
 circuit, and the texts and journal details are decided here.
 
 - :func:`holds` turns a queue's pause rows into a :class:`Holds`: what one
-  claim must skip, which half-open circuits may let their probe through,
-  and which timed pauses have lapsed (to delete, journal ``resumed``).
+  claim must skip and which half-open circuits may let their probe through.
+  A timed pause is in force while ``now < until``, read from the row at each
+  claim: it is not deleted when it lapses, so a clock stepped back finds it
+  in force again, as ``QueueModel`` says.
 - :func:`circuit_scope` is the scope a failure counts in; :func:`opens`
   says whether the failures in the window open it; :func:`circuit_reason`
   is the pause's reason.
@@ -65,14 +67,12 @@ class Holds:
         keys: ``(tenant, key)`` held.
         probes: Half-open circuit scopes (``('', '')``: the queue) whose probe
             may be claimed now: at most one message each.
-        lapsed: Timed (not circuit) pauses past ``until``, to delete.
     """
 
     queue: bool = False
     tenants: set[str] = attrs.field(factory=set)
     keys: set[Scope] = attrs.field(factory=set)
     probes: set[Scope] = attrs.field(factory=set)
-    lapsed: list[Scope] = attrs.field(factory=list)
 
     @property
     def any(self) -> bool:
@@ -121,8 +121,7 @@ def holds(rows: Iterable[PauseRow], now: float, probe_busy: Callable[[str], bool
         scope = (tenant, key)
         if not in_force(until, now):
             if not circuit:
-                out.lapsed.append(scope)
-                continue
+                continue  # lapsed: no longer in force
             if probe is None or not probe_busy(probe):
                 out.probes.add(scope)
                 continue
