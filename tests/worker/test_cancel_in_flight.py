@@ -87,6 +87,7 @@ def test_an_async_handler_is_cancelled_and_the_key_moves_on_after_it(
     assert journal(live, first)[-1] == "cancelled"
     assert live.dead_letters("ota").list() == []
     wait_for(lambda: journal(live, second)[-1] == "acked", what="the second ack")
+    wait_for(lambda: log_records(caplog, "message_gone"), what="the message_gone line")
     [gone] = log_records(caplog, "message_gone")
     assert (gone["message_id"], gone["why"], gone["handler"]) == (first, "cancelled", "cancelled")
     [discarded] = log_records(caplog, "outcome_discarded")
@@ -158,6 +159,7 @@ def test_a_handler_process_is_killed(
 
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)  # the child is gone
+    wait_for(lambda: log_records(caplog, "message_gone"), what="the message_gone line")
     [gone] = log_records(caplog, "message_gone")
     assert (gone["why"], gone["handler"]) == ("cancelled", "killed")
     [discarded] = log_records(caplog, "outcome_discarded")
@@ -282,6 +284,8 @@ def test_a_lease_lost_to_another_consumer_stops_the_async_handler_and_says_so(
     wait_for(lambda: seen.has("cancelled"), what="the stale handler to be cancelled")
     other.ack()
 
+    # Logged right after the handler was told to stop (it may note it first).
+    wait_for(lambda: log_records(caplog, "lease_lost"), what="the lease_lost line")
     [lost] = log_records(caplog, "lease_lost")
     assert (lost["message_id"], lost["why"], lost["handler"]) == (mid, "lease lost", "cancelled")
     wait_for(lambda: log_records(caplog, "outcome_discarded"), what="the discard")
