@@ -24,6 +24,7 @@ examples:
   pmsq trace pms.db --key property:4521 --queue calendar --tenant acme
   pmsq trace pms.db --correlation 06H3GMZZSDMPAE4A0X75448764   # the whole chain
   pmsq trace pms.db 06H3GMZZSDMPAE4A0X75448764 --json | jq '.messages[0].events'
+  pmsq trace pms.db --pauses --queue channel-sync   # pauses, resumes, circuits
 """
 
 # What a message's last event says about where it is now.
@@ -37,8 +38,25 @@ _STATE = {
     "released": "waiting",
     "redriven": "waiting (redriven)",
     "purged": "purged",
+    "cancelled": "cancelled",
+    "rescheduled": "waiting (rescheduled)",
+    "expired": "dead (expired)",
+    "snoozed": "snoozed",
+    # Scope events (no message): what the scope's last one says.
+    "paused": "paused",
+    "resumed": "flowing",
+    "circuit_opened": "circuit open",
+    "circuit_closed": "flowing",
 }
 _STYLE = {
+    "cancelled": "magenta",
+    "rescheduled": "blue",
+    "expired": "red",
+    "snoozed": "blue",
+    "paused": "yellow",
+    "resumed": "green",
+    "circuit_opened": "bold red",
+    "circuit_closed": "green",
     "acked": "green",
     "retried": "yellow",
     "lease_expired": "yellow",
@@ -64,9 +82,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_url(p)
     p.add_argument("id", nargs="?", metavar="ID", help="a message id or a dedup id")
     p.add_argument("--key", help="the recent history of this key instead")
-    p.add_argument("--queue", help="with --key: only this queue")
-    p.add_argument("--tenant", help="with --key: only this tenant")
+    p.add_argument("--queue", help="with --key or --pauses: only this queue")
+    p.add_argument("--tenant", help="with --key or --pauses: only this tenant")
     p.add_argument("--correlation", metavar="ID", help="every message of this chain, as a tree")
+    p.add_argument(
+        "--pauses",
+        action="store_true",
+        help="pauses, resumes and circuit breaker events instead (with --queue, --tenant)",
+    )
     p.add_argument(
         "--limit", type=int, default=1000, metavar="N", help="at most N events (default 1000)"
     )
@@ -124,15 +147,17 @@ def group(events: Sequence[HistoryEvent]) -> list[MessageTrace]:
     """Events by message, messages in the order of their first event."""
     by_id: dict[str, list[HistoryEvent]] = {}
     for e in events:
-        by_id.setdefault(e.message_id, []).append(e)
+        # Scope events (pauses, circuits) have no message: one line of history per scope.
+        mid = e.message_id or "\0".join(("", e.queue, e.tenant or "", e.key or ""))
+        by_id.setdefault(mid, []).append(e)
     out = []
-    for mid, evs in by_id.items():
+    for evs in by_id.values():
         first = evs[0]
         put = next((e for e in evs if e.event == "put"), None)
         detail = put.detail if put is not None else {}
         out.append(
             MessageTrace(
-                id=mid,
+                id=first.message_id,
                 queue=first.queue,
                 tenant=first.tenant,
                 key=first.key,
@@ -154,6 +179,7 @@ def _find(broker: Any, args: argparse.Namespace) -> tuple[str, list[HistoryEvent
             "trace; pmsq trace needs a backend with the history capability (SQLite)"
         )
     limit = args.limit
+    pauses = getattr(args, "pauses", False)
     if args.correlation is not None:
         events = backend.history(correlation_id=args.correlation, limit=limit)
         if not events:
@@ -166,11 +192,24 @@ def _find(broker: Any, args: argparse.Namespace) -> tuple[str, list[HistoryEvent
     elif args.key is not None:
         events = backend.history(key=args.key, queue=args.queue, tenant=args.tenant, limit=limit)
         what = f"key {args.key!r}"
+    elif pauses:
+        # Scope events belong to no message: their message id is "".
+        events = backend.history(message_id="", queue=args.queue, tenant=args.tenant, limit=limit)
+        what = "pauses" + "".join(
+            f" of {name} {value}"
+            for name, value in (("queue", args.queue), ("tenant", args.tenant))
+            if value is not None
+        )
     else:
         events = backend.history(message_id=args.id, limit=limit)
         if not events:
             events = backend.history(dedup_id=args.id, limit=limit)
         what = f"message {args.id}"
+    if not events and pauses:
+        raise CommandError(
+            f"no {what} in the journal: nothing was paused, resumed or tripped a circuit "
+            "within the history kept (connect(history=...))"
+        )
     if not events:
         raise CommandError(
             f"no history for {what} in this store: not a known message id, dedup id or key, "
@@ -180,11 +219,11 @@ def _find(broker: Any, args: argparse.Namespace) -> tuple[str, list[HistoryEvent
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    given = [x for x in (args.id, args.key, args.correlation) if x is not None]
+    given = [x for x in (args.id, args.key, args.correlation, args.pauses or None) if x is not None]
     if len(given) != 1:
-        raise CommandError("give exactly one of: ID, --key K, --correlation ID")
-    if (args.queue is not None or args.tenant is not None) and args.key is None:
-        raise CommandError("--queue and --tenant go with --key")
+        raise CommandError("give exactly one of: ID, --key K, --correlation ID, --pauses")
+    if (args.queue is not None or args.tenant is not None) and args.key is None and not args.pauses:
+        raise CommandError("--queue and --tenant go with --key or --pauses")
     if args.limit < 1:
         raise CommandError(f"--limit takes a count >= 1, got {args.limit}")
 
@@ -197,6 +236,8 @@ def run(args: argparse.Namespace) -> int:
     messages = group(events)
     if args.json:
         query = {"id": args.id, "key": args.key, "correlation": args.correlation}
+        if args.pauses:
+            query.update(pauses=True, queue=args.queue, tenant=args.tenant)
         if args.key is not None:
             query.update(queue=args.queue, tenant=args.tenant)
         print(
@@ -244,6 +285,9 @@ def _took(e: HistoryEvent) -> str:
 def _error(e: HistoryEvent) -> str | None:
     """The event's error as ``Type: message``, the type named once."""
     d = e.detail
+    if e.event == "circuit_opened":
+        # "circuit open: <last error>": the error that tripped it.
+        return str(d.get("reason") or "") or None
     text = str(d.get("error") or d.get("error_type") or "")
     kind = str(d.get("error_type") or "")
     if not text:
@@ -292,6 +336,57 @@ def describe(e: HistoryEvent) -> str:
         return "payload replaced by a newer put"
     if e.event == "redriven":
         return f"after {d.get('attempts', '?')} attempts"
+    return _describe_control(e)
+
+
+def _clock(at: Any, ref: float) -> str:
+    """An epoch time as ``HH:MM:SS`` UTC, with its date when not the day of ``ref``."""
+    try:
+        when = _utc(float(at))
+    except (TypeError, ValueError, OverflowError, OSError):
+        return str(at)
+    same_day = when.date() == _utc(ref).date()
+    return when.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M:%S")
+
+
+#: What a ``cancelled`` event's ``state`` says the message was doing.
+_CANCELLED_STATE = {
+    "ready": "while waiting",
+    "scheduled": "while delayed or waiting to retry",
+    "in_flight": "while in flight (its holder's outcome is discarded)",
+}
+
+
+def _describe_control(e: HistoryEvent) -> str:
+    """Message control events: cancel, reschedule, expiry, snooze, pauses and circuits."""
+    d = e.detail
+    if e.event == "cancelled":
+        state = str(d.get("state") or "")
+        return f"withdrawn {_CANCELLED_STATE.get(state, state)}".rstrip()
+    if e.event == "rescheduled":
+        if d.get("available_at") is not None:
+            return f"now due at {_clock(d['available_at'], e.at)} UTC"
+        return "due time moved"
+    if e.event == "expired":
+        if d.get("expires_at") is not None:
+            return f"not delivered by {_clock(d['expires_at'], e.at)} UTC: dead letter"
+        return "not delivered in time: dead letter"
+    if e.event == "snoozed":
+        delay = d.get("delay")
+        again = f"again in {float(delay):g}s" if delay is not None else "again later"
+        return f"{again}, attempt not spent"
+    if e.event in ("paused", "resumed", "circuit_opened", "circuit_closed"):
+        scope = [f"tenant {e.tenant}" if e.tenant else "", f"key {e.key}" if e.key else ""]
+        parts = [", ".join(x for x in scope if x) or "whole queue"]
+        if e.event == "paused" and d.get("until") is not None:
+            parts.append(f"until {_clock(d['until'], e.at)} UTC")
+        if e.event == "circuit_opened" and d.get("until") is not None:
+            parts.append(f"probe at {_clock(d['until'], e.at)} UTC")
+        if e.event == "circuit_closed" and d.get("probe"):
+            parts.append(f"probe {d['probe']} succeeded")
+        if e.event == "paused" and d.get("reason"):
+            parts.append(str(d["reason"]))
+        return "; ".join(parts)
     return ""
 
 
@@ -339,7 +434,7 @@ class Timeline:
             f"tenant {m.tenant}" if m.tenant else None,
             m.state,
         ]
-        title = Text(f"{m.queue} · {m.id}", style="bold")
+        title = Text(f"{m.queue} · {m.id or 'pauses and circuits'}", style="bold")
         title.append("  " + " · ".join(x for x in extra if x), style="dim")
         if m.events:
             title.append(f"\n{_utc(m.events[0].at).date().isoformat()}", style="dim")

@@ -9,25 +9,38 @@ What the day shows:
 - a payment gateway timing out on some first attempts, retried;
 - poison guest messages that always fail: dead-lettered after
   ``max_attempts``, each copied to ``email.fallback`` which "sends an SMS";
-- alert rules stored with ``broker.alert`` and their callbacks firing.
+- alert rules stored with ``broker.alert`` and their callbacks firing;
+- bookings kept in the app's own table, next to pmsq's: a new booking, its
+  ``booking.created`` event and its guest reminders are written in one
+  transaction; a cancellation updates the booking, withdraws its reminders
+  (``cancel(key=..., connection=app)``) and publishes ``booking.cancelled``
+  in one transaction too;
+- the channel manager's API down for maintenance for a while: its queue's
+  circuit breaker opens after a few failures, holds the channel's messages
+  (no attempt spent), probes, and closes when the API is back.
 """
 
 from __future__ import annotations
 
 import random
+import sqlite3
 import threading
 import time
 import zlib
 from collections.abc import Callable
 
 import pmsq
+from pmsq.backends.families import History as HistoryFamily
 from pmsq.demo.model import (
+    CHANNEL_QUEUE,
     FALLBACK_QUEUE,
     ORDERED_QUEUES,
+    REMINDER_QUEUE,
     Calendar,
     Handled,
     History,
     Published,
+    ReminderFacts,
     apply_event,
     property_key,
 )
@@ -44,12 +57,20 @@ BINDINGS: tuple[tuple[str, str], ...] = (
     ("payment.received", "email"),
     ("payment.*", "accounting"),
     ("booking.cancelled", "accounting"),
+    ("booking.*", CHANNEL_QUEUE),
 )
 EVENTS_PER_SECOND = 50.0
 POISON_AT = (0.1, 0.25, 0.4)
 #: Halfway through, one company's channel manager resyncs: a burst of this many events.
 BURST_EVENTS = 400
 BURST_TENANT = "coastal-cottages"
+#: Reminders put with each booking: (name, share of the day's duration they wait).
+REMINDERS = (("pre-arrival email", 0.15), ("check-in code", 0.3))
+#: The channel manager's maintenance window, as shares of the day's duration.
+MAINTENANCE = (0.3, 0.45)
+#: Failures that open the channel queue's circuit (within CIRCUIT_WITHIN seconds).
+CIRCUIT_FAILURES = 3
+CIRCUIT_WITHIN = 10.0
 
 
 class EmailProviderError(Exception):
@@ -62,6 +83,50 @@ class TemplateError(Exception):
 
 class GatewayTimeout(Exception):
     """The (simulated) payment gateway did not answer in time."""
+
+
+class ChannelDown(Exception):
+    """The (simulated) channel manager's API is down for maintenance."""
+
+
+class Reminders:
+    """Records the reminders put, sent and withdrawn (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._booking_of: dict[str, int] = {}
+        self._sent: list[str] = []
+        self._withdrawn: dict[int, int] = {}
+
+    def put(self, mid: str, booking: int) -> None:
+        with self._lock:
+            self._booking_of[mid] = booking
+
+    def sent(self, mid: str) -> None:
+        with self._lock:
+            self._sent.append(mid)
+
+    def withdrawn(self, booking: int, count: int) -> None:
+        with self._lock:
+            self._withdrawn[booking] = self._withdrawn.get(booking, 0) + count
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return list(self._booking_of)
+
+    def counts(self) -> tuple[int, int, int]:
+        """``(put, sent, withdrawn)`` so far."""
+        with self._lock:
+            return len(self._booking_of), len(self._sent), sum(self._withdrawn.values())
+
+    def with_journal(self, journal: dict[str, list[str]]) -> ReminderFacts:
+        with self._lock:
+            return ReminderFacts(
+                booking_of=dict(self._booking_of),
+                sent=list(self._sent),
+                withdrawn=dict(self._withdrawn),
+                journal=journal,
+            )
 
 
 class DemoRun:
@@ -102,7 +167,13 @@ class DemoRun:
         self.stop = threading.Event()
         self.routes = routes
         self.broker = pmsq.connect(path, durability="normal", routes=routes)
+        # The app's own connection to the same file, for its bookings table and
+        # for the puts and cancels that must commit with it (publisher thread only).
+        self.app = sqlite3.connect(path, check_same_thread=False)
         self._seq: dict[str, int] = {}
+        self.reminders = Reminders()
+        self.channel_failures = 0
+        self.circuit_seen = False
 
     # -- setup -----------------------------------------------------------------
     def setup(self) -> None:
@@ -114,6 +185,24 @@ class DemoRun:
         b.declare_queue("accounting", max_attempts=6, backoff=fast)
         b.declare_queue("email", max_attempts=5, backoff=fast, fallback=FALLBACK_QUEUE)
         b.declare_queue(FALLBACK_QUEUE, max_attempts=3, backoff=fast)
+        b.declare_queue(REMINDER_QUEUE, max_attempts=5, backoff=fast)
+        b.declare_queue(
+            CHANNEL_QUEUE,
+            # The probes of an open circuit spend attempts; the held messages do not.
+            max_attempts=20,
+            backoff=fast,
+            circuit=pmsq.Circuit(
+                failures=CIRCUIT_FAILURES,
+                within=CIRCUIT_WITHIN,
+                open_for=max(0.3, self.duration * 0.04),
+                scope="queue",
+            ),
+        )
+        with self.app:
+            self.app.execute(
+                "CREATE TABLE IF NOT EXISTS demo_bookings (id INTEGER PRIMARY KEY, "
+                "tenant TEXT, property INTEGER, status TEXT)"
+            )
         for pattern, queue in BINDINGS:
             b.subscribe(pattern, queue=queue)
         b.alert("email", max_failure_rate=0.35, max_age=10, callback=self._on_alert)
@@ -124,6 +213,8 @@ class DemoRun:
         b.handler(FALLBACK_QUEUE, concurrency=1)(self.send_sms)
         b.handler("cleaning", concurrency=1)(self.schedule_cleaning)
         b.handler("accounting", concurrency=2)(self.post_payment)
+        b.handler(REMINDER_QUEUE, concurrency=2)(self.send_reminder)
+        b.handler(CHANNEL_QUEUE, concurrency=2)(self.push_channel)
 
     def _on_alert(self, alert: pmsq.Alert) -> None:
         with self.lock:
@@ -180,7 +271,82 @@ class DemoRun:
             raise GatewayTimeout("payment gateway did not answer within 5s")
         self._record(msg)
 
+    def send_reminder(self, msg: pmsq.Message) -> None:
+        """Send a guest reminder (withdrawn if the booking is cancelled first)."""
+        self._work(1, 3)
+        self.reminders.sent(msg.id)
+
+    def in_maintenance(self) -> bool:
+        """The channel manager's API is down: the window, and until the circuit has opened."""
+        start, end = (self.duration * f for f in MAINTENANCE)
+        elapsed = self.elapsed()
+        return start <= elapsed and (elapsed < end or self.channel_failures < CIRCUIT_FAILURES)
+
+    def push_channel(self, msg: pmsq.Message) -> None:
+        """Push the booking's availability to the channel manager (down for a while)."""
+        if self.in_maintenance():
+            with self.lock:
+                self.channel_failures += 1
+            raise ChannelDown("503 Service Unavailable: scheduled maintenance")
+        self._work(1, 3)
+        self._record(msg)
+
     # -- publishing ------------------------------------------------------------
+    def _publish_booking(self, event: Event, payload: dict[str, object], key: str) -> list[str]:
+        """Write the booking row, its event and its reminders (or their withdrawal) at once."""
+        booking = int(event.payload["booking_id"])
+        b = self.broker
+        with self.app:  # one transaction: commit on success, roll back on error
+            if event.topic == "booking.created":
+                self.app.execute(
+                    "INSERT INTO demo_bookings VALUES (?, ?, ?, 'confirmed')",
+                    (booking, event.tenant, event.prop),
+                )
+            elif event.topic == "booking.cancelled":
+                self.app.execute(
+                    "UPDATE demo_bookings SET status = 'cancelled' WHERE id = ?", (booking,)
+                )
+                withdrawn = (
+                    b.tenant(event.tenant)
+                    .queue(REMINDER_QUEUE)
+                    .cancel(key=f"booking:{booking}", connection=self.app)
+                )
+            ids = []
+            if not self.routes:
+                ids = b.publish(
+                    event.topic, payload, key=key, tenant=event.tenant, connection=self.app
+                )
+            made = []
+            if event.topic == "booking.created":
+                reminders = b.tenant(event.tenant).queue(REMINDER_QUEUE)
+                for name, wait in REMINDERS:
+                    made.append(
+                        reminders.put(
+                            {"booking_id": booking, "reminder": name},
+                            key=f"booking:{booking}",
+                            delay=self.duration * wait * self.rng.uniform(0.5, 1.5),
+                            connection=self.app,
+                        )
+                    )
+        if self.routes:
+            # With payments in a store of their own, the event's copies span two
+            # databases, which no one transaction of the app's covers: publish it
+            # right after the booking commits, with a dedup id, so a retry after a
+            # failure completes it without duplicates (docs/several-stores.md).
+            ids = b.publish(
+                event.topic,
+                payload,
+                key=key,
+                tenant=event.tenant,
+                dedup_id=f"{event.topic}:{payload['event_id']}",
+            )
+        # Recorded once committed (a rolled-back transaction leaves nothing).
+        if event.topic == "booking.cancelled":
+            self.reminders.withdrawn(booking, withdrawn)
+        for mid in made:
+            self.reminders.put(mid, booking)
+        return ids
+
     def publish(self, event: Event) -> None:
         """Publish one event with the next sequence number of its property."""
         key = property_key(event.tenant, event.prop)
@@ -195,7 +361,11 @@ class DemoRun:
             "seq": seq,
         }
         queues = self.broker.route(event.topic)
-        self.broker.publish(event.topic, payload, key=f"property:{event.prop}", tenant=event.tenant)
+        key = f"property:{event.prop}"
+        if event.topic in ("booking.created", "booking.cancelled"):
+            self._publish_booking(event, payload, key)
+        else:
+            self.broker.publish(event.topic, payload, key=key, tenant=event.tenant)
         with self.lock:
             self.published.append(
                 Published(
@@ -236,6 +406,8 @@ class DemoRun:
         # Evaluate alerts (firing callbacks) and notice when every queue is empty.
         while not self.stop.wait(0.25):
             self.broker.check_alerts()
+            if any(p.circuit and p.queue == CHANNEL_QUEUE for p in self.broker.pauses()):
+                self.circuit_seen = True
             if not self.publishing_done.is_set():
                 continue
             snap = self.broker.stats()
@@ -281,16 +453,34 @@ class DemoRun:
                 str(d.message.payload.get("event_id"))
                 for d in self.broker.dead_letters(queue).list()
             ]
+        dead[REMINDER_QUEUE] = [
+            d.message.id for d in self.broker.dead_letters(REMINDER_QUEUE).list()
+        ]
+        journal = self.broker.backend
+        assert isinstance(journal, HistoryFamily)
+        reminders = self.reminders.with_journal(
+            {
+                mid: [e.event for e in journal.history(message_id=mid)]
+                for mid in self.reminders.ids()
+            }
+        )
         with self.lock:
             return History(
                 published=list(self.published),
                 handled=list(self.handled),
                 dead=dead,
                 calendars={k: dict(v) for k, v in self.calendars.items()},
+                reminders=reminders,
+                channel=(
+                    self.circuit_seen,
+                    any(p.queue == CHANNEL_QUEUE for p in self.broker.pauses()),
+                    self.channel_failures,
+                ),
             )
 
     def close(self) -> None:
-        """Close the demo's broker."""
+        """Close the demo's broker and the app's connection."""
+        self.app.close()
         self.broker.close()
 
 

@@ -23,15 +23,20 @@ __all__ = [
     "Handled",
     "History",
     "Published",
+    "ReminderFacts",
     "apply_event",
     "replay_calendar",
     "verify",
 ]
 
+#: The channel manager's queue (down for maintenance for a while; a circuit breaker).
+CHANNEL_QUEUE = "channel"
 #: Queues fed by topic subscriptions in publish order (the fallback queue is fed by failures).
-ORDERED_QUEUES = ("accounting", "calendar", "cleaning", "email")
+ORDERED_QUEUES = ("accounting", "calendar", "cleaning", "email", CHANNEL_QUEUE)
 FALLBACK_QUEUE = "email.fallback"
 CALENDAR_QUEUE = "calendar"
+#: Guest reminders, put with each booking and withdrawn with its cancellation.
+REMINDER_QUEUE = "reminders"
 
 Calendar = dict[str, tuple[int, int]]  # booking id -> (first night, nights)
 
@@ -81,6 +86,23 @@ class Handled:
 
 
 @attrs.frozen
+class ReminderFacts:
+    """The guest reminders of the day, and what the store's journal says of each.
+
+    Attributes:
+        booking_of: Reminder message id -> its booking.
+        sent: Reminder ids whose handler ran to the end (in finishing order).
+        withdrawn: Booking -> how many reminders its cancellation withdrew.
+        journal: Reminder id -> its journal events, oldest first.
+    """
+
+    booking_of: Mapping[str, int]
+    sent: Sequence[str]
+    withdrawn: Mapping[int, int]
+    journal: Mapping[str, Sequence[str]]
+
+
+@attrs.frozen
 class History:
     """Everything the run recorded, for :func:`verify`.
 
@@ -89,12 +111,17 @@ class History:
         handled: Successful handler runs in the order they finished.
         dead: Event ids dead-lettered, by queue.
         calendars: Each property's final calendar as the calendar handler built it.
+        reminders: The guest reminders, if the run recorded them.
+        channel: ``(circuit seen open, still paused at the end, failed pushes)``
+            of the channel manager's maintenance, if the run recorded it.
     """
 
     published: Sequence[Published]
     handled: Sequence[Handled]
     dead: Mapping[str, Sequence[str]]
     calendars: Mapping[str, Calendar]
+    reminders: ReminderFacts | None = None
+    channel: tuple[bool, bool, int] | None = None
 
 
 @attrs.frozen
@@ -204,6 +231,61 @@ def _calendars(history: History) -> Check:
     return Check("calendar = replay", CALENDAR_QUEUE, detail, not problems, tuple(problems[:3]))
 
 
+def _reminders(facts: ReminderFacts, dead: Sequence[str]) -> Check:
+    """Every reminder was sent or withdrawn, never delivered after its withdrawal."""
+    problems = []
+    sent = set(facts.sent)
+    acked = cancelled = in_flight = 0
+    for mid, events in sorted(facts.journal.items()):
+        last = events[-1] if events else None
+        if last == "acked":
+            acked += 1
+        elif last == "cancelled":
+            cancelled += 1
+            cut = list(events).index("cancelled")
+            if "delivered" in events[cut:]:
+                problems.append(f"reminder {mid} was delivered after it was withdrawn")
+            if mid in sent:
+                # Its handler had started before the cancel (in flight): allowed,
+                # and its outcome was discarded, never acked.
+                in_flight += 1
+                if "delivered" not in events[:cut]:
+                    problems.append(f"reminder {mid} was sent but never delivered")
+        elif mid not in dead:
+            problems.append(f"reminder {mid} was neither sent nor withdrawn ({last})")
+    expected = sum(facts.withdrawn.values())
+    if cancelled != expected:
+        problems.append(f"{expected} withdrawn by cancellations, but {cancelled} journaled")
+    missing = set(facts.booking_of) - set(facts.journal)
+    problems += [f"reminder {mid} has no journal" for mid in sorted(missing)[:3]]
+    bookings = sum(1 for n in facts.withdrawn.values() if n)
+    detail = (
+        f"{len(facts.booking_of):,} put: {acked:,} sent, {cancelled:,} withdrawn "
+        f"by {bookings:,} cancellations"
+    )
+    if in_flight:
+        detail += f" ({in_flight} in flight, outcome discarded)"
+    return Check("cancel withdraws", REMINDER_QUEUE, detail, not problems, tuple(problems[:3]))
+
+
+def _channel(channel: tuple[bool, bool, int], dead: Sequence[str]) -> Check:
+    """The maintenance opened the channel's circuit, which closed again; nothing died of it."""
+    opened, still_paused, failures = channel
+    problems = []
+    if not opened:
+        problems.append("the circuit never opened during the maintenance")
+    if still_paused:
+        problems.append("the queue is still paused at the end of the day")
+    if dead:
+        problems.append(f"{len(dead)} pushes dead-lettered by the maintenance")
+    detail = (
+        f"API down: {failures} failed pushes, circuit "
+        f"{'opened and closed' if opened and not still_paused else 'did not open and close'}, "
+        f"{len(dead)} dead"
+    )
+    return Check("maintenance held", CHANNEL_QUEUE, detail, not problems, tuple(problems))
+
+
 def verify(history: History) -> list[Check]:
     """Check the run: nothing lost, per-property order, calendars consistent.
 
@@ -217,4 +299,8 @@ def verify(history: History) -> list[Check]:
     checks.append(_accounted(history, FALLBACK_QUEUE, set(history.dead.get("email", ()))))
     checks.extend(_ordered(history, q) for q in ORDERED_QUEUES)
     checks.append(_calendars(history))
+    if history.reminders is not None:
+        checks.append(_reminders(history.reminders, history.dead.get(REMINDER_QUEUE, ())))
+    if history.channel is not None:
+        checks.append(_channel(history.channel, history.dead.get(CHANNEL_QUEUE, ())))
     return checks

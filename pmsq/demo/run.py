@@ -30,6 +30,12 @@ def _progress(day: DemoRun) -> Text:
         f"{len(TENANTS)} companies, {sum(TENANTS.values())} properties · {phase} · "
         f"{min(elapsed, day.duration):.0f}/{day.duration:.0f}s · {published:,} events published"
     )
+    put, sent, withdrawn = day.reminders.counts()
+    channel = "DOWN (maintenance)" if day.in_maintenance() else "up"
+    text.append(
+        f"\nreminders {put:,} put, {sent:,} sent, {withdrawn:,} withdrawn by cancellations"
+        f" · channel API {channel}"
+    )
     if fired:
         # A callback fires once, when its alert starts; the figure it carries is
         # the one at that moment (the table below shows the current one).

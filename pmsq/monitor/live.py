@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
-from typing import TextIO
+from typing import Any, TextIO
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -24,6 +24,7 @@ from pmsq.backends.presence import WorkerInfo
 from pmsq.broker import Broker
 from pmsq.errors import PmsqError
 from pmsq.monitor.figures import Tracker, plain_text, queue_history
+from pmsq.monitor.pauses import pause_lines, pause_section, read_pauses
 from pmsq.monitor.render import render
 from pmsq.monitor.workers import read_workers, render_workers, worker_lines
 from pmsq.schedules import Schedule
@@ -68,6 +69,7 @@ class _Screen:
         self.rules: dict[str, AlertRule] = {}
         self.schedules: list[Schedule] = []
         self.workers: list[WorkerInfo] | None = None
+        self.pauses: list[Any] = []
         self.error: str | None = None
 
     def take(self) -> bool:
@@ -77,6 +79,7 @@ class _Screen:
             self.rules = load_rules(self.broker.backend, snap.queues)
             self.schedules = read_schedules(self.broker.runtime)
             self.workers = read_workers(self.broker)
+            self.pauses = read_pauses(self.broker)
         except PmsqError as exc:
             # A store briefly locked or being replaced must not end the watch.
             self.error = str(exc)
@@ -107,6 +110,8 @@ class _Screen:
             )
         if self.schedules and current is not None:
             parts.append(schedule_section(self.schedules, self.broker.clock.time()))
+        if self.pauses and current is not None:
+            parts.append(pause_section(self.pauses, self.broker.clock.time()))
         if current is not None:
             parts.append(render_workers(self.workers, self.broker.clock.time()))
         if self.error is not None:
@@ -125,7 +130,12 @@ class _Screen:
         text = plain_text(
             current, self.tracker.previous, alerts, tenants=self.tenants, source=self.title
         )
-        return text + schedule_lines(self.schedules, now) + worker_lines(self.workers, now)
+        return (
+            text
+            + schedule_lines(self.schedules, now)
+            + pause_lines(self.pauses, now)
+            + worker_lines(self.workers, now)
+        )
 
 
 def watch(

@@ -62,6 +62,9 @@ class Job:
     invocation: Invocation
     # The handler slot was given back (the handler ended; its settlement may still be committing).
     freed: bool = False
+    #: Why the message stopped being this worker's while its handler ran
+    #: (``"cancelled"``, ``"lease lost"``...): its outcome is discarded, not settled.
+    gone: str | None = None
 
     @property
     def lease(self) -> float:

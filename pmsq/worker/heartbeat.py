@@ -70,6 +70,14 @@ class Heartbeats(Generic[T]):
         if at < earliest:
             self.on_earlier()
 
+    def hurry(self, entry: T, now: float) -> None:
+        """Beat ``entry`` at ``now`` instead of at its next time (no-op if absent)."""
+        with self._lock:
+            if entry not in self._next:
+                return
+            self._next[entry] = (now, self._next[entry][1])
+        self.on_earlier()
+
     def remove(self, entry: T) -> None:
         """Stop beating ``entry`` (no-op if absent)."""
         with self._lock:

@@ -19,7 +19,11 @@ Both drivers run handlers through it, so the rules live here once:
   a timeout failure;
 * a handler given up on (``abandon``: the worker stopped without waiting for
   it) may still return later: that late result is dropped, so a message is
-  never settled twice.
+  never settled twice;
+* a handler whose message is gone (``stop_work``: cancelled, or its lease
+  lost) is stopped where it can be: an async handler is cancelled, a child
+  process killed; a sync handler in a thread cannot be, so it runs on and
+  its outcome is discarded by the lifecycle.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 
 from pmsq.context import current_message
 from pmsq.handlers import HandlerSpec
@@ -40,13 +46,21 @@ from pmsq.message import Message
 if TYPE_CHECKING:
     from pmsq.worker.isolation import ProcessPool
 
-__all__ = ["HandlerAbandoned", "Invocation"]
+__all__ = ["HandlerAbandoned", "Invocation", "MessageGone"]
 
 _PENDING, _RUNNING, _DONE, _REFUSED, _ABANDONED = range(5)
 
 
 class HandlerAbandoned(Exception):
     """The worker stopped without waiting for the handler to end (a forced stop)."""
+
+
+class MessageGone(Exception):
+    """The handler was stopped because its message is no longer this worker's.
+
+    It was cancelled (``Queue.cancel``) or its lease was lost while the
+    handler ran; nothing is settled for it.
+    """
 
 
 def _cancelled_from_outside() -> bool:
@@ -87,6 +101,9 @@ class Invocation:
         self._overdue_logged = False
         self.error: BaseException | None = None
         self.duration_ms = 0.0
+        # Why the work was stopped (stop_work), and how to stop it where it runs.
+        self.gone: str | None = None
+        self._stopper: Callable[[], None] | None = None
 
     @property
     def started(self) -> bool:
@@ -167,6 +184,51 @@ class Invocation:
                 self.error = error
                 self.duration_ms = (time.perf_counter() - self._t0) * 1000.0
 
+    def stop_work(self, why: str) -> str:
+        """The message is gone (``why``): stop the handler where that is possible.
+
+        Safe from any thread. An async handler is cancelled (it ends with
+        :class:`MessageGone`), a handler process killed; a sync handler in a
+        thread cannot be stopped and runs on. An invocation not yet started
+        never starts.
+
+        Returns:
+            What happened: ``"cancelled"``, ``"killed"``, ``"runs on"``,
+            ``"not started"`` or ``"already ended"``.
+        """
+        with self._lock:
+            if self._state == _PENDING:
+                self._state = _REFUSED
+                return "not started"
+            if self._state != _RUNNING:
+                return "already ended"
+            self.gone = why
+            stopper = self._stopper
+        if self.spec.isolation == "process":
+            how = "killed"
+        elif self.spec.is_async:
+            how = "cancelled"
+        else:
+            return "runs on"
+        if stopper is not None:
+            stopper()
+        return how
+
+    def _set_stopper(
+        self, stopper: Callable[[], None], now: Callable[[], None] | None = None
+    ) -> None:
+        """Register how to stop the running handler (from any thread).
+
+        If the stop was already asked for, ``now`` (default ``stopper``) is
+        called at once, here: the caller's own way, since a thread-safe
+        stopper may not be callable from the handler's own thread.
+        """
+        with self._lock:
+            self._stopper = stopper
+            asked = self.gone is not None
+        if asked:
+            (now or stopper)()
+
     # -- sync handlers: called in a worker thread --------------------------------
     def run_sync(self) -> None:
         """Run a sync handler here (in a thread of the worker) until it returns.
@@ -207,7 +269,7 @@ class Invocation:
             # The hooks run here, in a context of their own: what they set
             # cannot reach the child, and must not leak into this thread.
             contextvars.copy_context().run(self._call_hooks)
-            error = pool.call(self.spec, self.message)
+            error = pool.call(self.spec, self.message, on_start=self._set_stopper)
         except BaseException as exc:  # as for run_sync
             error = exc
         self._end(error)
@@ -233,9 +295,11 @@ class Invocation:
             with anyio.CancelScope() as scope:
                 if timeout is not None:
                     scope.deadline = anyio.current_time() + timeout
+                self._set_stopper(_canceller(scope), now=scope.cancel)
                 await self.spec.fn(self.message)
             if scope.cancelled_caught:
-                error = self.timeout_error
+                gone = self.gone
+                error = self.timeout_error if gone is None else MessageGone(gone)
         except anyio.get_cancelled_exc_class() as exc:
             if _cancelled_from_outside():
                 self.abandon(HandlerAbandoned("the worker was cancelled while the handler ran"))
@@ -246,3 +310,19 @@ class Invocation:
         finally:
             current_message.reset(token)
         self._end(error)
+
+
+def _canceller(scope: anyio.CancelScope) -> Callable[[], None]:
+    """A way to cancel ``scope`` from another thread (made on the loop that runs it).
+
+    Never call it on that loop's own thread: it waits for the loop.
+    """
+    token = anyio.lowlevel.current_token()
+
+    def cancel() -> None:
+        try:
+            anyio.from_thread.run_sync(scope.cancel, token=token)
+        except RuntimeError:
+            pass  # the loop is gone, and the handler with it
+
+    return cancel

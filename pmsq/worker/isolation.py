@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import inspect
 import multiprocessing
@@ -30,6 +31,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pmsq.context import current_message
@@ -173,8 +175,18 @@ class ProcessPool:
         else:
             child.kill()
 
-    def call(self, spec: HandlerSpec, message: Message) -> BaseException | None:
+    def call(
+        self,
+        spec: HandlerSpec,
+        message: Message,
+        *,
+        on_start: Callable[[Callable[[], None]], None] | None = None,
+    ) -> BaseException | None:
         """Run ``spec``'s handler on ``message`` in a child process; block until it is over.
+
+        ``on_start`` is handed a thread-safe function that kills the child
+        (the worker calls it when the message is cancelled under the
+        handler); the call then returns ``HandlerProcessDied``.
 
         Returns:
             ``None`` when the handler returned, otherwise what the message
@@ -185,6 +197,10 @@ class ProcessPool:
         """
         child = self._acquire()
         alive = False
+        if on_start is not None:
+            # Only the signal: this thread, waiting on the pipe, sees the child
+            # die and reaps it (closing the pipe under it would not be safe).
+            on_start(functools.partial(_signal_kill, child))
         try:
             try:
                 child.conn.send((spec.fn.__module__, spec.fn.__qualname__, message))
@@ -261,6 +277,11 @@ class ProcessPool:
             child.kill()
         else:
             child.close()
+
+
+def _signal_kill(child: _Child) -> None:
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        child.process.kill()
 
 
 def _error_from(reply: tuple[Any, ...]) -> BaseException | None:

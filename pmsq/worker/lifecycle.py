@@ -20,6 +20,9 @@ transaction (:meth:`Lifecycle.commit_parked`: one fsync) and resumes each
 generator with its own result. With many short handlers this turns one
 commit per message into one per round.
 
+A message gone under a running handler (cancelled, or its lease lost) is
+never settled: see ``pmsq.worker.gone``.
+
 Thread safety: the counters are guarded by one lock, because the thread
 Worker calls in from its dispatcher, handler and heartbeat threads.
 """
@@ -37,10 +40,11 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pmsq.delivery import Delivery, settle_many
-from pmsq.errors import PmsqError
+from pmsq.errors import LeaseLost, PmsqError
 from pmsq.handlers import HandlerSpec
 from pmsq.leases import get_many
 from pmsq.worker.effects import PARKED, Call, Effect, Invoke, Job, Settle, drive
+from pmsq.worker.gone import HeldKeys, discarded_at_settle, log_discarded, notice_gone
 from pmsq.worker.heartbeat import Heartbeats, PresenceBeat, beat_interval
 from pmsq.worker.invoke import HandlerAbandoned, Invocation
 from pmsq.worker.isolation import ProcessPool
@@ -110,6 +114,8 @@ class Lifecycle:
         self._per_tenant: Counter[tuple[str, str | None]] = Counter()
         self._blocked: dict[str, float] = {}
         self._block_backoff: dict[str, float] = {}
+        # Keys of the messages this worker holds, until their handler ended.
+        self._keys = HeldKeys()
         self._rotation = 0
         self._claim_errors = 0
         # Settlements parked by finished handlers: (generator, effect), for commit_parked.
@@ -253,22 +259,35 @@ class Lifecycle:
 
     def _admit(
         self, queue: str, deliveries: Sequence[Delivery]
-    ) -> tuple[list[Delivery], list[Delivery]]:
-        """Reserve slots for what may start; return ``(start, hand back)``."""
+    ) -> tuple[list[Delivery], list[Delivery], list[Job]]:
+        """Reserve slots for what may start; return ``(start, hand back, holders)``.
+
+        ``holders`` are this worker's jobs still running a message of the key
+        of one handed back: their message must be gone (the store let the
+        key move on), so their next heartbeat is due now.
+        """
         limit = self.specs[queue].tenant_concurrency
         keep: list[Delivery] = []
         over: list[Delivery] = []
+        holders: list[Job] = []
         with self._lock:
             for d in deliveries:
                 slot = (queue, d.message.tenant)
+                held, holder = self._keys.held(d.message)
+                if held:
+                    if holder is not None:
+                        holders.append(holder)
+                    over.append(d)
+                    continue
                 if limit is not None and self._per_tenant[slot] >= limit:
                     over.append(d)
                     continue
+                self._keys.reserve(d.message)
                 self._running += 1
                 self._per_queue[queue] += 1
                 self._per_tenant[slot] += 1
                 keep.append(d)
-            if over and not keep:
+            if (over and not keep) or holders:
                 back = min(
                     _MAX_TENANT_BACKOFF,
                     2 * self._block_backoff.get(queue, self.broker.poll_interval / 2),
@@ -277,7 +296,7 @@ class Lifecycle:
                 self._blocked[queue] = time.monotonic() + back
             elif keep:
                 self._block_backoff.pop(queue, None)
-        return keep, over
+        return keep, over, holders
 
     def _free_slot(self, job: Job, *, settling: bool) -> None:
         """Give back ``job``'s handler slot; ``settling``: its settlement is still to commit."""
@@ -307,6 +326,7 @@ class Lifecycle:
             self._kick()
 
     def _finished(self, job: Job) -> None:
+        self._keys.let_go(job)
         if not job.freed:
             self._free_slot(job, settling=False)
             return
@@ -374,7 +394,18 @@ class Lifecycle:
                 )
                 break
             self._claim_errors = 0
-            keep, over = self._admit(queue, deliveries)
+            keep, over, holders = self._admit(queue, deliveries)
+            for holder in holders:
+                # The store let the key move on, so the holder's message is gone:
+                # look now rather than at its next beat.
+                self.heartbeats.hurry(holder, time.monotonic())
+                log.debug(
+                    "a message of key %r came while this worker still runs message %s "
+                    "of that key: handed back until that handler ends",
+                    holder.delivery.message.key,
+                    holder.delivery.message.id,
+                    extra={"pmsq": {"event": "key_held", "message_id": holder.delivery.message.id}},
+                )
             for d in over:
                 try:
                     yield Call(d.release)
@@ -389,7 +420,9 @@ class Lifecycle:
                     gate=lambda: not self.stopping,
                     before=functools.partial(self.hooks, "before_process"),
                 )
-                jobs.append(Job(delivery=d, spec=spec, invocation=invocation))
+                job = Job(delivery=d, spec=spec, invocation=invocation)
+                self._keys.bind(job)
+                jobs.append(job)
         self._idle = not jobs
         return jobs
 
@@ -413,6 +446,12 @@ class Lifecycle:
                         message.queue,
                     )
                 return
+            if job.gone is not None:
+                self._discard(job)
+                return
+            # From here on the store's lease guards the key until the release or
+            # settlement commits; the local guard is only for a message gone.
+            self._keys.let_go(job)
             if not inv.started:
                 try:
                     yield Call(d.release)
@@ -439,10 +478,28 @@ class Lifecycle:
                 yield Settle(d, outcome, inv.duration_ms)
             except PmsqError as exc:
                 settle_error = exc
+            if isinstance(settle_error, LeaseLost) and discarded_at_settle(
+                self.broker.backend, job
+            ):
+                return  # cancelled meanwhile: discarded (logged), nothing was applied
             self.hooks("on_settle", message, outcome, settle_error)
         finally:
             self.heartbeats.remove(job)
             self._finished(job)
+
+    def message_gone(self, job: Job) -> None:
+        """A heartbeat found ``job``'s lease gone: see :func:`pmsq.worker.gone.notice_gone`."""
+        notice_gone(self.broker.backend, job)
+
+    def _discard(self, job: Job) -> None:
+        """Log (and tell the hooks) that ``job``'s outcome is not settled: its message is gone."""
+        inv = job.invocation
+        log_discarded(job)
+        if inv.started:
+            # The handler did end: hooks that opened something for it (a span)
+            # close it. on_settle is not called: nothing was applied.
+            outcome = job.delivery.outcome_for(inv.error)
+            self.hooks("after_process", job.delivery.message, outcome, inv.error, inv.duration_ms)
 
     def run_in_process(self, inv: Invocation) -> None:
         """Run a process-isolated handler (blocking, in a thread of the driver)."""

@@ -155,14 +155,7 @@ def beat(core: Lifecycle, job: Job) -> None:
     except LeaseLost:
         core.heartbeats.remove(job)
         if job.delivery.settled in (None, "lost"):
-            message = job.delivery.message
-            log.warning(
-                "lease lost while the handler runs: message %s in queue %r may be "
-                "handled twice (is the process starved, or the clock jumping?)",
-                message.id,
-                message.queue,
-                extra={"pmsq": {"event": "lease_lost", "message_id": message.id}},
-            )
+            core.message_gone(job)
     except PmsqError as exc:
         # Transient (a busy store): the next beat tries again well before expiry.
         log.warning("could not extend the lease of message %s: %s", job.delivery.message.id, exc)

@@ -56,6 +56,11 @@ class Middleware:
     ) -> None:
         """The handler ended; ``outcome`` is the policy's decision, about to be applied.
 
+        When the message was cancelled (or its lease lost) while the handler
+        ran, this is still called, with ``pmsq.worker.invoke.MessageGone``
+        as the error of a cancelled async handler, but the outcome is
+        discarded: :meth:`on_settle` is not called.
+
         Args:
             message: The message handled.
             outcome: ``pmsq.policy.Ack``, ``RetryAt`` or ``DeadLetterOutcome``.

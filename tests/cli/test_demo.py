@@ -15,7 +15,15 @@ import pytest
 from rich.console import Console
 
 from pmsq.demo.app import DemoRun
-from pmsq.demo.model import Handled, History, Published, apply_event, replay_calendar, verify
+from pmsq.demo.model import (
+    Handled,
+    History,
+    Published,
+    ReminderFacts,
+    apply_event,
+    replay_calendar,
+    verify,
+)
 from pmsq.demo.run import run_demo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -179,8 +187,10 @@ def test_pmsq_demo_short_run_exits_0_and_prints_the_verification(tmp_path: Path)
     assert "dead-lettered" in Path(f"{db}.log").read_text()
     assert "verification" in out
     assert "✓ all checks passed" in out
-    for queue in ("accounting", "calendar", "cleaning", "email", "email.fallback"):
+    for queue in ("accounting", "calendar", "cleaning", "email", "channel", "email.fallback"):
         assert f"nothing lost        {queue}" in out
+    assert "cancel withdraws    reminders" in out
+    assert "maintenance held    channel" in out
     assert "✗" not in out
     assert db.exists()
 
@@ -210,3 +220,74 @@ def test_the_alert_line_says_callbacks_fire_once_when_an_alert_starts(tmp_path: 
         "alert callbacks fired: 1 (each once, when its alert starts)\n"
         "  latest, at 3s: email: 1 dead letter (alert above 0)"
     ) in text
+
+
+def reminder_facts(**journal: list[str]) -> ReminderFacts:
+    """Reminders r1.. of booking 7 (cancelled, withdrawing every reminder journaled so)."""
+    cancelled = sum(1 for events in journal.values() if events[-1] == "cancelled")
+    return ReminderFacts(
+        booking_of=dict.fromkeys(journal, 7),
+        sent=[mid for mid, events in journal.items() if "acked" in events],
+        withdrawn={7: cancelled},
+        journal=journal,
+    )
+
+
+def test_reminders_sent_or_withdrawn_pass() -> None:
+    facts = reminder_facts(
+        r1=["put", "delivered", "acked"],
+        r2=["put", "cancelled"],
+        r3=["put", "delivered", "cancelled"],  # in flight when cancelled: allowed
+    )
+    h = attrs.evolve(small_history(), reminders=facts)
+    [check] = [c for c in verify(h) if c.queue == "reminders"]
+    assert check.ok, check
+    assert check.detail == "3 put: 1 sent, 2 withdrawn by 1 cancellations"
+
+
+def test_a_reminder_delivered_after_its_withdrawal_or_left_waiting_fails() -> None:
+    late = reminder_facts(r1=["put", "cancelled", "delivered", "cancelled"])
+    h = attrs.evolve(small_history(), reminders=late)
+    assert failed(h) == {"cancel withdraws": ["reminders"]}
+    [check] = [c for c in verify(h) if not c.ok]
+    assert check.problems == ("reminder r1 was delivered after it was withdrawn",)
+
+    waiting = reminder_facts(r1=["put", "cancelled"], r2=["put"])
+    assert failed(attrs.evolve(small_history(), reminders=waiting)) == {
+        "cancel withdraws": ["reminders"]
+    }
+
+
+def test_withdrawn_counts_must_match_the_journal() -> None:
+    facts = attrs.evolve(reminder_facts(r1=["put", "cancelled"]), withdrawn={7: 2})
+    h = attrs.evolve(small_history(), reminders=facts)
+    [check] = [c for c in verify(h) if not c.ok]
+    assert check.problems == ("2 withdrawn by cancellations, but 1 journaled",)
+
+
+@pytest.mark.parametrize(
+    ("channel", "dead", "ok"),
+    [
+        ((True, False, 4), [], True),
+        ((False, False, 4), [], False),  # the circuit never opened
+        ((True, True, 4), [], False),  # still paused at the end
+        ((True, False, 4), ["x"], False),  # the maintenance killed a push
+    ],
+)
+def test_the_maintenance_check(channel: tuple[bool, bool, int], dead: list[str], ok: bool) -> None:
+    h = attrs.evolve(small_history(), channel=channel, dead={"email": [], "channel": dead})
+    [check] = [c for c in verify(h) if c.name == "maintenance held"]
+    assert check.ok is ok
+
+
+def test_a_real_day_withdraws_reminders_and_rides_out_the_maintenance(
+    real_history: History,
+) -> None:
+    checks = {(c.name, c.queue): c for c in verify(real_history)}
+    assert checks[("cancel withdraws", "reminders")].ok
+    assert checks[("maintenance held", "channel")].ok
+    facts = real_history.reminders
+    assert facts is not None
+    assert sum(facts.withdrawn.values()) > 0, "some cancellation should withdraw reminders"
+    assert real_history.channel is not None
+    assert real_history.channel[0], "the maintenance should open the channel's circuit"
