@@ -11,6 +11,7 @@ fewer dead letters. Keep dead-letter queues short: redrive or purge them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,7 +48,11 @@ def _wanted(
     ]
 
 
-def _finish(link: Link, rows: list[tuple[int, wire.Incoming]], take: set[int]) -> None:
+#: How long a drained dead-letter queue may take to count its requeued letters again.
+_REQUEUE_VISIBLE = 5.0
+
+
+def _finish(link: Link, name: str, rows: list[tuple[int, wire.Incoming]], take: set[int]) -> None:
     """Ack the taken dead letters and put every other one back, in order."""
     ch = link.channel()
     for tag, _ in rows:
@@ -56,6 +61,13 @@ def _finish(link: Link, rows: list[tuple[int, wire.Incoming]], take: set[int]) -
     if len(take) < len(rows):
         ch.basic_nack(rows[-1][0], multiple=True, requeue=True)
     link.sync()
+    # A quorum queue applies the requeue through its log: a passive declare
+    # right after can still count 0, and stats() would say the dead letters
+    # are gone. Return once the queue counts what was put back (bounded).
+    kept = len(rows) - len(take)
+    deadline = time.monotonic() + _REQUEUE_VISIBLE
+    while kept and count(link, name) < kept and time.monotonic() < deadline:
+        time.sleep(0.005)
 
 
 def dead_letters(
@@ -70,7 +82,7 @@ def dead_letters(
 ) -> list[StoredDeadLetter]:
     """Dead letters of ``queue``, oldest first (drains and restores the dead queue)."""
     rows = _drain(link, names, queue)
-    _finish(link, rows, set())
+    _finish(link, names.dead(queue), rows, set())
     found = [
         wire.stored_dead_letter(inc, delivery_limit=info.delivery_limit)
         for _, inc in _wanted(rows, ids, tenant)
@@ -100,9 +112,9 @@ def redrive(
     try:
         link.publish(copies)
     except BaseException:
-        _finish(link, rows, set())
+        _finish(link, names.dead(queue), rows, set())
         raise
-    _finish(link, rows, {tag for tag, _ in chosen})
+    _finish(link, names.dead(queue), rows, {tag for tag, _ in chosen})
     return len(chosen)
 
 
@@ -112,7 +124,7 @@ def purge(
     """Delete dead letters; how many."""
     rows = _drain(link, names, queue)
     chosen = _wanted(rows, ids, tenant)
-    _finish(link, rows, {tag for tag, _ in chosen})
+    _finish(link, names.dead(queue), rows, {tag for tag, _ in chosen})
     return len(chosen)
 
 
