@@ -75,7 +75,16 @@ def run(args: argparse.Namespace) -> int:
 
     console = Console()
     console.print(
-        render(snap, None, rules, console.width, tenants=args.tenants, title=f"pmsq {args.url}")
+        render(
+            snap,
+            None,
+            rules,
+            console.width,
+            tenants=args.tenants,
+            title=f"pmsq {args.url}",
+            # Pauses and open circuits: alerts the figures alone do not raise.
+            extra_alerts=[a for a in r.alerts if a.metric.split(":")[0] in ("paused", "circuit")],
+        )
     )
     if snap.queues:
         console.print()

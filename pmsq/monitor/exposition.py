@@ -13,6 +13,7 @@ import attrs
 
 from pmsq.alerts import Alert, AlertRule, evaluate, load_rules
 from pmsq.backends.presence import with_presence
+from pmsq.control import pause_alerts
 from pmsq.schedules.schedule import Schedule
 from pmsq.stats import Stats
 
@@ -63,7 +64,12 @@ def report(broker: Broker, queue: str | None = None, *, tenant: str | None = Non
         for s in read_schedules(broker.runtime)
         if queue in (None, s.queue) and tenant in (None, s.tenant)
     ]
-    alerts = evaluate(snap, rules) + schedule_alerts(plans, now)
+    paused = [
+        a
+        for a in pause_alerts(broker.runtime)
+        if queue in (None, a.queue) and tenant in (None, a.tenant)
+    ]
+    alerts = evaluate(snap, rules) + schedule_alerts(plans, now) + paused
     return Report(stats=snap, rules=rules, alerts=alerts, schedules=plans, now=now)
 
 

@@ -19,9 +19,10 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
-from pmsq.alerts import AlertRule, evaluate, load_rules
+from pmsq.alerts import Alert, AlertRule, evaluate, load_rules
 from pmsq.backends.presence import WorkerInfo
 from pmsq.broker import Broker
+from pmsq.control import pause_alerts
 from pmsq.errors import PmsqError
 from pmsq.monitor.figures import Tracker, plain_text, queue_history
 from pmsq.monitor.pauses import pause_lines, pause_section, read_pauses
@@ -70,6 +71,7 @@ class _Screen:
         self.schedules: list[Schedule] = []
         self.workers: list[WorkerInfo] | None = None
         self.pauses: list[Any] = []
+        self.pause_alerts: list[Alert] = []
         self.error: str | None = None
 
     def take(self) -> bool:
@@ -80,6 +82,7 @@ class _Screen:
             self.schedules = read_schedules(self.broker.runtime)
             self.workers = read_workers(self.broker)
             self.pauses = read_pauses(self.broker)
+            self.pause_alerts = pause_alerts(self.broker.runtime)
         except PmsqError as exc:
             # A store briefly locked or being replaced must not end the watch.
             self.error = str(exc)
@@ -106,6 +109,7 @@ class _Screen:
                     history=queue_history(self.tracker),
                     tenants=self.tenants,
                     title=self.title,
+                    extra_alerts=self.pause_alerts,
                 )
             )
         if self.schedules and current is not None:
@@ -124,7 +128,7 @@ class _Screen:
         current = self.tracker.current
         if self.error is not None or current is None:
             return f"pmsq: cannot read the store: {self.error}"
-        alerts = evaluate(current, self.rules, tenants=self.tenants)
+        alerts = evaluate(current, self.rules, tenants=self.tenants) + self.pause_alerts
         now = self.broker.clock.time()
         alerts += schedule_alerts(self.schedules, now)
         text = plain_text(

@@ -101,6 +101,7 @@ def render(
     history: Mapping[str, Sequence[float]] | None = None,
     tenants: bool = False,
     title: str = "pmsq",
+    extra_alerts: Sequence[Alert] = (),
 ) -> RenderableType:
     """The dashboard for one snapshot.
 
@@ -113,13 +114,14 @@ def render(
         history: Recent processed/s per queue, for the trend sparkline.
         tenants: Add a line per tenant under each queue.
         title: The header's first words (the command and the store).
+        extra_alerts: Alerts the figures alone do not show (pauses, open circuits).
 
     Returns:
         A renderable: header, the queue table, the alert lines.
     """
     wide = width >= _WIDE
     top = trend_top(history)
-    alerts = evaluate(stats, rules, tenants=tenants)
+    alerts = evaluate(stats, rules, tenants=tenants) + list(extra_alerts)
     lines = rows(stats, previous, alerts, tenants=tenants)
     critical = sum(a.level == "critical" for a in alerts)
     header = Text(f"{title}  ", style="bold")

@@ -66,6 +66,20 @@ def test_stats_json_is_the_snapshot_plus_alerts(cli: Run, store: Path) -> None:
     assert data["workers"] == []
 
 
+def test_stats_shows_pauses_and_open_circuits_as_alerts(cli: Run, store: Path) -> None:
+    with pmsq.connect(str(store)) as b:
+        b.pause("calendar", key="property:3", reason="migration")
+    code, out, _ = cli("stats", str(store), "calendar", "--json")
+    assert code == 0
+    assert ("calendar", "paused:property:3") in [
+        (a["queue"], a["metric"]) for a in json.loads(out)["alerts"]
+    ]
+    code, out, _ = cli("stats", str(store), "calendar")
+    assert "key 'property:3' paused" in out
+    code, out, _ = cli("stats", str(store), "email")  # another queue's pause is not shown
+    assert "paused" not in out
+
+
 def test_stats_of_one_queue(cli: Run, store: Path) -> None:
     code, out, _ = cli("stats", str(store), "calendar", "--json")
     assert code == 0
