@@ -165,3 +165,37 @@ def by_id(events: Sequence[dict[str, Any]], ev: str) -> dict[str, list[dict[str,
     for e in sorted((e for e in events if e["ev"] == ev), key=lambda e: e["t"]):
         out.setdefault(e["id"], []).append(e)
     return out
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A real, small file system (a tmpfs of ``size``, e.g. ``"4m"``) mounted at ``where``.
+
+    It needs root and mount(8); without them the test skips, except in CI
+    (``CI=true``), where a fault test that cannot run must fail, not vanish.
+    """
+    import shutil
+
+    import pytest
+
+    def unavailable(why: str) -> None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"this disk-fault test must run in CI: {why}")
+        pytest.skip(why)
+
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        unavailable("needs root and mount(8) to make a small tmpfs")
+    where.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        unavailable(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        if subprocess.run(["umount", str(where)], check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(where)], check=False)

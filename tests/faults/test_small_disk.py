@@ -10,44 +10,22 @@ under ``CI=true`` where the skip is a failure.
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import pmsq
+from faults._support import tmpfs
 from pmsq.backends.sqlite import wal
-
-
-def _unavailable(why: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"the small-disk tests must run in CI: {why}")
-    pytest.skip(why)
 
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 3 MB tmpfs."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        _unavailable("needs root and mount(8) to make a small tmpfs")
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        _unavailable(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "small", "3m") as mnt:
         yield mnt
-    finally:
-        if subprocess.run(["umount", str(mnt)], check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def _cycles(q: pmsq.Queue, n: int, start: int = 0) -> None:
