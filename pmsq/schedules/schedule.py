@@ -24,7 +24,9 @@ class Schedule:
         tz: IANA time zone of ``cron`` (default ``"UTC"``).
         next_at: The next slot (aware UTC datetime), or ``None`` if none is left.
         last_at: The last slot fired (aware UTC datetime), or ``None``.
-        paused: Whether it is paused (always ``False`` until pauses exist).
+        paused: Whether a pause in force holds what it makes (its queue's, its
+            tenant's on that queue, or its key's): it still fires on time, and
+            its messages wait for the resume like any other put.
         payload: The payload of each message.
         key: Key of each message.
         tenant: Its tenant (and its messages'), or ``None``.

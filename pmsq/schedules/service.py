@@ -11,6 +11,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from pmsq.backends.base import Envelope
+from pmsq.backends.control_family import Control
 from pmsq.backends.schedule_family import (
     Firing,
     StoredSchedule,
@@ -133,13 +134,32 @@ def declare(
         now=now,
     )
     poke_timers(runtime)  # a worker's timer here may sleep past the new first slot
-    return _public(runtime, stored)
+    return _public(runtime, stored, _held_scopes(runtime))
 
 
 def list_schedules(runtime: Runtime, *, tenant: str | None, all_tenants: bool) -> list[Schedule]:
     """Stored schedules as ``Schedule`` values: all, or one tenant's."""
     rows = schedule_store(runtime.backend).list_schedules()
-    return [_public(runtime, s) for s in rows if all_tenants or s.tenant == tenant]
+    held = _held_scopes(runtime)
+    return [_public(runtime, s, held) for s in rows if all_tenants or s.tenant == tenant]
+
+
+def _held_scopes(runtime: Runtime) -> set[tuple[str, str | None, str | None]]:
+    """The (queue, tenant, key) scopes a pause in force holds; none without ``control``."""
+    if not isinstance(runtime.backend, Control):
+        return set()
+    records = runtime.backend.pauses(now=runtime.clock.time())
+    return {(p.queue, p.tenant, p.key) for p in records}
+
+
+def _is_held(s: StoredSchedule, held: set[tuple[str, str | None, str | None]]) -> bool:
+    # What the schedule makes is held by its queue's pause, its tenant's, or its key's.
+    scopes: list[tuple[str, str | None, str | None]] = [(s.queue, None, None)]
+    if s.tenant is not None:
+        scopes.append((s.queue, s.tenant, None))
+    if s.key is not None:
+        scopes.append((s.queue, s.tenant, s.key))
+    return any(scope in held for scope in scopes)
 
 
 def remove(runtime: Runtime, name: str, *, tenant: str | None) -> bool:
@@ -220,7 +240,9 @@ def _envelope(runtime: Runtime, s: StoredSchedule, slot: float, now: float) -> E
     )
 
 
-def _public(runtime: Runtime, s: StoredSchedule) -> Schedule:
+def _public(
+    runtime: Runtime, s: StoredSchedule, held: set[tuple[str, str | None, str | None]]
+) -> Schedule:
     if s.format == BYTES_FORMAT:
         payload: Any = s.data
     else:
@@ -243,4 +265,5 @@ def _public(runtime: Runtime, s: StoredSchedule) -> Schedule:
         headers=decode_headers(s.headers),
         catch_up=s.catch_up,
         fired_at=None if s.fired_at is None else utc_from_epoch(s.fired_at),
+        paused=_is_held(s, held),
     )

@@ -474,3 +474,33 @@ class ScheduleTests(SuiteBase):
         again = self.reopen(broker, clock)
         (s,) = again.schedules()
         assert (s.name, s.cron, s.tz, s.payload) == ("kept", "0 2 * * *", "Europe/Lisbon", [1])
+
+    def test_a_schedule_is_paused_while_a_pause_holds_what_it_makes(
+        self, broker: Broker, clock: ManualClock
+    ) -> None:
+        if not self._schedules_or_refused(broker) or not broker.backend.capabilities.control:
+            return  # without pauses (the control family) nothing is ever paused
+        broker.declare_queue("sync")
+        broker.declare_queue("other")
+        broker.schedule("all", queue="sync", every=60.0)
+        broker.tenant("acme").schedule("acme", queue="sync", every=60.0)
+        broker.schedule("keyed", queue="sync", every=60.0, key="property:1")
+
+        def paused() -> dict[str, bool]:
+            return {s.name: s.paused for s in broker.schedules()}
+
+        assert paused() == {"acme": False, "all": False, "keyed": False}
+        broker.pause("other")
+        assert paused() == {"acme": False, "all": False, "keyed": False}
+        broker.pause("sync", tenant="acme")
+        assert paused() == {"acme": True, "all": False, "keyed": False}
+        broker.pause("sync", key="property:1")
+        assert paused() == {"acme": True, "all": False, "keyed": True}
+        broker.pause("sync", until=clock.time() + 30.0)
+        assert paused() == {"acme": True, "all": True, "keyed": True}
+        clock.advance(61.0)
+        # A paused schedule still fires on time; its messages wait like any put.
+        assert broker.run_schedules() == 3
+        assert broker.resume("sync", tenant="acme")
+        assert broker.resume("sync", key="property:1")
+        assert paused() == {"acme": False, "all": False, "keyed": False}  # the timed one lapsed
