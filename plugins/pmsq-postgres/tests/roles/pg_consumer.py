@@ -7,7 +7,8 @@ app's transaction guarded by ``broker.once``, commits, then acks. The victim
 stops after VICTIM_AFTER messages *between* commit and ack: it writes MARKER
 (the message id) and hangs until the test kills it with SIGKILL, so its
 message comes back after the lease and must not take effect twice.
-Exits 0 once TOTAL distinct effects exist and nothing is left to claim.
+Exits 0 once TOTAL distinct effects exist and nothing is left in the queue
+(the victim's message, back after its lease, acked too).
 """
 
 from __future__ import annotations
@@ -36,7 +37,12 @@ def main() -> int:
                 f'SELECT count(DISTINCT message_id) FROM "{app_schema}".effects'
             ).fetchone()
             app.commit()
-            return row is not None and row[0] >= int(total)
+            if row is None or row[0] < int(total):
+                return False
+            # Every effect exists, but the killed victim's message may still be
+            # leased: it comes back after its lease and must be acked, not left.
+            s = broker.stats("calendar")
+            return s.ready + s.delayed + s.in_flight == 0
 
         while time.monotonic() < deadline:
             try:
