@@ -22,7 +22,7 @@ def test_a_version_4_store_gains_expiry_and_pauses_and_keeps_its_messages(tmp_pa
     conn.close()
     clock = pmsq.ManualClock()
     with pmsq.connect(str(path), durability="normal", clock=clock) as b:
-        assert b.backend.get_meta("schema_version") == str(SCHEMA_VERSION) == "5"
+        assert b.backend.get_meta("schema_version") == str(SCHEMA_VERSION)
         q = b.queue("q")
         q.put("c", expires=5.0)
         b.pause("q", reason="after the upgrade")
