@@ -338,12 +338,13 @@ def settle_batch(
             now=now,
             journal=journal,
         )
-        for s, row in zip(batch, rows, strict=True):
-            if row is not None:
-                metrics.add(row[0], row[1], processed=1, duration_ms=s.duration_ms)
-                if _maybe_probe(s, row[0]):
-                    # A half-open circuit's probe closes it by succeeding.
-                    pauses.close_probe(conn, journal, row[0], s.receipt.message_id, now)
+        # One lock for the batch's counts, not one add() per ack.
+        acked = [(s, row) for s, row in zip(batch, rows, strict=True) if row is not None]
+        metrics.add_processed([(row[0], row[1], s.duration_ms) for s, row in acked])
+        for s, row in acked:
+            if _maybe_probe(s, row[0]):
+                # A half-open circuit's probe closes it by succeeding.
+                pauses.close_probe(conn, journal, row[0], s.receipt.message_id, now)
         return [row is not None for row in rows]
 
     def _maybe_probe(s: Settlement, queue: str) -> bool:
