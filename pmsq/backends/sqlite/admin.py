@@ -96,6 +96,7 @@ def redrive(
             "error_type = NULL, error = NULL, expires_at = NULL WHERE seq = ?",
             (new_seq, head, now, seq),
         )
+        counters.bump(conn, queue, tenant_s, counters.K_DEAD, counters.kind(READY, head))
     return len(rows)
 
 
@@ -113,10 +114,15 @@ def purge(
         return 0
     where, args = _dead_filter(queue, tenant, ids)
     rows = conn.execute(
-        f"DELETE FROM pmsq_messages WHERE {where} RETURNING tenant, key, line, id, correlation_id",
+        f"DELETE FROM pmsq_messages WHERE {where} "
+        "RETURNING tenant, key, line, id, correlation_id, state, head",
         args,
     ).fetchall()
-    for tenant_s, key, line, mid, correlation in rows:
+    tally = counters.Tally()
+    for row in rows:
+        tally.move(queue, row[0], counters.kind(row[5], row[6]), None)
+    tally.flush(conn)
+    for tenant_s, key, line, mid, correlation, _, _ in rows:
         journal.add(now, Event.PURGED, mid, queue, tenant_s, key, correlation)
         if line:
             promote_next(conn, queue, tenant_s, key)

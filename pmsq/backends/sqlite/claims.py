@@ -11,10 +11,11 @@ import secrets
 import sqlite3
 import time
 import zlib
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from pmsq.backends.sqlite import pauses
+from pmsq.backends.sqlite import counters, pauses
 from pmsq.backends.sqlite.journal import Event, Journal
 from pmsq.backends.sqlite.puts import ConfigReader
 from pmsq.backends.sqlite.rows import MESSAGE_COLUMNS
@@ -41,11 +42,14 @@ __all__ = ["Claimer", "claim", "has_ready", "next_due"]
 
 
 def _promote_due(conn: sqlite3.Connection, queue: str, now: float) -> None:
-    conn.execute(
+    tally = counters.Tally()
+    for tenant, head in conn.execute(
         f"UPDATE pmsq_messages SET state = {READY:d} WHERE queue = ? AND state = {SCHEDULED:d} AND "
-        "available_at <= ?",
+        "available_at <= ? RETURNING tenant, head",
         (queue, now),
-    )
+    ).fetchall():
+        tally.move(queue, tenant, counters.K_DELAYED, counters.kind(READY, head))
+    tally.flush(conn)
 
 
 def _expire_leases(
@@ -93,11 +97,12 @@ def _expire_leases(
         else:
             # The token stays: until someone else claims the message, its late
             # holder may still settle it (a lease is lost only to another holder).
-            conn.execute(
+            head = conn.execute(
                 f"UPDATE pmsq_messages SET state = {READY:d}, lease_expires = NULL, "
-                "error_type = ?, error = ? WHERE seq = ?",
+                "error_type = ?, error = ? WHERE seq = ? RETURNING head",
                 (LEASE_EXPIRED, expired_error(attempt), seq),
-            )
+            ).fetchone()[0]
+            counters.bump(conn, queue, tenant, counters.K_IN_FLIGHT, counters.kind(READY, head))
             metrics.add(queue, tenant, retried=1)
 
 
@@ -239,7 +244,7 @@ def claim(
     if holds is not None and not holds.any:
         holds = None
     out: list[Claimed] = []
-    leases: list[tuple[str, float, int]] = []
+    leases: list[tuple[str, float, int, str]] = []
     waits: dict[str, list[float]] = {}
     expires = now + cfg.lease
     rows = _select(conn, cfg, queue, n, tenant, now, holds)
@@ -249,7 +254,7 @@ def claim(
             # Burying a head may have made the next of its key the head: look again.
             if not buried or len(out) >= n:
                 break
-            _lease(conn, leases)  # so the new selection skips what is taken
+            _lease(conn, queue, leases)  # so the new selection skips what is taken
             leases, buried = [], False
             rows = _select(conn, cfg, queue, n - len(out), tenant, now, holds)
             if not rows:
@@ -288,7 +293,7 @@ def claim(
         if holds is not None and _probe(conn, holds, queue, row) and probes is not None:
             probes.add(row["id"])
         token = secrets.token_hex(8)
-        leases.append((token, expires, row["seq"]))
+        leases.append((token, expires, row["seq"], row["tenant"]))
         if row["attempt"] == 0:
             # First delivery: how long it waited since it became due (wait_p50_ms).
             waits.setdefault(row["tenant"], []).append((now - row["available_at"]) * 1000.0)
@@ -307,7 +312,7 @@ def claim(
         out.append(
             claimed_from_row(row, token=token, attempt=row["attempt"] + 1, lease_expires=expires)
         )
-    _lease(conn, leases)
+    _lease(conn, queue, leases)
     if waits:
         metrics.add_waits(queue, waits)
     return out
@@ -342,15 +347,19 @@ def _probe(conn: sqlite3.Connection, holds: Holds, queue: str, row: Any) -> bool
     return True
 
 
-def _lease(conn: sqlite3.Connection, leases: list[tuple[str, float, int]]) -> None:
+def _lease(conn: sqlite3.Connection, queue: str, leases: list[tuple[str, float, int, str]]) -> None:
     # One statement for a batch: the rows were selected together as ready key
-    # heads, so marking them leased can wait until the batch is picked.
+    # heads, so marking them leased can wait until the batch is picked. Each
+    # lease is (token, expires, seq, tenant).
     if leases:
         conn.executemany(
             f"UPDATE pmsq_messages SET state = {IN_FLIGHT:d}, attempt = attempt + 1, "
             "lease_token = ?, lease_expires = ? WHERE seq = ?",
-            leases,
+            [lease[:3] for lease in leases],
         )
+        # Ready heads, now in flight: one counts UPDATE per tenant of the batch.
+        for tenant, n in Counter(lease[3] for lease in leases).items():
+            counters.add(conn, queue, tenant, (-n, 0, n, 0))
 
 
 def has_ready(conn: sqlite3.Connection, queue: str, now: float, tenant: str | None) -> bool:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pmsq.backends.control_family import Control
-from pmsq.backends.sqlite import outbox, pauses
+from pmsq.backends.sqlite import counters, outbox, pauses
 from pmsq.backends.sqlite.journal import Event, Journal
 from pmsq.backends.sqlite.lines import promote_next
 from pmsq.backends.sqlkit.rows import tenant_in
@@ -45,6 +45,10 @@ def cancel_rows(
         chunk = rows[start : start + _CHUNK]
         marks = ", ".join("?" * len(chunk))
         conn.execute(f"DELETE FROM pmsq_messages WHERE seq IN ({marks})", [r[0] for r in chunk])
+    tally = counters.Tally()
+    for r in rows:
+        tally.move(queue, r[2], counters.kind(r[4], r[5]), None)
+    tally.flush(conn)
     # After every delete: the first message left in each line becomes its head.
     for tenant, key in {(r[2], r[3]) for r in rows if r[3] is not None}:
         promote_next(conn, queue, tenant, key)
@@ -104,20 +108,24 @@ def reschedule(
     now: float,
 ) -> bool:
     """Move a waiting or delayed message's due time; its ``seq`` (key order) is kept."""
-    sql = (
+    where = f"id = ? AND queue = ? AND state IN {sql_set(READY, SCHEDULED)}"
+    args: list[Any] = [message_id, queue]
+    if tenant is not None:
+        where += " AND tenant = ?"
+        args.append(tenant_in(tenant))
+    found = conn.execute(f"SELECT seq, state, head FROM pmsq_messages WHERE {where}", args)
+    old = found.fetchone()
+    if old is None:
+        return False
+    state = waiting_state(available_at, now)
+    row = conn.execute(
         # The token of an expired, unclaimed lease goes: its late holder's
         # settle must not undo the new due time.
         "UPDATE pmsq_messages SET available_at = ?, state = ?, lease_token = NULL "
-        "WHERE id = ? AND queue = ? "
-        f"AND state IN {sql_set(READY, SCHEDULED)}"
-    )
-    args: list[Any] = [available_at, waiting_state(available_at, now), message_id, queue]
-    if tenant is not None:
-        sql += " AND tenant = ?"
-        args.append(tenant_in(tenant))
-    row = conn.execute(sql + " RETURNING tenant, key, correlation_id, attempt", args).fetchone()
-    if row is None:
-        return False
+        "WHERE seq = ? RETURNING tenant, key, correlation_id, attempt",
+        (available_at, state, old[0]),
+    ).fetchone()
+    counters.bump(conn, queue, row[0], counters.kind(old[1], old[2]), counters.kind(state, old[2]))
     journal.add(
         now,
         Event.RESCHEDULED,

@@ -12,6 +12,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from pmsq.backends.sqlite import counters
+
 __all__ = ["head_if_first", "promote_next", "rejoin_tail", "tail_of"]
 
 
@@ -42,12 +44,15 @@ def promote_next(conn: sqlite3.Connection, queue: str, tenant: str, key: str | N
     """Make the first message still in ``key``'s line its head (no-op for unkeyed)."""
     if key is None:
         return
-    conn.execute(
+    row = conn.execute(
         "UPDATE pmsq_messages SET head = 1 WHERE seq = (SELECT seq FROM pmsq_messages "
         "WHERE queue = ? AND tenant = ? AND key = ? AND line = 1 AND key IS NOT NULL "
-        "ORDER BY seq LIMIT 1) AND head = 0",
+        "ORDER BY seq LIMIT 1) AND head = 0 RETURNING state",
         (queue, tenant, key),
-    )
+    ).fetchone()
+    if row is not None:
+        # A ready message waiting behind its key was counted as delayed.
+        counters.bump(conn, queue, tenant, counters.kind(row[0], 0), counters.kind(row[0], 1))
 
 
 def tail_of(conn: sqlite3.Connection, queue: str, tenant: str, key: str) -> Any:

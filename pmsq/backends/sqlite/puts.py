@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -10,6 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from pmsq.backends.sqlite import counters
 from pmsq.backends.sqlite.journal import Event, Journal
 from pmsq.backends.sqlite.lines import head_if_first, tail_of
 from pmsq.backends.sqlkit.metrics import Metrics
@@ -112,9 +114,17 @@ def _count_waiting(conn: sqlite3.Connection, queue: str, tenant: str | None, cap
 
 
 def insert_envelope(
-    conn: sqlite3.Connection, env: Envelope, now: float, *, attempt: int = 0
+    conn: sqlite3.Connection,
+    env: Envelope,
+    now: float,
+    *,
+    attempt: int = 0,
+    tally: counters.Tally | None = None,
 ) -> None:
-    """Insert ``env`` at the tail of its key's line (head if the line is empty)."""
+    """Insert ``env`` at the tail of its key's line (head if the line is empty).
+
+    The message is counted into ``tally`` (written by the caller), or at once without one.
+    """
     tenant = tenant_in(env.tenant)
     head = head_if_first(conn, env.queue, tenant, env.key)
     state = waiting_state(env.available_at, now)
@@ -145,6 +155,10 @@ def insert_envelope(
             env.expires_at,
         ),
     )
+    if tally is None:
+        counters.bump(conn, env.queue, tenant, None, counters.kind(state, head))
+    else:
+        tally.move(env.queue, tenant, None, counters.kind(state, head))
 
 
 def put_one(
@@ -155,12 +169,14 @@ def put_one(
     journal: Journal | None = None,
     siblings: list[str] | None = None,
     stored: Counter[tuple[str, str]] | None = None,
+    tally: counters.Tally | None = None,
 ) -> str:
     """Store one envelope in the open transaction; return the id the caller sees.
 
     What happened (put, dedup hit, coalesced) is recorded in ``journal``;
     ``siblings`` are the ids of the other copies of a fan-out; a message
-    stored is counted in ``stored`` by (queue, stored tenant).
+    stored is counted in ``stored`` by (queue, stored tenant), and into
+    ``tally`` (flushed by the caller) for ``stats()``, at once without one.
 
     Raises:
         QueueFull: ``max_depth`` or ``tenant_quota`` reached (nothing written).
@@ -201,7 +217,7 @@ def put_one(
                 _record(journal, Event.COALESCED, str(row[1]), env, tenant, row[4], now)
             return str(row[1])
     check_room(cfg, env, lambda tenant, cap: _count_waiting(conn, env.queue, tenant, cap))
-    insert_envelope(conn, env, now)
+    insert_envelope(conn, env, now, tally=tally)
     _remember_dedup(conn, cfg, env, tenant, env.id)
     if stored is not None:
         stored[(env.queue, tenant)] += 1
@@ -226,24 +242,35 @@ def put_batch(
     itself: the outbox), so a batch refused by a quota counts nothing.
     """
     stored: Counter[tuple[str, str]] = Counter()
-    if not log.enabled:
-        ids = [put_one(conn, configs, e, now, stored=stored) for e in envelopes]
-    else:
-        topics = {e.topic for e in envelopes}
-        fanout = len(envelopes) > 1 and len(topics) == 1 and None not in topics
-        every = [e.id for e in envelopes]
-        ids = [
-            put_one(
-                conn,
-                configs,
-                e,
-                now,
-                log,
-                [i for i in every if i != e.id] if fanout else None,
-                stored,
-            )
-            for e in envelopes
-        ]
+    # The batch's messages are counted for stats() with one UPDATE per (queue, tenant).
+    tally = counters.Tally()
+    try:
+        if not log.enabled:
+            ids = [put_one(conn, configs, e, now, stored=stored, tally=tally) for e in envelopes]
+        else:
+            topics = {e.topic for e in envelopes}
+            fanout = len(envelopes) > 1 and len(topics) == 1 and None not in topics
+            every = [e.id for e in envelopes]
+            ids = [
+                put_one(
+                    conn,
+                    configs,
+                    e,
+                    now,
+                    log,
+                    [i for i in every if i != e.id] if fanout else None,
+                    stored,
+                    tally,
+                )
+                for e in envelopes
+            ]
+    except BaseException:
+        # A caller that catches (QueueFull in a savepoint) may commit what was
+        # stored before: it must be counted. A failing store is failing anyway.
+        with contextlib.suppress(sqlite3.Error):
+            tally.flush(conn)
+        raise
+    tally.flush(conn)
     if metrics is not None:
         for (queue, tenant), n in stored.items():
             metrics.add(queue, tenant, put=n)

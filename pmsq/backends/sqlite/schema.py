@@ -20,7 +20,7 @@ import sqlite3
 from collections.abc import Callable
 
 from pmsq.backends.sqlite import pauses
-from pmsq.backends.sqlite.counters import COUNTERS_DDL
+from pmsq.backends.sqlite.counters import COUNTERS_DDL, DROP_TRIGGERS
 from pmsq.backends.sqlite.journal import JOURNAL_DDL
 from pmsq.backends.sqlite.presence import PRESENCE_DDL
 from pmsq.backends.sqlite.schedules import SCHEDULES_DDL
@@ -36,7 +36,7 @@ __all__ = [
 
 # "pmsq" in ASCII, written to the header so foreign tools can tell the file's owner.
 APPLICATION_ID = 0x706D7371
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 _V1 = f"""
@@ -171,6 +171,7 @@ MIGRATIONS: dict[int, str | tuple[str, ...] | Callable[[sqlite3.Connection], Non
     3: COUNTERS_DDL,  # version 4: maintained counts for stats() (counters.py)
     4: pauses.migrate,  # version 5: expiry, pauses, circuit breakers (pauses.py)
     5: _version_6,  # version 6: worker presence, lateness, puts and waits
+    6: DROP_TRIGGERS,  # version 7: the code counts, not triggers (counters.py)
 }
 
 

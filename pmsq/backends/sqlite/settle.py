@@ -9,10 +9,11 @@ expired without anyone claiming the message since: that holder may settle it.
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from pmsq.backends.sqlite import pauses
+from pmsq.backends.sqlite import counters, pauses
 from pmsq.backends.sqlite.journal import Event, Journal, duration_detail
 from pmsq.backends.sqlite.lines import promote_next
 from pmsq.backends.sqlite.puts import ConfigReader, insert_envelope, record_put
@@ -55,7 +56,7 @@ def bury(
     """
     row = conn.execute(
         "SELECT queue, tenant, key, id, payload, format, headers, priority, correlation_id, "
-        "topic, error_type, error, attempt FROM pmsq_messages WHERE seq = ?",
+        "topic, error_type, error, attempt, state, head FROM pmsq_messages WHERE seq = ?",
         (seq,),
     ).fetchone()
     if row is None:
@@ -69,6 +70,7 @@ def bury(
         "error_type = COALESCE(?, error_type), error = COALESCE(?, error) WHERE seq = ?",
         (int(blocks), int(blocks), reason, now, error_type, traceback, seq),
     )
+    counters.bump(conn, queue, tenant, counters.kind(row[13], row[14]), counters.K_DEAD)
     if not blocks:
         promote_next(conn, queue, tenant, key)
     fallback_id = new_message_id(now) if cfg.fallback is not None else None
@@ -142,17 +144,22 @@ def settle_acks(
         # Only placeholders are formatted into the statement.
         for row in conn.execute(
             f"DELETE FROM pmsq_messages WHERE ({where}) AND state IN {HELD} "
-            "RETURNING seq, lease_token, queue, tenant, key, id, correlation_id, attempt",
+            "RETURNING seq, lease_token, queue, tenant, key, id, correlation_id, attempt, "
+            "state, head",
             params,
         ):
             found[(row[0], row[1])] = row
+    if found:
+        gone = Counter((row[2], row[3], counters.kind(row[8], row[9])) for row in found.values())
+        for (queue, tenant, kind), n in gone.items():
+            counters.bump(conn, queue, tenant, kind, None, n)
     out: list[tuple[str, str, str | None] | None] = []
     for seq, token, ms in items:
         row = found.pop((seq, token), None)
         if row is None:
             out.append(None)
             continue
-        _, _, queue, tenant, key, mid, correlation, attempt = row
+        _, _, queue, tenant, key, mid, correlation, attempt, _, _ = row
         promote_next(conn, queue, tenant, key)
         detail = duration_detail(_ms(ms))
         journal.add_row(
@@ -179,15 +186,19 @@ def settle_retry(
     Returns ``(queue, tenant, key, id)``, or ``None`` if the lease was lost.
     """
     state = waiting_state(available_at, now)
+    old = _held_kind(conn, seq, token)
+    if old is None:
+        return None
     row = conn.execute(
         "UPDATE pmsq_messages SET state = ?, available_at = ?, lease_token = NULL, "
         "lease_expires = NULL, error_type = COALESCE(?, error_type), error = COALESCE(?, error) "
         f"WHERE seq = ? AND lease_token = ? AND state IN {HELD} "
-        "RETURNING queue, tenant, key, id, correlation_id, attempt",
+        "RETURNING queue, tenant, key, id, correlation_id, attempt, head",
         (state, available_at, error_type, error, seq, token),
     ).fetchone()
     if row is None:
         return None
+    counters.bump(conn, row[0], row[1], old, counters.kind(state, row[6]))
     journal.add(
         now,
         Event.RETRIED,
@@ -220,15 +231,20 @@ def settle_snooze(
     Its claim counted the attempt; undoing that makes the next delivery's
     ``attempt`` this one's again. It stays its key's head. False if lost.
     """
+    old = _held_kind(conn, seq, token)
+    if old is None:
+        return False
+    state = waiting_state(available_at, now)
     row = conn.execute(
         "UPDATE pmsq_messages SET state = ?, available_at = ?, attempt = MAX(attempt - 1, 0), "
         "lease_token = NULL, lease_expires = NULL "
         f"WHERE seq = ? AND lease_token = ? AND state IN {HELD} "
-        "RETURNING queue, tenant, key, id, correlation_id, attempt",
-        (waiting_state(available_at, now), available_at, seq, token),
+        "RETURNING queue, tenant, key, id, correlation_id, attempt, head",
+        (state, available_at, seq, token),
     ).fetchone()
     if row is None:
         return False
+    counters.bump(conn, row[0], row[1], old, counters.kind(state, row[6]))
     journal.add(
         now,
         Event.SNOOZED,
@@ -253,11 +269,12 @@ def settle_release(
         f"state = CASE WHEN available_at > ? THEN {SCHEDULED:d} ELSE {READY:d} END, "
         "attempt = MAX(attempt - 1, 0), lease_token = NULL, lease_expires = NULL "
         f"WHERE seq = ? AND lease_token = ? AND state = {IN_FLIGHT:d} "
-        "RETURNING queue, tenant, key, id, correlation_id, attempt",
+        "RETURNING queue, tenant, key, id, correlation_id, attempt, state, head",
         (now, seq, token),
     ).fetchone()
     if row is None:
         return False
+    counters.bump(conn, row[0], row[1], counters.K_IN_FLIGHT, counters.kind(row[6], row[7]))
     journal.add(now, Event.RELEASED, row[3], row[0], row[1], row[2], row[4], attempt=row[5] + 1)
     return True
 
@@ -268,11 +285,32 @@ def settle_extend(conn: sqlite3.Connection, seq: int, token: str, expires: float
     A lease that expired while nobody else claimed the message is taken again.
     """
     cur = conn.execute(
-        "UPDATE pmsq_messages SET state = ?, lease_expires = ? WHERE seq = ? "
-        f"AND lease_token = ? AND state IN {HELD}",
-        (IN_FLIGHT, expires, seq, token),
+        "UPDATE pmsq_messages SET lease_expires = ? WHERE seq = ? "
+        f"AND lease_token = ? AND state = {IN_FLIGHT:d}",
+        (expires, seq, token),
     )
-    return cur.rowcount == 1
+    if cur.rowcount == 1:
+        return True
+    # Lapsed but not claimed again: it is ready (counted so) until taken back here.
+    row = conn.execute(
+        f"UPDATE pmsq_messages SET state = {IN_FLIGHT:d}, lease_expires = ? WHERE seq = ? "
+        f"AND lease_token = ? AND state = {READY:d} RETURNING queue, tenant, head",
+        (expires, seq, token),
+    ).fetchone()
+    if row is None:
+        return False
+    counters.bump(conn, row[0], row[1], counters.kind(READY, row[2]), counters.K_IN_FLIGHT)
+    return True
+
+
+def _held_kind(conn: sqlite3.Connection, seq: int, token: str) -> int | None:
+    """The counted kind of row ``seq`` if ``token`` still holds it (in flight, or lapsed)."""
+    row = conn.execute(
+        f"SELECT state, head FROM pmsq_messages WHERE seq = ? AND lease_token = ? "
+        f"AND state IN {HELD}",
+        (seq, token),
+    ).fetchone()
+    return None if row is None else counters.kind(row[0], row[1])
 
 
 def settle_batch(
@@ -300,12 +338,13 @@ def settle_batch(
             now=now,
             journal=journal,
         )
-        for s, row in zip(batch, rows, strict=True):
-            if row is not None:
-                metrics.add(row[0], row[1], processed=1, duration_ms=s.duration_ms)
-                if _maybe_probe(s, row[0]):
-                    # A half-open circuit's probe closes it by succeeding.
-                    pauses.close_probe(conn, journal, row[0], s.receipt.message_id, now)
+        # One lock for the batch's counts, not one add() per ack.
+        acked = [(s, row) for s, row in zip(batch, rows, strict=True) if row is not None]
+        metrics.add_processed([(row[0], row[1], s.duration_ms) for s, row in acked])
+        for s, row in acked:
+            if _maybe_probe(s, row[0]):
+                # A half-open circuit's probe closes it by succeeding.
+                pauses.close_probe(conn, journal, row[0], s.receipt.message_id, now)
         return [row is not None for row in rows]
 
     def _maybe_probe(s: Settlement, queue: str) -> bool:

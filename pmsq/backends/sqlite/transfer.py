@@ -13,6 +13,7 @@ import sqlite3
 import zlib
 from collections.abc import Sequence
 
+from pmsq.backends.sqlite import counters
 from pmsq.backends.sqlite.lines import head_if_first
 from pmsq.backends.sqlite.puts import ConfigReader
 from pmsq.backends.sqlite.rows import MESSAGE_COLUMNS
@@ -55,6 +56,7 @@ def import_messages(
             )
         )
     inserted = 0
+    tally = counters.Tally()
     for rec in records:
         env = rec.envelope
         if env.id in present:
@@ -102,7 +104,9 @@ def import_messages(
                 rec.dead_at if dead else None,
             ),
         )
+        tally.move(env.queue, tenant, None, counters.kind(state, head))
         inserted += 1
+    tally.flush(conn)
     return inserted
 
 
