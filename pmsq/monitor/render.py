@@ -143,7 +143,7 @@ def render(
     )
     table.add_column("queue", no_wrap=True, overflow="ellipsis", max_width=24 if wide else 16)
     headers = (
-        ["ready", "delayed", "in flight", "workers", "dead", "oldest", "done/s", "fail/s", "fail%"]
+        ["ready", "delayed", "in flight", "wk", "dead", "oldest", "done/s", "fail/s", "fail%"]
         if wide
         else ["ready", "delay", "infl", "wk", "dead", "oldest", "done/s", "fail/s", "fail%"]
     )

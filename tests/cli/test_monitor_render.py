@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 
+import attrs
 import pytest
 from rich.console import Console, RenderableType
 
@@ -128,6 +129,22 @@ def test_rates_fall_back_to_the_last_minute_without_a_previous_snapshot() -> Non
     text = text_of(render(snapshot(), None, {}, 80), 80)
     # 300 processed and 60 failed per minute
     assert line_of(text, "email").split()[7:9] == ["5.0", "1.0"]
+
+
+def test_the_wide_layout_cuts_no_figure_at_100_columns() -> None:
+    # Real figures at the narrowest wide screen: fractional latencies, a long
+    # queue name, a trend scale with decimals; no cell may end in an ellipsis.
+    snap = snapshot(10, 2, p50_ms=7.8, p95_ms=18.4, oldest_age=1.2)
+    snap = attrs.evolve(
+        snap,
+        queues={
+            **snap.queues,
+            "email.fallback": attrs.evolve(snap.queues["email"], name="email.fallback"),
+        },
+    )
+    history = {"email": [66.5, 60.0, 12.5]}
+    text = text_of(render(snap, snapshot(0, 1), {}, 100, history=history), 100)
+    assert "…" not in text, text
 
 
 def test_wide_layout_has_separate_latencies_and_a_trend_sparkline() -> None:
