@@ -27,29 +27,31 @@ from pmsq.migrate import (
 EXAMPLES = """\
 Copies queue declarations, bindings, pending messages (ids, keys, order,
 attempts, delays, headers) and dead letters, plus the dedup ids still
-remembered. The source is only read. Stop workers and producers first: a
-message leased right now would be copied as pending and delivered again by
-the new store, so migrate refuses a source with messages in flight unless
---force.
+remembered, recurring schedules with their cursors (no slot fires twice or
+is skipped) and the pauses an operator set (not circuit-breaker ones). A
+destination schedule of the same name defined otherwise stops it first. The
+source is only read. Stop workers and producers first: a message leased
+right now would be copied as pending and delivered again by the new store,
+so migrate refuses a source with messages in flight unless --force.
 
 One queue: --queue Q moves only queue Q (its declaration, bindings, pending
-messages in key order, dead letters and dedup ids), so an app can move its
-critical queues to another store one at a time and route them there with
-pmsq.connect(url, routes={"Q": DST_URL}) (docs/several-stores.md). The
-source keeps its copy; a routed broker reads Q only from the store its
-routes name. Stop Q's workers and producers first.
+messages in key order, dead letters, dedup ids, pauses and the schedules
+that put to it), so an app can move its critical queues to another store one
+at a time and route them there with pmsq.connect(url, routes={"Q": DST_URL})
+(docs/several-stores.md). The source keeps its copy; a routed broker reads Q
+only from the store its routes name. Stop Q's workers and producers first.
 
 Safe to interrupt: ids are kept and an id already in the destination is
-skipped, so running the same command again copies only what is missing.
-It ends by comparing pending and dead counts per queue in both stores and
-exits 1 if they differ.
+skipped, so running the same command again copies only what is missing. It
+ends by comparing pending and dead counts per queue in both stores and exits
+1 if they differ.
 
-persist-queue: persistqueue:///DIR reads an SQLiteAckQueue (DIR is the
-path given to persistqueue.SQLiteAckQueue, or its data.db) into the queue
-named by --queue; ?name=NAME picks the persist-queue by name and
-?serializer=json a JSON one. Ready and unacked items become pending
-messages, ack_failed items dead letters. persist-queue pickles by default,
-so this unpickles the file's items: only migrate a file your own app wrote.
+persist-queue: persistqueue:///DIR reads an SQLiteAckQueue (DIR is the path
+given to persistqueue.SQLiteAckQueue, or its data.db) into the queue named
+by --queue; ?name=NAME picks the persist-queue by name and ?serializer=json
+a JSON one. Ready and unacked items become pending messages, ack_failed
+items dead letters. persist-queue pickles by default, so this unpickles the
+file's items: only migrate a file your own app wrote.
 
 examples:
   pmsq migrate sqlite:///pms.db postgresql://pms@db:5432/pms
@@ -194,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
     out = Console(highlight=False)
     print(
         f"migrated {source.description} → {dst_name}: {result.copied:,} message(s) copied, "
-        f"{result.skipped:,} already there, {result.dedup_copied:,} dedup id(s)"
+        f"{result.skipped:,} already there, {result.dedup_copied:,} dedup id(s)" + _extras(result)
     )
     _print_checks(out, checks)
     if all(c.ok for c in checks):
@@ -207,6 +209,15 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 1
+
+
+def _extras(result: Any) -> str:
+    parts = []
+    if result.schedules_copied:
+        parts.append(f"{result.schedules_copied:,} schedule(s), cursors kept")
+    if result.pauses_copied:
+        parts.append(f"{result.pauses_copied:,} pause(s)")
+    return "".join(f"; {p}" for p in parts)
 
 
 def _copy_with_progress(

@@ -4,9 +4,12 @@ Safe to interrupt and run again: message ids are kept, and importing an id
 the destination already holds is skipped, so a second run copies only
 what is missing and never duplicates. Each page is one destination
 transaction, so an interruption loses at most the page in progress, which
-the next run copies again. Queue declarations are compared before anything
-is written: a destination queue declared with other options stops the
-migration with nothing changed.
+the next run copies again. Queue declarations and schedules are compared
+before anything is written: a destination queue declared with other options,
+or a schedule of the same name defined otherwise, stops the migration with
+nothing changed. Pauses are set before the messages arrive (a held queue
+never flows in the destination meanwhile) and schedules are stored last,
+after the dedup ids that guard their slots (``pmsq.migrate.extras``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pmsq.backends.base import Backend
 from pmsq.backends.families import Transfer
 from pmsq.config import QueueConfig
 from pmsq.errors import ConfigurationError
+from pmsq.migrate.extras import check_extras, copy_pauses, copy_schedules
 from pmsq.migrate.sources import Counts, Source
 
 __all__ = ["MigrationResult", "QueueCheck", "check_queues", "copy", "verify"]
@@ -43,12 +47,15 @@ class QueueCheck:
 
 @attrs.frozen
 class MigrationResult:
-    """What one run did: messages copied now, already present, dedup ids, warnings."""
+    """What one run did: messages copied now, already present, dedup ids, warnings,
+    and the schedules and pauses it added."""
 
     copied: int
     skipped: int
     dedup_copied: int
     warnings: tuple[str, ...]
+    schedules_copied: int = 0
+    pauses_copied: int = 0
 
 
 def _differences(a: QueueConfig, b: QueueConfig) -> list[str]:
@@ -91,7 +98,7 @@ def copy(
     declare: bool = True,
     on_page: Callable[[str, int], None] | None = None,
 ) -> MigrationResult:
-    """Copy declarations, bindings, messages and dedup ids from ``source`` into ``dest``.
+    """Copy declarations, bindings, pauses, messages, dedup ids and schedules into ``dest``.
 
     Args:
         source: What to read (never written to).
@@ -107,6 +114,7 @@ def copy(
         StorageError: either store failed.
     """
     configs = check_queues(source, dest, declare=declare)
+    check_extras(source, dest)
     for cfg in configs:
         if declare:
             if dest.queue_config(cfg.name) is None:
@@ -117,6 +125,7 @@ def copy(
         dest.bind(pattern, queue)
     copied = skipped = dedup = 0
     warnings: list[str] = []
+    pauses = copy_pauses(source, dest, warnings)
     for cfg in configs:
         for page in source.pages(cfg.name, batch):
             new = Transfer.of(dest, "import_messages").import_messages(page, now=time.time())
@@ -130,7 +139,8 @@ def copy(
                 dedup += Transfer.of(dest, "import_dedup").import_dedup(records)
         except ConfigurationError as exc:
             warnings.append(f"dedup ids of {cfg.name!r} not copied: {exc}")
-    return MigrationResult(copied, skipped, dedup, tuple(warnings))
+    schedules = copy_schedules(source, dest, warnings)
+    return MigrationResult(copied, skipped, dedup, tuple(warnings), schedules, pauses)
 
 
 def verify(source_counts: Counts, dest: Backend) -> list[QueueCheck]:

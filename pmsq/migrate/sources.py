@@ -12,7 +12,10 @@ import time
 from collections.abc import Iterator
 
 from pmsq.backends.base import Backend, DedupRecord, StoredMessage
+from pmsq.backends.control_family import Control
 from pmsq.backends.families import Transfer
+from pmsq.backends.schedule_family import ScheduleStore, StoredSchedule
+from pmsq.backends.types import PauseRecord
 from pmsq.config import QueueConfig
 from pmsq.errors import ConfigurationError
 
@@ -30,7 +33,8 @@ Counts = dict[str, tuple[int, int]]
 
 
 class Source(abc.ABC):
-    """What a migration reads: queue declarations, bindings, messages, dedup ids."""
+    """What a migration reads: queue declarations, bindings, messages, dedup ids,
+    schedules and pauses."""
 
     #: Shown in progress and errors (passwords masked).
     description: str = "source"
@@ -61,6 +65,14 @@ class Source(abc.ABC):
         Raises:
             ConfigurationError: the source cannot export them.
         """
+        return []
+
+    def schedules(self) -> list[StoredSchedule]:
+        """Stored recurring schedules, with their cursors (none by default)."""
+        return []
+
+    def pauses(self) -> list[PauseRecord]:
+        """Pauses in force (queues, tenants, keys held; none by default)."""
         return []
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
@@ -104,12 +116,23 @@ class BackendSource(Source):
     def dedup(self, queue: str) -> list[DedupRecord]:
         return Transfer.of(self.backend, "export_dedup").export_dedup(queue, now=time.time())
 
+    def schedules(self) -> list[StoredSchedule]:
+        if not isinstance(self.backend, ScheduleStore):
+            return []
+        return self.backend.list_schedules()
+
+    def pauses(self) -> list[PauseRecord]:
+        if not isinstance(self.backend, Control):
+            return []
+        return self.backend.pauses(now=time.time())
+
     def close(self) -> None:
         self.backend.close()
 
 
 class OneQueue(Source):
-    """One queue of another source: its declaration, bindings, messages and dedup ids.
+    """One queue of another source: its declaration, bindings, messages, dedup ids,
+    the schedules that put to it and its pauses.
 
     ``pmsq migrate SRC DST --queue Q`` moves a queue to the store the routes
     will send it to (docs/several-stores.md); the rest of the source is not read.
@@ -149,6 +172,12 @@ class OneQueue(Source):
 
     def dedup(self, queue: str) -> list[DedupRecord]:
         return self.source.dedup(queue)
+
+    def schedules(self) -> list[StoredSchedule]:
+        return [s for s in self.source.schedules() if s.queue == self.queue]
+
+    def pauses(self) -> list[PauseRecord]:
+        return [p for p in self.source.pauses() if p.queue == self.queue]
 
     def warnings(self) -> list[str]:
         """What the operator must also do: a fallback queue is not moved with its queue."""

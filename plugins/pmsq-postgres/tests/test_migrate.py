@@ -231,3 +231,38 @@ def test_sigkilled_migration_into_postgresql_rerun_has_no_duplicates(
     with pmsq.connect(pg_url) as b:
         assert b.backend.check() == []
     assert _snap(pg_url) == _snap(str(src))
+
+
+def test_schedules_and_pauses_survive_sqlite_to_postgresql_to_sqlite(
+    pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src, back = tmp_path / "src.db", tmp_path / "back.db"
+    clock = pmsq.ManualClock(1_800_000_000.0)
+    with pmsq.connect(str(src), durability="normal", clock=clock) as b:
+        b.declare_queue("channel-sync")
+        b.tenant("acme").schedule("nightly-rates", queue="channel-sync", every=3600.0)
+        b.schedule("sweep", queue="channel-sync", cron="30 1 * * *", tz="America/New_York")
+        clock.advance(3600.5)
+        assert b.run_schedules() == 1
+        b.pause("channel-sync", key="property:7", reason="owner dispute")
+
+    def schedules(url: str) -> list[tuple[Any, ...]]:
+        with pmsq.connect(url) as b:
+            return [
+                (s.tenant, s.name, s.cron, s.every, s.tz, s.next_at, s.last_at, s.payload)
+                for s in b.schedules()
+            ]
+
+    def pauses(url: str) -> list[tuple[Any, ...]]:
+        with pmsq.connect(url) as b:
+            return [(p.queue, p.tenant, p.key, p.reason) for p in b.pauses()]
+
+    code, out, err = _cli(capsys, "migrate", str(src), pg_url)
+    assert (code, err) == (0, ""), err
+    assert "2 schedule(s), cursors kept; 1 pause(s)" in out
+    code, out, err = _cli(capsys, "migrate", pg_url, f"sqlite:///{back}")
+    assert (code, err) == (0, ""), err
+    assert schedules(pg_url) == schedules(str(src)) == schedules(str(back))
+    assert pauses(pg_url) == pauses(str(src)) == pauses(str(back))
+    with pmsq.connect(pg_url, clock=clock) as b:
+        assert b.run_schedules() == 0, "the slot fired in SQLite does not fire again"
