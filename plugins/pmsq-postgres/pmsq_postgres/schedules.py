@@ -11,18 +11,17 @@ as every put, in the same transaction.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from pmsq.backends.schedule_family import (
     FireResult,
     Firing,
     ScheduleStore,
     StoredSchedule,
-    dump_definition,
-    load_schedule,
     merge_declaration,
 )
 from pmsq.backends.sqlkit.rows import tenant_in
+from pmsq.backends.sqlkit.schedules import COLUMNS, from_row, to_row
 from pmsq.errors import PmsqError
 from pmsq_postgres import puts
 from pmsq_postgres.tx import Tx
@@ -48,22 +47,6 @@ CREATE TABLE IF NOT EXISTS {s}.schedules (
 CREATE INDEX IF NOT EXISTS schedules_due ON {s}.schedules (next_at) WHERE next_at IS NOT NULL;
 """
 
-_COLUMNS = "tenant, name, queue, definition, payload, next_at, last_at, fired_at, version"
-
-
-def _load(row: Sequence[Any]) -> StoredSchedule:
-    return load_schedule(
-        tenant=row[0],
-        name=row[1],
-        queue=row[2],
-        definition=row[3],
-        data=row[4],
-        next_at=row[5],
-        last_at=row[6],
-        fired_at=row[7],
-        version=row[8],
-    )
-
 
 class PostgresSchedules(ScheduleStore):
     """The schedule family for ``PostgresBackend`` (mixed into it)."""
@@ -78,29 +61,18 @@ class PostgresSchedules(ScheduleStore):
     def save_schedule(self, schedule: StoredSchedule, *, now: float) -> StoredSchedule:
         def go(tx: Tx) -> StoredSchedule:
             row = tx.one(
-                f"SELECT {_COLUMNS} FROM {{s}}.schedules WHERE tenant = %s AND name = %s "
-                "FOR UPDATE",
+                f"SELECT {COLUMNS} FROM {{s}}.schedules WHERE tenant = %s AND name = %s FOR UPDATE",
                 (tenant_in(schedule.tenant), schedule.name),
             )
-            stored = merge_declaration(None if row is None else _load(row), schedule, now)
+            stored = merge_declaration(None if row is None else from_row(row), schedule, now)
             tx.execute(
-                f"INSERT INTO {{s}}.schedules ({_COLUMNS}) "
+                f"INSERT INTO {{s}}.schedules ({COLUMNS}) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT (tenant, name) DO UPDATE SET queue = excluded.queue, "
                 "definition = excluded.definition, payload = excluded.payload, "
                 "next_at = excluded.next_at, last_at = excluded.last_at, "
                 "fired_at = excluded.fired_at, version = excluded.version",
-                (
-                    tenant_in(stored.tenant),
-                    stored.name,
-                    stored.queue,
-                    dump_definition(stored),
-                    stored.data,
-                    stored.next_at,
-                    stored.last_at,
-                    stored.fired_at,
-                    stored.version,
-                ),
+                to_row(stored),
             )
             return stored
 
@@ -117,19 +89,19 @@ class PostgresSchedules(ScheduleStore):
 
     def list_schedules(self) -> list[StoredSchedule]:
         rows = self._read(
-            lambda tx: tx.all(f"SELECT {_COLUMNS} FROM {{s}}.schedules ORDER BY tenant, name")
+            lambda tx: tx.all(f"SELECT {COLUMNS} FROM {{s}}.schedules ORDER BY tenant, name")
         )
-        return [_load(r) for r in rows]
+        return [from_row(r) for r in rows]
 
     def due_schedules(self, now: float) -> list[StoredSchedule]:
         rows = self._read(
             lambda tx: tx.all(
-                f"SELECT {_COLUMNS} FROM {{s}}.schedules "
+                f"SELECT {COLUMNS} FROM {{s}}.schedules "
                 "WHERE next_at IS NOT NULL AND next_at <= %s ORDER BY next_at",
                 (now,),
             )
         )
-        return [_load(r) for r in rows]
+        return [from_row(r) for r in rows]
 
     def next_schedule_at(self) -> float | None:
         row = self._read(

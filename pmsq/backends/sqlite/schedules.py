@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from pmsq.backends.schedule_family import (
     FireResult,
     Firing,
     ScheduleStore,
     StoredSchedule,
-    dump_definition,
-    load_schedule,
     merge_declaration,
 )
 from pmsq.backends.sqlite import puts
 from pmsq.backends.sqlkit.rows import tenant_in
+from pmsq.backends.sqlkit.schedules import COLUMNS, from_row, to_row
 from pmsq.errors import PmsqError
 
 if TYPE_CHECKING:
@@ -54,22 +53,6 @@ CREATE INDEX IF NOT EXISTS pmsq_ix_schedules_due
     ON pmsq_schedules (next_at) WHERE next_at IS NOT NULL;
 """
 
-_COLUMNS = "tenant, name, queue, definition, payload, next_at, last_at, fired_at, version"
-
-
-def _load(row: Sequence[Any]) -> StoredSchedule:
-    return load_schedule(
-        tenant=row[0],
-        name=row[1],
-        queue=row[2],
-        definition=row[3],
-        data=row[4],
-        next_at=row[5],
-        last_at=row[6],
-        fired_at=row[7],
-        version=row[8],
-    )
-
 
 class SQLiteSchedules(ScheduleStore):
     """The schedule family for ``SQLiteBackend`` (mixed into it)."""
@@ -87,24 +70,14 @@ class SQLiteSchedules(ScheduleStore):
     def save_schedule(self, schedule: StoredSchedule, *, now: float) -> StoredSchedule:
         def go(conn: sqlite3.Connection) -> StoredSchedule:
             row = conn.execute(
-                f"SELECT {_COLUMNS} FROM pmsq_schedules WHERE tenant = ? AND name = ?",
+                f"SELECT {COLUMNS} FROM pmsq_schedules WHERE tenant = ? AND name = ?",
                 (tenant_in(schedule.tenant), schedule.name),
             ).fetchone()
-            stored = merge_declaration(None if row is None else _load(row), schedule, now)
+            stored = merge_declaration(None if row is None else from_row(row), schedule, now)
             conn.execute(
-                f"INSERT OR REPLACE INTO pmsq_schedules ({_COLUMNS}) "
+                f"INSERT OR REPLACE INTO pmsq_schedules ({COLUMNS}) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    tenant_in(stored.tenant),
-                    stored.name,
-                    stored.queue,
-                    dump_definition(stored),
-                    stored.data,
-                    stored.next_at,
-                    stored.last_at,
-                    stored.fired_at,
-                    stored.version,
-                ),
+                to_row(stored),
             )
             return stored
 
@@ -124,18 +97,18 @@ class SQLiteSchedules(ScheduleStore):
     def list_schedules(self) -> list[StoredSchedule]:
         with self._reading() as conn:
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM pmsq_schedules ORDER BY tenant, name"
+                f"SELECT {COLUMNS} FROM pmsq_schedules ORDER BY tenant, name"
             ).fetchall()
-        return [_load(r) for r in rows]
+        return [from_row(r) for r in rows]
 
     def due_schedules(self, now: float) -> list[StoredSchedule]:
         with self._reading() as conn:
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM pmsq_schedules "
+                f"SELECT {COLUMNS} FROM pmsq_schedules "
                 "WHERE next_at IS NOT NULL AND next_at <= ? ORDER BY next_at",
                 (now,),
             ).fetchall()
-        return [_load(r) for r in rows]
+        return [from_row(r) for r in rows]
 
     def next_schedule_at(self) -> float | None:
         with self._reading() as conn:
