@@ -305,7 +305,7 @@ def claim(
         token = secrets.token_hex(8)
         if journal.enabled:
             # The delivery's facts wait on the message row for its outcome's journal row.
-            facts = (now, written + journal.mark(), consumer, journal.process)
+            facts = (now, journal.place(written), consumer, journal.process)
             leases.append(((token, expires, *facts, row["seq"]), row["tenant"]))
         else:
             leases.append(((token, expires, row["seq"]), row["tenant"]))

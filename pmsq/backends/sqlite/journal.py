@@ -22,8 +22,9 @@ its ``claimed_*`` columns and its ``worker`` column. Reading expands such a row
 into the ``delivered`` event and the outcome (:mod:`journal_read`), so
 ``pmsq trace`` tells the story it told when a claim wrote a row of its own;
 a delivery still in flight is read from the message row. ``claimed_after``
-is the ``seq`` of the last journal row written before the claim: it puts the
-``delivered`` event back exactly where its own row would have been.
+(:meth:`Journal.place`) names the last journal row written before the claim
+and ranks the deliveries placed after the same row: it puts the
+``delivered`` event back where its own row would have been.
 
 Cheap by design: every event updates the table and one index (by message);
 only ``put`` events, one per message, are also indexed by key, and by
@@ -43,7 +44,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any, Final
 
-from pmsq.backends.sqlite.journal_read import history, query, resolve_dedup
+from pmsq.backends.sqlite.journal_read import RANKS, history, query, resolve_dedup
 
 # Reused: json.dumps with options builds a new encoder on every call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
@@ -64,6 +65,7 @@ __all__ = [
 
 # A delivery an outcome row carries: (claimed_at, claimed_after, claimed_process).
 Delivery = tuple[float, int | None, str | None]
+
 
 # The delivery facts a leased message row keeps, in the order carried() reads them.
 CLAIM_COLUMNS = "claimed_at, claimed_after, claimed_by, claimed_process"
@@ -190,6 +192,8 @@ class Journal:
     def __init__(self, retention: float | None) -> None:
         self.retention = retention
         self._rows: list[tuple[Any, ...]] = []
+        # The row the last delivery was placed after, and how many were since.
+        self._placed_after, self._rank = -1, 0
         self.process = f"{socket.gethostname()}:{os.getpid()}"
 
     @property
@@ -284,13 +288,24 @@ class Journal:
         return len(self._rows)
 
     def tail(self, conn: sqlite3.Connection) -> int:
-        """The ``seq`` of the last journal row written so far, or 0.
-
-        Rows collected in this transaction come after it, in order:
-        ``tail(conn) + mark()`` is the ``seq`` the last event recorded so far
-        will have once flushed (SQLite numbers a new row one past the largest).
-        """
+        """The ``seq`` of the last journal row written so far, or 0 (for :meth:`place`)."""
         return int(conn.execute("SELECT MAX(seq) FROM pmsq_journal").fetchone()[0] or 0)
+
+    def place(self, tail: int) -> int:
+        """Where a delivery happening now sits among the journal's rows (its ``claimed_after``).
+
+        Just after the last row recorded so far: of the rows written
+        (``tail``, from :meth:`tail` in this transaction) and those collected
+        here, which get the next ``seq`` numbers in order (SQLite numbers a
+        new row one past the largest). Deliveries this journal places after
+        the same row, in one transaction or several, are ranked in order;
+        those of other processes are told apart by their times.
+        """
+        after = tail + len(self._rows)
+        if after != self._placed_after:
+            self._placed_after, self._rank = after, 0
+        self._rank = min(self._rank + 1, RANKS - 1)
+        return after * RANKS + self._rank
 
     def rewind(self, mark: int) -> None:
         """Forget events recorded since ``mark`` (their savepoint rolled back)."""

@@ -20,7 +20,12 @@ from typing import Any
 from pmsq.backends.sqlkit.states import IN_FLIGHT
 from pmsq.backends.types import HistoryEvent
 
-__all__ = ["history", "query", "resolve_dedup"]
+__all__ = ["RANKS", "history", "query", "resolve_dedup"]
+
+# claimed_after = seq of the row before the claim * RANKS + the delivery's rank
+# among those its process placed after that row (a 64-bit integer holds it
+# for any seq below 2**43).
+RANKS = 2**20
 
 # journal.Event.PUT and .DELIVERED (journal.py imports this module, not the reverse).
 _PUT = "put"
@@ -31,10 +36,25 @@ _COLUMNS = (
     "process, detail, claimed_at, claimed_after, claimed_process"
 )
 
-# Events sort by (row seq, 0, 0); a delivered event by (claimed_after, 1, seq of
-# its outcome row), so it follows the row it came after, and deliveries
-# claimed at the same point keep the order of their outcomes.
-_Keyed = tuple[tuple[int, int, float], HistoryEvent]
+# A row sorts by (its seq, -inf, 0, 0); a delivered event by (seq of the row
+# before its claim, claimed_at, its rank there, seq of its outcome row): after
+# that row and before the next, deliveries placed after the same row in the
+# order of their times, and of their ranks (see Journal.place) where one
+# process's times tie.
+_Key = tuple[int, float, int, float]
+_Keyed = tuple[_Key, HistoryEvent]
+_FIRST = float("-inf")
+_LAST = float("inf")
+
+
+def _place(claimed_after: int | None, claimed_at: float, outcome_seq: float) -> _Key:
+    after, rank = divmod(claimed_after or 0, RANKS)
+    if after >= outcome_seq:
+        # Only if the whole journal was pruned while the message was leased
+        # (seq numbers start over then): right before the outcome.
+        return (int(outcome_seq) - 1, _LAST, 0, outcome_seq)
+    return (after, claimed_at, rank, outcome_seq)
+
 
 _CHUNK = 500
 
@@ -44,9 +64,6 @@ def _expand(rows: Iterable[Sequence[Any]]) -> list[_Keyed]:
     for r in rows:
         seq, tenant, claimed_at = r[0], r[4] or None, r[12]
         if claimed_at is not None:
-            # claimed_after is below its outcome's seq unless the whole journal
-            # was pruned while the message was leased (seqs start over then).
-            after = r[13] if r[13] is not None and r[13] < seq else seq - 1
             delivered = HistoryEvent(
                 at=claimed_at,
                 message_id=r[2],
@@ -60,10 +77,10 @@ def _expand(rows: Iterable[Sequence[Any]]) -> list[_Keyed]:
                 process=r[14] or r[10],
                 detail={},
             )
-            out.append(((after, 1, seq), delivered))
+            out.append((_place(r[13], claimed_at, seq), delivered))
         out.append(
             (
-                (seq, 0, 0),
+                (seq, _FIRST, 0, 0),
                 HistoryEvent(
                     at=r[1],
                     message_id=r[2],
@@ -115,7 +132,7 @@ def _leased(
                 process=r[9],
                 detail={},
             )
-            out.append(((r[7] or 0, 1, float("inf")), delivered))
+            out.append((_place(r[7], r[6], _LAST), delivered))
     return out
 
 
