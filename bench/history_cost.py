@@ -5,7 +5,10 @@ Usage: ``python bench/history_cost.py [--repeat 3] [--quick]``. Runs the
 ``e2e_4x4`` (4 producer threads putting one message at a time while the
 Worker drains) scenarios of ``bench/run.py`` with durability "full", each in
 a fresh subprocess on a fresh file, alternating ``history`` on (the default,
-three days) and ``history=None``, and prints the medians and their ratio.
+three days) and ``history=None``, and prints the medians and their ratio,
+how many journal rows each acked message left (``put`` rows included), and
+the process's CPU time per message over the whole run (puts included): on a
+shared machine the rates swing with the neighbours' load, CPU time much less.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -25,7 +30,7 @@ sys.path.insert(0, str(HERE))
 SCENARIOS = ("e2e_drain", "e2e_4x4")
 
 
-def one(mode: str, scenario: str, path: str, quick: bool) -> float:
+def one(mode: str, scenario: str, path: str, quick: bool) -> dict[str, float]:
     import run
 
     import pmsq
@@ -33,7 +38,25 @@ def one(mode: str, scenario: str, path: str, quick: bool) -> float:
     history = None if mode == "off" else pmsq.broker.DEFAULT_HISTORY
     run._pmsq = lambda p: lambda: pmsq.connect(p, durability="full", history=history)
     size = run.SIZES["quick" if quick else "full"]
-    return float(run.measure("pmsq", scenario, size, path)["rate"])
+    messages = size["e2e"] if scenario == "e2e_drain" else size["e2e"] // 2 // 4 * 4
+    cpu = _cpu()
+    out = {"rate": float(run.measure("pmsq", scenario, size, path)["rate"])}
+    out["cpu_us"] = (_cpu() - cpu) / messages * 1e6
+    conn = sqlite3.connect(path)
+    try:
+        rows, acked = conn.execute(
+            "SELECT COUNT(*), SUM(event = 'acked') FROM pmsq_journal"
+        ).fetchone()
+    finally:
+        conn.close()
+    if acked:
+        out["rows_per_ack"] = rows / acked
+    return out
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread of this process
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> int:
@@ -47,6 +70,8 @@ def main() -> int:
         print(json.dumps(one(*args.one, args.quick)))
         return 0
     results: dict[tuple[str, str], list[float]] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}
+    per_ack: dict[str, float] = {}
     scenarios = [s for s in SCENARIOS if s in args.only.split(",")]
     for _ in range(args.repeat):
         for scenario in scenarios:
@@ -63,16 +88,29 @@ def main() -> int:
                     if args.quick:
                         cmd.append("--quick")
                     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-                    rate = json.loads(out.stdout.strip().splitlines()[-1])
+                    got = json.loads(out.stdout.strip().splitlines()[-1])
+                    rate = got["rate"]
                     results.setdefault((scenario, mode), []).append(rate)
-                    print(f"{scenario} history {mode}: {rate:,.0f} msg/s", flush=True)
+                    cpu.setdefault((scenario, mode), []).append(got["cpu_us"])
+                    if "rows_per_ack" in got:
+                        per_ack[scenario] = got["rows_per_ack"]
+                    print(
+                        f"{scenario} history {mode}: {rate:,.0f} msg/s, "
+                        f"{got['cpu_us']:.0f} us CPU/msg",
+                        flush=True,
+                    )
     print()
     for scenario in scenarios:
         on = statistics.median(results[(scenario, "on")])
         off = statistics.median(results[(scenario, "off")])
+        cpu_on = statistics.median(cpu[(scenario, "on")])
+        cpu_off = statistics.median(cpu[(scenario, "off")])
         print(
             f"{scenario}: median history on {on:,.0f} msg/s, off {off:,.0f} msg/s, "
-            f"on/off = {on / off:.1%} (runs: {len(results[(scenario, 'on')])} each)"
+            f"on/off = {on / off:.1%} (runs: {len(results[(scenario, 'on')])} each); "
+            f"journal rows per acked message: {per_ack.get(scenario, 0):.2f}; "
+            f"CPU per message on {cpu_on:.0f} us, off {cpu_off:.0f} us, "
+            f"on/off = {cpu_on / cpu_off:.1%}"
         )
     return 0
 
