@@ -147,7 +147,11 @@ def _apply(
             m.live.discard(mid)
         elif kind == "retry":
             d.retry(delay=0)
-            m.events.append(("retried", mid, h.attempt, None))
+            if h.attempt >= MAX_ATTEMPTS:  # the last attempt: a dead letter instead
+                m.events.append(("dead_lettered", mid, h.attempt, None))
+                m.live.discard(mid)
+            else:
+                m.events.append(("retried", mid, h.attempt, None))
         elif kind == "dead":
             d.dead_letter("no")
             m.events.append(("dead_lettered", mid, h.attempt, None))
@@ -173,7 +177,7 @@ def _attempts(m: Model, mid: str) -> int:
 
 
 @settings(
-    max_examples=60,
+    max_examples=150,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
