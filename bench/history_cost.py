@@ -7,8 +7,9 @@ Worker drains) scenarios of ``bench/run.py`` with durability "full", each in
 a fresh subprocess on a fresh file, alternating ``history`` on (the default,
 three days) and ``history=None``, and prints the medians and their ratio,
 how many journal rows each acked message left (``put`` rows included), and
-the process's CPU time per message over the whole run (puts included): on a
-shared machine the rates swing with the neighbours' load, CPU time much less.
+the process's CPU time per message while the Worker runs (the drain alone;
+in ``e2e_4x4`` the producers' puts too): on a shared machine the rates swing
+with the neighbours' load, CPU time much less.
 """
 
 from __future__ import annotations
@@ -39,9 +40,23 @@ def one(mode: str, scenario: str, path: str, quick: bool) -> dict[str, float]:
     run._pmsq = lambda p: lambda: pmsq.connect(p, durability="full", history=history)
     size = run.SIZES["quick" if quick else "full"]
     messages = size["e2e"] if scenario == "e2e_drain" else size["e2e"] // 2 // 4 * 4
-    cpu = _cpu()
+    cpu: dict[str, float] = {}
+
+    class Timed(pmsq.Worker):
+        """The scenarios' Worker, noting the process's CPU time while it runs."""
+
+        def __enter__(self) -> Timed:
+            cpu["start"] = _cpu()
+            super().__enter__()
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            super().__exit__(*exc)  # type: ignore[arg-type]
+            cpu["end"] = _cpu()
+
+    pmsq.Worker = Timed  # type: ignore[misc]
     out = {"rate": float(run.measure("pmsq", scenario, size, path)["rate"])}
-    out["cpu_us"] = (_cpu() - cpu) / messages * 1e6
+    out["cpu_us"] = (cpu["end"] - cpu["start"]) / messages * 1e6
     conn = sqlite3.connect(path)
     try:
         rows, acked = conn.execute(
