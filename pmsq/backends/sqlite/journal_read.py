@@ -2,9 +2,9 @@
 
 A row that settles a delivery carries it (see :mod:`journal`): it reads as
 two events, ``delivered`` at ``claimed_at`` by the claiming worker and
-process, then the outcome. Each ``delivered`` event goes right after row
-``claimed_after`` (the last row written before the claim), where the row of
-its own went when claims wrote one, so the events come back in the order
+process, then the outcome. Each ``delivered`` event goes right after the
+last row written before its claim (``claimed_after // RANKS``), where the row
+of its own went when claims wrote one, so the events come back in the order
 they did then. A message leased right now has no outcome row yet: its
 delivery is read from its message row. Rows written before schema 8 (three
 per message) read as they always did.
