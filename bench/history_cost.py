@@ -9,7 +9,12 @@ three days) and ``history=None``, and prints the medians and their ratio,
 how many journal rows each acked message left (``put`` rows included), and
 the process's CPU time per message while the Worker runs (the drain alone;
 in ``e2e_4x4`` the producers' puts too): on a shared machine the rates swing
-with the neighbours' load, CPU time much less.
+with the neighbours' load, CPU time much less. The ``backend`` scenario
+drives the SQLite backend alone, without a Worker or fsyncs
+(``durability="normal"``): ``put_many(100)``, then ``claim(8)`` and a
+settle of the 8 acks until the queue is empty, and reports CPU time per
+message of each (``time.process_time``), where the journal's own cost is
+measured most precisely.
 """
 
 from __future__ import annotations
@@ -23,12 +28,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-SCENARIOS = ("e2e_drain", "e2e_4x4")
+SCENARIOS = ("e2e_drain", "e2e_4x4", "backend")
+BACKEND_N = 20_000
 
 
 def one(mode: str, scenario: str, path: str, quick: bool) -> dict[str, float]:
@@ -37,6 +45,9 @@ def one(mode: str, scenario: str, path: str, quick: bool) -> dict[str, float]:
     import pmsq
 
     history = None if mode == "off" else pmsq.broker.DEFAULT_HISTORY
+    if scenario == "backend":
+        out = _backend(pmsq.connect(path, durability="normal", history=history), quick)
+        return {**out, **_rows_per_ack(path)}
     run._pmsq = lambda p: lambda: pmsq.connect(p, durability="full", history=history)
     size = run.SIZES["quick" if quick else "full"]
     messages = size["e2e"] if scenario == "e2e_drain" else size["e2e"] // 2 // 4 * 4
@@ -57,6 +68,31 @@ def one(mode: str, scenario: str, path: str, quick: bool) -> dict[str, float]:
     pmsq.Worker = Timed  # type: ignore[misc]
     out = {"rate": float(run.measure("pmsq", scenario, size, path)["rate"])}
     out["cpu_us"] = (cpu["end"] - cpu["start"]) / messages * 1e6
+    return {**out, **_rows_per_ack(path)}
+
+
+def _backend(broker: Any, quick: bool) -> dict[str, float]:
+    from pmsq.backends.types import Settlement
+
+    n = BACKEND_N // 4 if quick else BACKEND_N
+    with broker as b:
+        q = b.declare_queue("bench")
+        start = time.process_time()
+        for s in range(0, n, 100):
+            q.put_many([{"i": i} for i in range(s, s + 100)])
+        put_us = (time.process_time() - start) / n * 1e6
+        backend, now, done = b.backend, time.time(), 0
+        start, wall = time.process_time(), time.perf_counter()
+        while got := backend.claim("bench", 8, now=now, consumer="bench"):
+            acks = [Settlement(receipt=c.receipt, action="ack", duration_ms=0.1) for c in got]
+            backend.settle(acks, now=now)
+            done += len(got)
+        cpu_us = (time.process_time() - start) / done * 1e6
+        rate = done / (time.perf_counter() - wall)
+    return {"rate": rate, "cpu_us": cpu_us, "put_cpu_us": put_us}
+
+
+def _rows_per_ack(path: str) -> dict[str, float]:
     conn = sqlite3.connect(path)
     try:
         rows, acked = conn.execute(
@@ -64,9 +100,7 @@ def one(mode: str, scenario: str, path: str, quick: bool) -> dict[str, float]:
         ).fetchone()
     finally:
         conn.close()
-    if acked:
-        out["rows_per_ack"] = rows / acked
-    return out
+    return {"rows_per_ack": rows / acked} if acked else {}
 
 
 def _cpu() -> float:
@@ -86,6 +120,7 @@ def main() -> int:
         return 0
     results: dict[tuple[str, str], list[float]] = {}
     cpu: dict[tuple[str, str], list[float]] = {}
+    put_cpu: dict[str, list[float]] = {}
     per_ack: dict[str, float] = {}
     scenarios = [s for s in SCENARIOS if s in args.only.split(",")]
     for _ in range(args.repeat):
@@ -107,11 +142,13 @@ def main() -> int:
                     rate = got["rate"]
                     results.setdefault((scenario, mode), []).append(rate)
                     cpu.setdefault((scenario, mode), []).append(got["cpu_us"])
+                    if "put_cpu_us" in got:
+                        put_cpu.setdefault(mode, []).append(got["put_cpu_us"])
                     if "rows_per_ack" in got:
                         per_ack[scenario] = got["rows_per_ack"]
                     print(
                         f"{scenario} history {mode}: {rate:,.0f} msg/s, "
-                        f"{got['cpu_us']:.0f} us CPU/msg",
+                        f"{got['cpu_us']:.1f} us CPU/msg",
                         flush=True,
                     )
     print()
@@ -125,8 +162,11 @@ def main() -> int:
             f"on/off = {on / off:.1%} (runs: {len(results[(scenario, 'on')])} each); "
             f"journal rows per acked message: {per_ack.get(scenario, 0):.2f}; "
             f"CPU per message on {cpu_on:.0f} us, off {cpu_off:.0f} us, "
-            f"on/off = {cpu_on / cpu_off:.1%}"
+            f"on/off = {cpu_on / cpu_off:.1%} (+{cpu_on - cpu_off:.1f} us)"
         )
+    if put_cpu:
+        on, off = (statistics.median(put_cpu[m]) for m in ("on", "off"))
+        print(f"backend put_many(100): CPU per message on {on:.1f} us, off {off:.1f} us")
     return 0
 
 
