@@ -253,8 +253,9 @@ def claim(
     out: list[Claimed] = []
     leases: list[tuple[tuple[Any, ...], str]] = []
     # Where in the journal each delivery happens (see journal_read): the rows
-    # already written, then those collected in this transaction before it.
-    written = journal.tail(conn) if journal.enabled else 0
+    # already written (looked up at the first delivery), then those collected
+    # in this transaction before it.
+    written: int | None = None
     waits: dict[str, list[float]] = {}
     expires = now + cfg.lease
     rows = _select(conn, cfg, queue, n, tenant, now, holds)
@@ -305,6 +306,8 @@ def claim(
         token = secrets.token_hex(8)
         if journal.enabled:
             # The delivery's facts wait on the message row for its outcome's journal row.
+            if written is None:
+                written = journal.tail(conn)
             facts = (now, journal.place(written), consumer, journal.process)
             leases.append(((token, expires, *facts, row["seq"]), row["tenant"]))
         else:
