@@ -139,3 +139,17 @@ def test_a_schema_7_store_reads_the_same_after_the_upgrade(tmp_path: Path) -> No
         ("delivered", 2, "w-new"),
         ("acked", 2, None),
     ]
+
+
+def test_limit_counts_events_not_rows(broker: pmsq.Broker, clock: pmsq.ManualClock) -> None:
+    q = broker.declare_queue("calendar")
+    mid = q.put("x")
+    with q.get(timeout=0) as d:
+        d.retry(delay=0)
+    with q.get(timeout=0):
+        pass
+    every = [e.event for e in broker.backend.history(message_id=mid)]
+    assert every == ["put", "delivered", "retried", "delivered", "acked"]
+    for limit in range(len(every) + 2):
+        got = [e.event for e in broker.backend.history(message_id=mid, limit=limit)]
+        assert got == (every[-limit:] if limit else [])
