@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pmsq.backends.sqlite import counters, pauses
-from pmsq.backends.sqlite.journal import Event, Journal
+from pmsq.backends.sqlite.journal import CLAIM_COLUMNS, Event, Journal, carried
 from pmsq.backends.sqlite.puts import ConfigReader
 from pmsq.backends.sqlite.rows import MESSAGE_COLUMNS
 from pmsq.backends.sqlite.settle import bury
@@ -65,12 +65,15 @@ def _expire_leases(
     # or hung. Past max_attempts the message is dead even though no handler
     # ever returned (poison messages that crash their worker).
     expired = conn.execute(
-        "SELECT seq, attempt, tenant, id, key, correlation_id, lease_expires FROM pmsq_messages "
+        "SELECT seq, attempt, tenant, id, key, correlation_id, lease_expires, "
+        f"{CLAIM_COLUMNS} FROM pmsq_messages "
         f"WHERE queue = ? AND state = {IN_FLIGHT:d} AND lease_expires <= ?",
         (queue, now),
     ).fetchall()
-    for seq, attempt, tenant, mid, key, correlation, lease_expires in expired:
+    for seq, attempt, tenant, mid, key, correlation, lease_expires, *claim_facts in expired:
         metrics.add(queue, tenant, failed=1)
+        # This row tells the delivery whose lease ran out (its holder never settled).
+        worker, delivery = carried(True, claim_facts)
         journal.add(
             now,
             Event.LEASE_EXPIRED,
@@ -80,6 +83,8 @@ def _expire_leases(
             key,
             correlation,
             attempt=attempt,
+            worker=worker,
+            delivery=delivery,
             expired_at=lease_expires,
         )
         if attempt >= cfg.max_attempts:
@@ -97,9 +102,10 @@ def _expire_leases(
         else:
             # The token stays: until someone else claims the message, its late
             # holder may still settle it (a lease is lost only to another holder).
+            # Its delivery is told: a late settle or a lease taken back carries none.
             head = conn.execute(
                 f"UPDATE pmsq_messages SET state = {READY:d}, lease_expires = NULL, "
-                "error_type = ?, error = ? WHERE seq = ? RETURNING head",
+                "claimed_at = NULL, error_type = ?, error = ? WHERE seq = ? RETURNING head",
                 (LEASE_EXPIRED, expired_error(attempt), seq),
             ).fetchone()[0]
             counters.bump(conn, queue, tenant, counters.K_IN_FLIGHT, counters.kind(READY, head))
@@ -227,9 +233,10 @@ def claim(
 ) -> list[Claimed]:
     """Lease up to ``n`` messages of ``queue`` (inside the caller's write transaction).
 
-    Outcomes of expired leases are counted into ``metrics``; deliveries and
-    expiries are recorded in ``journal`` (``consumer``: who claimed). The
-    ids of half-open circuits' probes leased are added to ``probes``.
+    Outcomes of expired leases are counted into ``metrics`` and recorded in
+    ``journal``; a delivery's facts (``consumer``: who claimed) wait on its
+    message row for the journal row of its outcome. The ids of half-open
+    circuits' probes leased are added to ``probes``.
     """
     cfg = configs.get(conn, queue)
     # One indexed look at both clocks instead of an UPDATE and a SELECT that
@@ -244,7 +251,11 @@ def claim(
     if holds is not None and not holds.any:
         holds = None
     out: list[Claimed] = []
-    leases: list[tuple[str, float, int, str]] = []
+    leases: list[tuple[tuple[Any, ...], str]] = []
+    # Where in the journal each delivery happens (see journal_read): the rows
+    # already written (looked up at the first delivery), then those collected
+    # in this transaction before it.
+    written: int | None = None
     waits: dict[str, list[float]] = {}
     expires = now + cfg.lease
     rows = _select(conn, cfg, queue, n, tenant, now, holds)
@@ -254,7 +265,7 @@ def claim(
             # Burying a head may have made the next of its key the head: look again.
             if not buried or len(out) >= n:
                 break
-            _lease(conn, queue, leases)  # so the new selection skips what is taken
+            _lease(conn, queue, leases, journal)  # so the new selection skips what is taken
             leases, buried = [], False
             rows = _select(conn, cfg, queue, n - len(out), tenant, now, holds)
             if not rows:
@@ -293,26 +304,21 @@ def claim(
         if holds is not None and _probe(conn, holds, queue, row) and probes is not None:
             probes.add(row["id"])
         token = secrets.token_hex(8)
-        leases.append((token, expires, row["seq"], row["tenant"]))
+        if journal.enabled:
+            # The delivery's facts wait on the message row for its outcome's journal row.
+            if written is None:
+                written = journal.tail(conn)
+            facts = (now, journal.place(written), consumer, journal.process)
+            leases.append(((token, expires, *facts, row["seq"]), row["tenant"]))
+        else:
+            leases.append(((token, expires, row["seq"]), row["tenant"]))
         if row["attempt"] == 0:
             # First delivery: how long it waited since it became due (wait_p50_ms).
             waits.setdefault(row["tenant"], []).append((now - row["available_at"]) * 1000.0)
-        journal.add_row(
-            now,
-            Event.DELIVERED,
-            row["id"],
-            queue,
-            row["tenant"],
-            row["key"],
-            row["correlation_id"],
-            row["attempt"] + 1,
-            consumer,
-            None,
-        )
         out.append(
             claimed_from_row(row, token=token, attempt=row["attempt"] + 1, lease_expires=expires)
         )
-    _lease(conn, queue, leases)
+    _lease(conn, queue, leases, journal)
     if waits:
         metrics.add_waits(queue, waits)
     return out
@@ -347,18 +353,35 @@ def _probe(conn: sqlite3.Connection, holds: Holds, queue: str, row: Any) -> bool
     return True
 
 
-def _lease(conn: sqlite3.Connection, queue: str, leases: list[tuple[str, float, int, str]]) -> None:
+_LEASE = (
+    f"UPDATE pmsq_messages SET state = {IN_FLIGHT:d}, attempt = attempt + 1, "
+    "lease_token = ?, lease_expires = ?, "
+)
+# With a journal: the delivery's facts (claimed_at, claimed_after, claimed_by,
+# claimed_process). Without one, no outcome row will tell the delivery, and
+# facts left by an earlier one must not be told with a later outcome.
+_LEASE_JOURNALED = _LEASE + (
+    "claimed_at = ?, claimed_after = ?, claimed_by = ?, claimed_process = ? WHERE seq = ?"
+)
+_LEASE_UNJOURNALED = _LEASE + "claimed_at = NULL WHERE seq = ?"
+
+
+def _lease(
+    conn: sqlite3.Connection,
+    queue: str,
+    leases: list[tuple[tuple[Any, ...], str]],
+    journal: Journal,
+) -> None:
     # One statement for a batch: the rows were selected together as ready key
     # heads, so marking them leased can wait until the batch is picked. Each
-    # lease is (token, expires, seq, tenant).
+    # lease is (parameters of its statement, tenant).
     if leases:
         conn.executemany(
-            f"UPDATE pmsq_messages SET state = {IN_FLIGHT:d}, attempt = attempt + 1, "
-            "lease_token = ?, lease_expires = ? WHERE seq = ?",
-            [lease[:3] for lease in leases],
+            _LEASE_JOURNALED if journal.enabled else _LEASE_UNJOURNALED,
+            [lease[0] for lease in leases],
         )
         # Ready heads, now in flight: one counts UPDATE per tenant of the batch.
-        for tenant, n in Counter(lease[3] for lease in leases).items():
+        for tenant, n in Counter(lease[1] for lease in leases).items():
             counters.add(conn, queue, tenant, (-n, 0, n, 0))
 
 

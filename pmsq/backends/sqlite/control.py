@@ -14,10 +14,18 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pmsq.backends.control_family import Control
 from pmsq.backends.sqlite import counters, outbox, pauses
-from pmsq.backends.sqlite.journal import Event, Journal
+from pmsq.backends.sqlite.journal import CLAIM_COLUMNS, Event, Journal, carried
 from pmsq.backends.sqlite.lines import promote_next
 from pmsq.backends.sqlkit.rows import tenant_in
-from pmsq.backends.sqlkit.states import LIVE, READY, SCHEDULED, peek_name, sql_set, waiting_state
+from pmsq.backends.sqlkit.states import (
+    IN_FLIGHT,
+    LIVE,
+    READY,
+    SCHEDULED,
+    peek_name,
+    sql_set,
+    waiting_state,
+)
 from pmsq.backends.types import PauseRecord
 
 if TYPE_CHECKING:
@@ -28,7 +36,7 @@ __all__ = ["SQLiteControl", "cancel_rows", "reschedule"]
 T = TypeVar("T")
 
 _CHUNK = 500
-_COLUMNS = "seq, id, tenant, key, state, head, attempt, correlation_id"
+_COLUMNS = f"seq, id, tenant, key, state, head, attempt, correlation_id, {CLAIM_COLUMNS}"
 
 
 def cancel_rows(
@@ -52,7 +60,9 @@ def cancel_rows(
     # After every delete: the first message left in each line becomes its head.
     for tenant, key in {(r[2], r[3]) for r in rows if r[3] is not None}:
         promote_next(conn, queue, tenant, key)
-    for _seq, mid, tenant, key, state, head, attempt, correlation in rows:
+    for _seq, mid, tenant, key, state, head, attempt, correlation, *claim_facts in rows:
+        # Cancelling a message in flight ends its delivery: this row tells it.
+        worker, delivery = carried(state == IN_FLIGHT, claim_facts)
         journal.add(
             now,
             Event.CANCELLED,
@@ -62,6 +72,8 @@ def cancel_rows(
             key,
             correlation,
             attempt=attempt or None,
+            worker=worker,
+            delivery=delivery,
             state=peek_name(state, head),
         )
     return [str(r[1]) for r in rows]

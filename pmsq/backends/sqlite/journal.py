@@ -13,6 +13,19 @@ Event names: ``put``, ``dedup_hit``, ``coalesced``, ``delivered``, ``acked``,
 ``circuit_opened`` and ``circuit_closed`` (the last four belong to a
 paused scope, not a message: their ``message_id`` is ``""``).
 
+One row per delivery outcome: a claim writes no row. While a message is
+leased, its row in ``pmsq_messages`` holds the delivery's facts (``claimed_at``,
+``claimed_by``, ``claimed_process``, ``claimed_after``, and its ``attempt``); the
+row that settles the delivery (``acked``, ``retried``, ``dead_lettered``,
+``released``, ``snoozed``, ``lease_expired``, ``cancelled``) carries them in
+its ``claimed_*`` columns and its ``worker`` column. Reading expands such a row
+into the ``delivered`` event and the outcome (:mod:`journal_read`), so
+``pmsq trace`` tells the story it told when a claim wrote a row of its own;
+a delivery still in flight is read from the message row. ``claimed_after``
+(:meth:`Journal.place`) names the last journal row written before the claim
+and ranks the deliveries placed after the same row: it puts the
+``delivered`` event back where its own row would have been.
+
 Cheap by design: every event updates the table and one index (by message);
 only ``put`` events, one per message, are also indexed by key, and by
 correlation id only when the message is not the first of its chain (a
@@ -31,12 +44,31 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any, Final
 
-from pmsq.backends.types import HistoryEvent
+from pmsq.backends.sqlite.journal_read import RANKS, history, query, resolve_dedup
 
 # Reused: json.dumps with options builds a new encoder on every call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 
-__all__ = ["JOURNAL_DDL", "Event", "Journal", "history", "prune", "query"]
+__all__ = [
+    "CLAIM_COLUMNS",
+    "JOURNAL_DDL",
+    "Delivery",
+    "Event",
+    "Journal",
+    "carried",
+    "history",
+    "migrate",
+    "prune",
+    "query",
+    "resolve_dedup",
+]
+
+# A delivery an outcome row carries: (claimed_at, claimed_after, claimed_process).
+Delivery = tuple[float, int | None, str | None]
+
+
+# The delivery facts a leased message row keeps, in the order carried() reads them.
+CLAIM_COLUMNS = "claimed_at, claimed_after, claimed_by, claimed_process"
 
 
 class Event:
@@ -90,6 +122,41 @@ CREATE INDEX IF NOT EXISTS pmsq_ix_journal_correlation
     ON pmsq_journal (correlation_id) WHERE event = '{Event.PUT}' AND correlation_id != message_id;
 """
 
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Schema version 8: the delivery facts on leased messages and on outcome rows.
+
+    Rows written before stay valid: their ``claimed_at`` is NULL, so they read
+    as the single events they are. A message leased at the upgrade has its
+    ``delivered`` row already; its NULL ``claimed_at`` keeps it from being told twice.
+    """
+    for table, columns in (
+        ("pmsq_journal", ("claimed_at REAL", "claimed_after INTEGER", "claimed_process TEXT")),
+        (
+            "pmsq_messages",
+            ("claimed_at REAL", "claimed_after INTEGER", "claimed_by TEXT", "claimed_process TEXT"),
+        ),
+    ):
+        # ADD COLUMN has no IF NOT EXISTS; a step must be safe to run again.
+        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        for column in columns:
+            if column.split()[0] not in have:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+
+
+def carried(in_flight: bool, facts: Sequence[Any]) -> tuple[str | None, Delivery | None]:
+    """``(worker, delivery)`` for the row that settles a message, from its ``CLAIM_COLUMNS``.
+
+    Only a message still in flight carries its delivery: one whose lease ran
+    out had it told by its ``lease_expired`` row (which clears ``claimed_at``),
+    and a message leased before the upgrade to schema 8 by its own
+    ``delivered`` row.
+    """
+    if not in_flight or facts[0] is None:
+        return None, None
+    return facts[2], (facts[0], facts[1], facts[3])
+
+
 # One housekeeping pass deletes at most this many events: a bounded write
 # lock. A pass that filled its batch asks for another at the next commit.
 PRUNE_BATCH = 2000
@@ -125,6 +192,8 @@ class Journal:
     def __init__(self, retention: float | None) -> None:
         self.retention = retention
         self._rows: list[tuple[Any, ...]] = []
+        # The row the last delivery was placed after, and how many were since.
+        self._placed_after, self._rank = -1, 0
         self.process = f"{socket.gethostname()}:{os.getpid()}"
 
     @property
@@ -143,11 +212,14 @@ class Journal:
         *,
         attempt: int | None = None,
         worker: str | None = None,
+        delivery: Delivery | None = None,
         **detail: Any,
     ) -> None:
         """Record one event (nothing is written until :meth:`flush`).
 
         ``error`` in ``detail`` is cut to the last line of its traceback.
+        ``delivery`` (with the claimer as ``worker``): the delivery this
+        outcome settles, read back as a ``delivered`` event of its own.
         """
         if self.retention is None:
             return
@@ -165,6 +237,7 @@ class Journal:
             attempt,
             worker,
             _ENCODER.encode(clean) if clean else None,
+            delivery,
         )
 
     def add_row(
@@ -179,28 +252,60 @@ class Journal:
         attempt: int | None,
         worker: str | None,
         detail: str | None,
+        delivery: Delivery | None = None,
     ) -> None:
-        """:meth:`add` for the per-message hot path (deliveries, acks): ``detail`` as JSON text."""
-        if self.retention is not None:
-            self._rows.append(
-                (
-                    at,
-                    message_id,
-                    queue,
-                    tenant,
-                    key,
-                    correlation_id,
-                    event,
-                    attempt,
-                    worker,
-                    self.process,
-                    detail,
-                )
+        """:meth:`add` for the per-message hot path (acks): ``detail`` as JSON text."""
+        if self.retention is None:
+            return
+        if delivery is None:
+            claimed_at = after = process = None
+        else:
+            claimed_at, after, process = delivery
+            # Almost always the settling process: NULL then, a few bytes saved per row.
+            if process == self.process:
+                process = None
+        self._rows.append(
+            (
+                at,
+                message_id,
+                queue,
+                tenant,
+                key,
+                correlation_id,
+                event,
+                attempt,
+                worker,
+                self.process,
+                detail,
+                claimed_at,
+                after,
+                process,
             )
+        )
 
     def mark(self) -> int:
         """A point to :meth:`rewind` to (a savepoint's events)."""
         return len(self._rows)
+
+    def tail(self, conn: sqlite3.Connection) -> int:
+        """The ``seq`` of the last journal row written so far, or 0 (for :meth:`place`)."""
+        return int(conn.execute("SELECT MAX(seq) FROM pmsq_journal").fetchone()[0] or 0)
+
+    def place(self, tail: int) -> int:
+        """Where a delivery happening now sits among the journal's rows (its ``claimed_after``).
+
+        Just after the last row recorded so far: of the rows written
+        (``tail``, from :meth:`tail` in this transaction) and those collected
+        here, which get the next ``seq`` numbers in order (SQLite numbers a
+        new row one past the largest). Deliveries this journal places after
+        the same row, in one transaction or several, are ranked in order;
+        those of other processes are told apart by their times.
+        """
+        after = tail + len(self._rows)
+        if after != self._placed_after:
+            self._placed_after, self._rank = after, 0
+        self._rank = min(self._rank + 1, RANKS - 1)
+        return after * RANKS + self._rank
 
     def rewind(self, mark: int) -> None:
         """Forget events recorded since ``mark`` (their savepoint rolled back)."""
@@ -212,8 +317,8 @@ class Journal:
             rows, self._rows = self._rows, []
             conn.executemany(
                 "INSERT INTO pmsq_journal (at, message_id, queue, tenant, key, correlation_id, "
-                "event, attempt, worker, process, detail) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "event, attempt, worker, process, detail, claimed_at, claimed_after, "
+                "claimed_process) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
 
@@ -235,133 +340,3 @@ def prune(conn: sqlite3.Connection, older_than: float, batch: int | None = None)
         (PRUNE_BATCH if batch is None else batch, older_than),
     )
     return int(cur.rowcount)
-
-
-def _event(r: Sequence[Any]) -> HistoryEvent:
-    return HistoryEvent(
-        at=r[1],
-        message_id=r[2],
-        queue=r[3],
-        tenant=r[4] or None,
-        key=r[5],
-        correlation_id=r[6],
-        event=r[7],
-        attempt=r[8],
-        worker=r[9],
-        process=r[10],
-        detail=json.loads(r[11]) if r[11] else {},
-    )
-
-
-_COLUMNS = (
-    "seq, at, message_id, queue, tenant, key, correlation_id, event, attempt, worker, "
-    "process, detail"
-)
-
-
-def resolve_dedup(conn: sqlite3.Connection, dedup_id: str) -> list[str]:
-    """Message ids put with ``dedup_id`` (any queue), newest first."""
-    ids = [
-        str(r[0])
-        for r in conn.execute(
-            "SELECT message_id FROM pmsq_dedup WHERE dedup_id = ? ORDER BY expires_at DESC",
-            (dedup_id,),
-        )
-    ]
-    if ids:
-        return ids
-    # Past the dedup window the journal's put events still know it (a scan:
-    # an operator's lookup, not a hot path).
-    return [
-        str(r[0])
-        for r in conn.execute(
-            f"SELECT DISTINCT message_id FROM pmsq_journal WHERE event = '{Event.PUT}' "
-            "AND json_extract(detail, '$.dedup_id') = ? ORDER BY seq DESC",
-            (dedup_id,),
-        )
-    ]
-
-
-def query(
-    conn: sqlite3.Connection,
-    *,
-    message_id: str | None = None,
-    correlation_id: str | None = None,
-    key: str | None = None,
-    queue: str | None = None,
-    tenant: str | None = None,
-    limit: int = 1000,
-) -> list[HistoryEvent]:
-    """The newest ``limit`` events (returned oldest first) matching every filter given.
-
-    ``correlation_id`` and ``key`` select messages by their ``put`` event
-    (the only events indexed that way); every event of those messages is
-    returned.
-    """
-    where: list[str] = []
-    args: list[Any] = []
-    if message_id is not None:
-        where.append("message_id = ?")
-        args.append(message_id)
-    if correlation_id is not None or key is not None:
-        # The literal event = 'put' lets SQLite use the partial indexes.
-        puts, put_args = [f"event = '{Event.PUT}'"], []
-        for column, value in (("key", key), ("queue", queue), ("tenant", tenant)):
-            if value is not None:
-                puts.append(f"{column} = ?")
-                put_args.append(value)
-        cond = " AND ".join(puts)
-        if correlation_id is None:
-            where.append(f"message_id IN (SELECT message_id FROM pmsq_journal WHERE {cond})")
-            args.extend(put_args)
-        else:
-            # The chain's first message (its id is the chain's), then the others.
-            where.append(
-                f"message_id IN (SELECT message_id FROM pmsq_journal WHERE message_id = ? "
-                f"AND correlation_id = ? AND {cond} UNION SELECT message_id FROM pmsq_journal "
-                f"WHERE correlation_id = ? AND correlation_id != message_id AND {cond})"
-            )
-            args.extend([correlation_id, correlation_id, *put_args, correlation_id, *put_args])
-    else:
-        if queue is not None:
-            where.append("queue = ?")
-            args.append(queue)
-        if tenant is not None:
-            where.append("tenant = ?")
-            args.append(tenant)
-    sql = f"SELECT {_COLUMNS} FROM pmsq_journal"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql = f"SELECT * FROM ({sql} ORDER BY seq DESC LIMIT ?) ORDER BY seq"
-    return [_event(r) for r in conn.execute(sql, [*args, limit]).fetchall()]
-
-
-def history(
-    conn: sqlite3.Connection,
-    *,
-    message_id: str | None,
-    dedup_id: str | None,
-    correlation_id: str | None,
-    key: str | None,
-    queue: str | None,
-    tenant: str | None,
-    limit: int,
-) -> list[HistoryEvent]:
-    """``Backend.history``: :func:`query` for each message a dedup id ever named."""
-    ids = [message_id] if message_id is not None else [None]
-    if dedup_id is not None:
-        ids = [i for i in resolve_dedup(conn, dedup_id) if message_id in (None, i)]
-    events: list[HistoryEvent] = []
-    for mid in ids:
-        events.extend(
-            query(
-                conn,
-                message_id=mid,
-                correlation_id=correlation_id,
-                key=key,
-                queue=queue,
-                tenant=None if tenant is None else tenant or "",
-                limit=limit,
-            )
-        )
-    return events

@@ -294,12 +294,27 @@ def record_put(
     journal: Journal, env: Envelope, now: float, *, siblings: list[str] | None = None, **d: Any
 ) -> None:
     """Journal the put of ``env`` (stored as a new message)."""
+    tenant = tenant_in(env.tenant)
+    if (
+        not d
+        and not siblings
+        and env.topic is None
+        and env.causation_id is None
+        and env.dedup_id is None
+        and env.available_at <= now
+    ):
+        # Most puts have no detail: the row add() would write, without its
+        # keyword and JSON handling (a tenth of put_many's CPU per message).
+        journal.add_row(
+            now, Event.PUT, env.id, env.queue, tenant, env.key, env.correlation_id, None, None, None
+        )
+        return
     journal.add(
         now,
         Event.PUT,
         env.id,
         env.queue,
-        tenant_in(env.tenant),
+        tenant,
         env.key,
         env.correlation_id,
         topic=env.topic,

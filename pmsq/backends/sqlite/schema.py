@@ -19,7 +19,7 @@ import os
 import sqlite3
 from collections.abc import Callable
 
-from pmsq.backends.sqlite import pauses
+from pmsq.backends.sqlite import journal, pauses
 from pmsq.backends.sqlite.counters import COUNTERS_DDL, DROP_TRIGGERS
 from pmsq.backends.sqlite.journal import JOURNAL_DDL
 from pmsq.backends.sqlite.presence import PRESENCE_DDL
@@ -36,7 +36,7 @@ __all__ = [
 
 # "pmsq" in ASCII, written to the header so foreign tools can tell the file's owner.
 APPLICATION_ID = 0x706D7371
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 _V1 = f"""
@@ -172,6 +172,7 @@ MIGRATIONS: dict[int, str | tuple[str, ...] | Callable[[sqlite3.Connection], Non
     4: pauses.migrate,  # version 5: expiry, pauses, circuit breakers (pauses.py)
     5: _version_6,  # version 6: worker presence, lateness, puts and waits
     6: DROP_TRIGGERS,  # version 7: the code counts, not triggers (counters.py)
+    7: journal.migrate,  # version 8: one journal row per delivery outcome (journal.py)
 }
 
 

@@ -14,7 +14,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from pmsq.backends.sqlite import counters, pauses
-from pmsq.backends.sqlite.journal import Event, Journal, duration_detail
+from pmsq.backends.sqlite.journal import (
+    CLAIM_COLUMNS,
+    Delivery,
+    Event,
+    Journal,
+    carried,
+    duration_detail,
+)
 from pmsq.backends.sqlite.lines import promote_next
 from pmsq.backends.sqlite.puts import ConfigReader, insert_envelope, record_put
 from pmsq.backends.sqlkit.deadletter import blocks_key, fallback_copy
@@ -47,12 +54,16 @@ def bury(
     traceback: str | None,
     journal: Journal,
     duration_ms: float | None = None,
+    worker: str | None = None,
+    delivery: Delivery | None = None,
 ) -> bool:
     """Dead-letter row ``seq`` (already checked to be leased or expired) and fan it to fallback.
 
     With ``on_key_failure="block"`` the dead letter of a failure keeps its
     key's line (the key waits for an operator); otherwise (and for an expired
     message, which failed nothing) the next message of the key moves up.
+    ``worker`` and ``delivery``: the delivery this dead letter settles, if
+    its journal row tells it (see ``journal.carried``).
     """
     row = conn.execute(
         "SELECT queue, tenant, key, id, payload, format, headers, priority, correlation_id, "
@@ -83,6 +94,8 @@ def bury(
         key,
         row[8],
         attempt=row[12],
+        worker=worker,
+        delivery=delivery,
         reason=reason,
         error_type=error_type,
         error=traceback,
@@ -145,7 +158,7 @@ def settle_acks(
         for row in conn.execute(
             f"DELETE FROM pmsq_messages WHERE ({where}) AND state IN {HELD} "
             "RETURNING seq, lease_token, queue, tenant, key, id, correlation_id, attempt, "
-            "state, head",
+            f"state, head, {CLAIM_COLUMNS}",
             params,
         ):
             found[(row[0], row[1])] = row
@@ -159,12 +172,14 @@ def settle_acks(
         if row is None:
             out.append(None)
             continue
-        _, _, queue, tenant, key, mid, correlation, attempt, _, _ = row
+        _, _, queue, tenant, key, mid, correlation, attempt, state, _ = row[:10]
         promote_next(conn, queue, tenant, key)
         detail = duration_detail(_ms(ms))
+        worker, delivery = carried(state == IN_FLIGHT, row[10:])
         journal.add_row(
-            now, Event.ACKED, mid, queue, tenant, key, correlation, attempt, None, detail
-        )
+            now, Event.ACKED, mid, queue, tenant, key, correlation, attempt, worker, detail,
+            delivery,
+        )  # fmt: skip
         out.append((queue, tenant, key))
     return out
 
@@ -193,12 +208,13 @@ def settle_retry(
         "UPDATE pmsq_messages SET state = ?, available_at = ?, lease_token = NULL, "
         "lease_expires = NULL, error_type = COALESCE(?, error_type), error = COALESCE(?, error) "
         f"WHERE seq = ? AND lease_token = ? AND state IN {HELD} "
-        "RETURNING queue, tenant, key, id, correlation_id, attempt, head",
+        f"RETURNING queue, tenant, key, id, correlation_id, attempt, head, {CLAIM_COLUMNS}",
         (state, available_at, error_type, error, seq, token),
     ).fetchone()
     if row is None:
         return None
     counters.bump(conn, row[0], row[1], old, counters.kind(state, row[6]))
+    worker, delivery = carried(old == counters.K_IN_FLIGHT, row[7:])
     journal.add(
         now,
         Event.RETRIED,
@@ -208,6 +224,8 @@ def settle_retry(
         row[2],
         row[4],
         attempt=row[5],
+        worker=worker,
+        delivery=delivery,
         delay=round(max(0.0, available_at - now), 3),
         error_type=error_type,
         error=error,
@@ -239,12 +257,13 @@ def settle_snooze(
         "UPDATE pmsq_messages SET state = ?, available_at = ?, attempt = MAX(attempt - 1, 0), "
         "lease_token = NULL, lease_expires = NULL "
         f"WHERE seq = ? AND lease_token = ? AND state IN {HELD} "
-        "RETURNING queue, tenant, key, id, correlation_id, attempt, head",
+        f"RETURNING queue, tenant, key, id, correlation_id, attempt, head, {CLAIM_COLUMNS}",
         (state, available_at, seq, token),
     ).fetchone()
     if row is None:
         return False
     counters.bump(conn, row[0], row[1], old, counters.kind(state, row[6]))
+    worker, delivery = carried(old == counters.K_IN_FLIGHT, row[7:])
     journal.add(
         now,
         Event.SNOOZED,
@@ -254,6 +273,8 @@ def settle_snooze(
         row[2],
         row[4],
         attempt=row[5] + 1,
+        worker=worker,
+        delivery=delivery,
         delay=round(max(0.0, available_at - now), 3),
         duration_ms=_ms(duration_ms),
     )
@@ -269,13 +290,25 @@ def settle_release(
         f"state = CASE WHEN available_at > ? THEN {SCHEDULED:d} ELSE {READY:d} END, "
         "attempt = MAX(attempt - 1, 0), lease_token = NULL, lease_expires = NULL "
         f"WHERE seq = ? AND lease_token = ? AND state = {IN_FLIGHT:d} "
-        "RETURNING queue, tenant, key, id, correlation_id, attempt, state, head",
+        f"RETURNING queue, tenant, key, id, correlation_id, attempt, state, head, {CLAIM_COLUMNS}",
         (now, seq, token),
     ).fetchone()
     if row is None:
         return False
     counters.bump(conn, row[0], row[1], counters.K_IN_FLIGHT, counters.kind(row[6], row[7]))
-    journal.add(now, Event.RELEASED, row[3], row[0], row[1], row[2], row[4], attempt=row[5] + 1)
+    worker, delivery = carried(True, row[8:])  # only a message in flight is released
+    journal.add(
+        now,
+        Event.RELEASED,
+        row[3],
+        row[0],
+        row[1],
+        row[2],
+        row[4],
+        attempt=row[5] + 1,
+        worker=worker,
+        delivery=delivery,
+    )
     return True
 
 
@@ -406,12 +439,13 @@ def _settle_failure(
             _count_failure(conn, configs, journal, s, retried, now)
         return True
     row = conn.execute(
-        "SELECT queue, tenant, key, id FROM pmsq_messages WHERE seq = ? AND lease_token = ? "
-        f"AND state IN {HELD}",
+        f"SELECT queue, tenant, key, id, state, {CLAIM_COLUMNS} FROM pmsq_messages "
+        f"WHERE seq = ? AND lease_token = ? AND state IN {HELD}",
         (r.handle, r.token),
     ).fetchone()
     if row is None:
         return False
+    worker, delivery = carried(row[4] == IN_FLIGHT, row[5:])
     bury(
         conn,
         configs,
@@ -422,6 +456,8 @@ def _settle_failure(
         traceback=s.error,
         journal=journal,
         duration_ms=s.duration_ms,
+        worker=worker,
+        delivery=delivery,
     )
     metrics.add(row[0], row[1], dead=1, failed=failed, duration_ms=s.duration_ms)
     if s.failed:
