@@ -617,7 +617,12 @@ class Lifecycle:
         """Invoke the handler and settle by the policy, or hand the message back unstarted."""
         d, message = job.delivery, job.delivery.message
         try:
-            # Its lease has been kept alive since the claim (_hold).
+            # Its lease has been kept alive since the claim (_hold); one that ran
+            # out anyway (the process was frozen or starved past it) may be
+            # someone else's now: never started, like a message gone.
+            if job.gone is None and d.lease_expires <= self.broker.clock.time():
+                job.gone = "lease lost"
+                job.invocation.stop_work(job.gone)
             yield Invoke(job.invocation)
             # The handler is over (or given up on): no more heartbeats, so a
             # hung handler's lease runs out even if its thread never returns.
