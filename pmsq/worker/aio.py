@@ -167,14 +167,22 @@ class AsyncWorker(Driver):
     async def _run_job(self, job: Job) -> None:
         core = self._core
         assert core is not None
+        tell = False
+
+        def park(gen: Generator[Effect, Any, Any], effect: Effect) -> bool:
+            nonlocal tell
+            taken, first = core.park_noting(gen, effect)
+            tell = first
+            return taken
+
         current: Job | None = job
         while current is not None:
+            tell = False
             try:
-                parked = await self._drive(core.process(current), park=core.park) is PARKED
+                await self._drive(core.process(current), park=park)
             except Exception:
                 core.internal_error(current)
-                parked = False
-            if parked:
+            if tell:
                 # Committed with the others by the settle task, woken here on the
                 # loop: no thread hop between a finished handler and its commit.
                 assert self._settle_event is not None

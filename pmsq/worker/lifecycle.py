@@ -711,11 +711,20 @@ class Lifecycle:
 
         The caller tells the dispatcher (:meth:`post_news`) once it is free.
         """
+        return self.park_noting(gen, effect)[0]
+
+    def park_noting(self, gen: Generator[Effect, Any, Any], effect: Effect) -> tuple[bool, bool]:
+        """:meth:`park`, also saying whether this is the first settlement parked since a commit.
+
+        Only the first needs to wake the dispatcher: the others are
+        committed with it, so their drivers skip the wake-up.
+        """
         if not isinstance(effect, Settle):
-            return False
+            return False, False
         with self._parked_lock:
+            first = not self._parked
             self._parked.append((gen, effect))
-        return True
+        return True, first
 
     def commit_parked(self) -> bool:
         """Commit every parked settlement in one call, then resume their lifecycles.
