@@ -12,8 +12,7 @@ The dispatcher, round after round:
 
 1. commits the settlements finished handlers parked since the last round
    (one transaction for all of them), unless the driver has a committer of
-   its own (the ``Worker``'s committer thread, the ``AsyncWorker``'s settle
-   task);
+   its own (the ``AsyncWorker``'s settle task);
 2. claims what the free slots and the prefetch bound allow (once the held
    messages have run down to half the bound) and starts held messages, oldest
    first, in the free slots; handlers that end start the next held message

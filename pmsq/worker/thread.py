@@ -5,29 +5,27 @@ The loops and every decision are shared with the ``AsyncWorker``
 how each effect is performed, with threads, all daemons so a hung handler
 never keeps the interpreter alive:
 
-* the dispatcher thread drives ``loops.dispatch``: it claims and starts
-  messages, and waits in ``WakeUps.wait_any`` (``broker.runtime.wakeups``)
-  when idle;
-* the committer thread commits the settlements finished handlers parked
-  (one transaction for all parked since its last commit, and the store's
-  write connection kept to two threads instead of a crowd contending for
-  it); its SQL and fsync let go of the GIL, so they overlap the
-  dispatcher's next claim;
+* the dispatcher thread drives ``loops.dispatch``: it claims, commits the
+  settlements finished handlers parked (one transaction per round, and the
+  store's connection kept to one thread instead of a crowd contending for
+  it), and waits in ``WakeUps.wait_any`` (``broker.runtime.wakeups``) when idle;
 * handler threads, an elastic pool: each started message runs
   ``Lifecycle.process`` in a thread of its own, so at most ``concurrency``
   are busy; a thread whose handler ended runs the next held message
-  (``Lifecycle.next_job``) itself. A sync handler is waited for until it returns, past its
-  ``timeout`` too (a thread cannot be killed; its lease and key are kept);
-  a handler with ``isolation="process"`` is waited for here while it runs
-  in a child process, which is killed at the timeout;
+  (``Lifecycle.next_job``) itself, without a hand-off. A sync handler is
+  waited for until it returns, past its ``timeout`` too (a thread cannot
+  be killed; its lease and key are kept); a handler with
+  ``isolation="process"`` is waited for here while it runs in a child
+  process, which is killed at the timeout;
 * the heartbeat thread drives ``loops.heartbeat``;
 * an event loop thread (anyio portal), only when some handler is ``async``.
 
 Wake-ups: a put in this process wakes the dispatcher at once; puts by other
 processes are seen within ``broker.poll_interval`` (default 0.05 s), when
 it polls with the store's cheap lock-free probe. A handler that finishes
-while every slot is taken and nothing is held, or leaves the held messages
-at half the prefetch bound, wakes it.
+while every slot is taken and nothing is held, leaves the held messages at
+half the prefetch bound, or parks the first settlement since a commit,
+wakes it.
 """
 
 from __future__ import annotations
@@ -166,9 +164,6 @@ class Worker(Driver):
         self._heartbeat: threading.Thread | None = None
         self._schedules: ScheduleTimer | None = None
         self._hb_cv = threading.Condition()
-        self._committer: threading.Thread | None = None
-        self._commit_cv = threading.Condition()
-        self._commit_due = False
         self._hb_dirty = False
         self._loop_stack = contextlib.ExitStack()
         self._portal: anyio.from_thread.BlockingPortal | None = None
@@ -220,13 +215,7 @@ class Worker(Driver):
             # Listed by broker.workers() once start() returns (pmsq.backends.presence).
             core.presence.start(time.monotonic())
             self._dispatcher = threading.Thread(
-                target=self._loop,
-                args=(dispatch(core, commit=False),),
-                name="pmsq-worker-dispatch",
-                daemon=True,
-            )
-            self._committer = threading.Thread(
-                target=self._commit_loop, name="pmsq-worker-commit", daemon=True
+                target=self._loop, args=(dispatch(core),), name="pmsq-worker-dispatch", daemon=True
             )
             self._heartbeat = threading.Thread(
                 target=self._loop,
@@ -236,7 +225,6 @@ class Worker(Driver):
             )
             self._state = "running"
             self._heartbeat.start()
-            self._committer.start()
             self._dispatcher.start()
             # Fires due schedule slots (pmsq.schedules.timer); None without schedules.
             self._schedules = start_timer_thread(self.broker.runtime, self.broker.run_schedules)
@@ -278,9 +266,6 @@ class Worker(Driver):
             # the lifecycle, which ends the heartbeat too.
             self._dispatcher.join()
             self._heartbeat.join()
-            assert self._committer is not None
-            self._wake_committer()
-            self._committer.join()
             core.close()
             if self._portal is not None:
                 with contextlib.suppress(RuntimeError):
@@ -369,7 +354,6 @@ class Worker(Driver):
             log.exception("the worker's thread %s failed; the worker stops", name)
             core.request_stop(0)
             core.abandon()
-            self._wake_committer()
             result = False
         if isinstance(result, bool):
             self._drained = result
@@ -398,38 +382,9 @@ class Worker(Driver):
             current = core.next_job()
             if tell and current is not None:
                 tell = False
-                self._wake_committer()
-        # The committer is told once this thread is back in the pool.
-        return self._wake_committer if tell else None
-
-    def _wake_committer(self) -> None:
-        with self._commit_cv:
-            self._commit_due = True
-            self._commit_cv.notify()
-
-    def _commit_loop(self) -> None:
-        """Commit what finished handlers parked, while the dispatcher claims.
-
-        A thread of its own, so a commit's SQL and fsync (which let go of the
-        GIL) overlap the dispatcher's next claim instead of following it.
-        """
-        self._mark()
-        core = self._core
-        assert core is not None
-        while True:
-            with self._commit_cv:
-                while not self._commit_due and not core.abandoned:
-                    self._commit_cv.wait()
-                self._commit_due = False
-            if core.abandoned:
-                return
-            try:
-                core.commit_parked()
-            except Exception:
-                log.exception("the worker's committer failed; the worker stops")
-                core.request_stop(0)
-                core.abandon()
-                return
+                core.post_news()
+        # The dispatcher is told once this thread is back in the pool.
+        return core.post_news if tell else None
 
     def _perform(self, effect: Effect) -> Any:
         if isinstance(effect, Call):
