@@ -152,6 +152,8 @@ class Lifecycle:
         self._last_done = 0.0
         # Lease length of each queue's last claim: no store read to bound prefetch.
         self._leases: dict[str, float] = {}
+        # The prefetch bound the last claim round worked with.
+        self._bound = 0
         self._per_queue: Counter[str] = Counter()
         self._per_tenant: Counter[tuple[str, str | None]] = Counter()
         self._blocked: dict[str, float] = {}
@@ -461,7 +463,7 @@ class Lifecycle:
         """
         if self.stopping or not self._held:
             return None
-        half = self.prefetch_bound() // 2
+        half = self._bound // 2  # as of the last claim round: no arithmetic per message
         with self._lock:
             # Stopping from here on: the job's gate refuses it and it is released.
             jobs = self._start_held(1)
@@ -535,7 +537,7 @@ class Lifecycle:
         stays flat whatever the backlog. Messages of tenants at their
         ``tenant_concurrency`` are handed back at once (no attempt spent).
         """
-        bound = self.prefetch_bound()
+        bound = self._bound = self.prefetch_bound()
         claimed = False
         if self._wants_claim(bound):
             if self._idle or len(self.queues) > _READINESS_ABOVE:
