@@ -62,6 +62,7 @@ from pmsq.worker.heartbeat import Heartbeats, PresenceBeat, beat_interval
 from pmsq.worker.invoke import HandlerAbandoned, Invocation
 from pmsq.worker.isolation import ProcessPool
 from pmsq.worker.middleware import Hooks
+from pmsq.worker.prefetch import Prefetch
 
 if TYPE_CHECKING:
     from pmsq.broker import Broker
@@ -78,22 +79,6 @@ _READINESS_ABOVE = 16
 # one of its handlers finishes: claiming it again at once would only hand the
 # same messages back.
 _MAX_TENANT_BACKOFF = 1.0
-
-# Adaptive prefetch (prefetch=None): hold about this many seconds of work ...
-_PREFETCH_WINDOW = 0.1
-# ... but never more than this many messages. Rounds of 64-256 measured within
-# a few percent of each other (issue 19's prototype): past that a bigger
-# batch saves nothing per message, while the memory held, the share taken
-# from other workers and what a stop must hand back keep growing.
-PREFETCH_CAP = 256
-# Held messages must start within this share of their lease: before their
-# first heartbeat is even due, at the measured rate.
-_LEASE_SHARE = 1 / 3
-# A handler's measured time counts as at least this (seconds): a no-op
-# handler's microseconds say nothing about the worker's own cost per message.
-_MIN_SERVICE = 1e-4
-# Weight of the newest handler time in the moving average.
-_EWMA_WEIGHT = 0.1
 
 
 class Lifecycle:
@@ -129,6 +114,7 @@ class Lifecycle:
         self._served = frozenset(self.queues)
         self.concurrency = concurrency
         self.prefetch = prefetch
+        self._prefetch = Prefetch(concurrency, prefetch)
         self.hooks = hooks
         self.heartbeats: Heartbeats[Job] = Heartbeats()
         #: This worker's row in the store's presence table (``broker.workers()``).
@@ -146,12 +132,6 @@ class Lifecycle:
         self._settling = 0
         # Claimed and not started, in claim order (guarded by _lock).
         self._held: deque[Job] = deque()
-        # Moving average of handler time in seconds (None: nothing ran yet).
-        self._service: float | None = None
-        # When a handler last ended, or the first one started after none ran (monotonic).
-        self._last_done = 0.0
-        # Lease length of each queue's last claim: no store read to bound prefetch.
-        self._leases: dict[str, float] = {}
         # The prefetch bound the last claim round worked with.
         self._bound = 0
         self._per_queue: Counter[str] = Counter()
@@ -200,29 +180,10 @@ class Lifecycle:
     def prefetch_bound(self, lease: float | None = None) -> int:
         """How many messages may be held beyond the running handlers now.
 
-        A fixed ``prefetch`` is returned as is. Adaptive: what the handler
-        slots finish in about a tenth of a second at the measured rate
-        (``concurrency`` / moving average of handler time, or the time since
-        a handler last ended while some run, if longer), at least
-        ``concurrency`` and at most :data:`PREFETCH_CAP`, and never more than
-        they can start within a third of ``lease`` (by default the shortest
-        lease this worker's claims were made with): a slow handler means a small prefetch,
-        down to none. Nothing is held before the first handler has ended.
+        See :class:`pmsq.worker.prefetch.Prefetch`; ``lease``: the lease to
+        cover (default: the shortest this worker's claims were made with).
         """
-        if self.prefetch is not None:
-            return self.prefetch
-        service = self._service
-        if service is None:
-            return 0  # no handler has ended yet: the rate is unknown
-        if self._running:
-            # Handlers that have run long without any ending are evidence too:
-            # the completion rate is at most one per this long now.
-            service = max(service, time.monotonic() - self._last_done)
-        if lease is None:
-            lease = min(self._leases.values(), default=math.inf)
-        rate = self.concurrency / max(service, _MIN_SERVICE)
-        want = max(self.concurrency, min(PREFETCH_CAP, int(rate * _PREFETCH_WINDOW)))
-        return min(want, int(rate * lease * _LEASE_SHARE))
+        return self._prefetch.bound(self._running, time.monotonic(), lease)
 
     def has_news(self) -> bool:
         """Something the dispatcher cares about happened since :meth:`clear_news`."""
@@ -414,11 +375,8 @@ class Lifecycle:
             queue_full = limit is not None and self._per_queue[queue] >= limit
             self._running -= 1
             self._settling += int(settling)
-            if settling and self.prefetch is None:
-                self._last_done = time.monotonic()
-                seconds = job.invocation.duration_ms / 1000.0
-                avg = self._service
-                self._service = seconds if avg is None else avg + _EWMA_WEIGHT * (seconds - avg)
+            if settling:
+                self._prefetch.handler_ended(job.invocation.duration_ms / 1000.0, time.monotonic())
             self._unadmit(job)
             unblocked = self._blocked.pop(queue, None) is not None
             last = self.stopping and self._running + self._settling + len(self._held) == 0
@@ -448,7 +406,7 @@ class Lifecycle:
         while held and len(out) < most and self._running < self.concurrency:
             out.append(held.popleft())
             if not self._running:
-                self._last_done = time.monotonic()
+                self._prefetch.first_started(time.monotonic())
             self._running += 1
         return out
 
@@ -606,7 +564,7 @@ class Lifecycle:
         # Every held message's lease is kept alive from its claim on (a
         # claim's deliveries share its lease length).
         lease = jobs[0].lease
-        self._leases[queue] = lease
+        self._prefetch.claimed(queue, lease)
         self.heartbeats.add_many(jobs, beat_interval(lease), time.monotonic())
         with self._lock:
             self._held.extend(jobs)

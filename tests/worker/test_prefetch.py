@@ -27,10 +27,11 @@ from hypothesis import strategies as st
 import pmsq
 from pmsq.cli import main
 from pmsq.worker.effects import Call, Effect, Invoke, Settle, Sleep
-from pmsq.worker.lifecycle import PREFETCH_CAP, Job, Lifecycle, drive
+from pmsq.worker.lifecycle import Job, Lifecycle, drive
 from pmsq.worker.loops import heartbeat
 from pmsq.worker.middleware import Hooks
 from pmsq.worker.options import select_handlers
+from pmsq.worker.prefetch import PREFETCH_CAP, Prefetch
 from worker._support import Running, log_records, wait_for
 
 
@@ -121,20 +122,25 @@ def test_prefetch_zero_claims_only_what_can_start(broker: pmsq.Broker) -> None:
     assert broker.stats("z").in_flight == 2
 
 
-def test_the_adaptive_bound_follows_the_handler_rate_and_the_lease(
-    broker: pmsq.Broker,
-) -> None:
-    broker.handler("a")(lambda message: None)
-    core = _core(broker, concurrency=4, prefetch=None)
-    assert core.prefetch_bound() == 0  # no handler has ended: the rate is unknown
-    core._service = 0.001  # 1 ms handlers: 4,000/s, a tenth of a second is 400 ...
-    assert core.prefetch_bound(lease=30.0) == PREFETCH_CAP  # ... capped
-    core._service = 0.05  # 80/s: eight in a tenth of a second
-    assert core.prefetch_bound(lease=30.0) == 8
-    assert core.prefetch_bound(lease=0.15) == 4  # what starts within a third of the lease
-    core._service = 10.0  # slow handlers: at least concurrency ...
-    assert core.prefetch_bound(lease=30.0) == 4
-    assert core.prefetch_bound(lease=3.0) == 0  # ... unless the lease would not cover it
+def test_the_adaptive_bound_follows_the_handler_rate_and_the_lease() -> None:
+    def bound(seconds: float | None, lease: float, *, running: int = 0, now: float = 0.0) -> int:
+        p = Prefetch(concurrency=4, fixed=None)
+        if seconds is not None:
+            p.handler_ended(seconds, now=0.0)
+        return p.bound(running, now, lease)
+
+    assert bound(None, 30.0) == 0  # no handler has ended: the rate is unknown
+    assert bound(0.001, 30.0) == PREFETCH_CAP  # 1 ms handlers: 400 in 0.1 s, capped
+    assert bound(0.05, 30.0) == 8  # 80/s: eight in a tenth of a second
+    assert bound(0.05, 0.15) == 4  # what starts within a third of the lease
+    assert bound(10.0, 30.0) == 4  # slow handlers: at least concurrency ...
+    assert bound(10.0, 3.0) == 0  # ... unless the lease would not cover it
+    # Handlers running for 10 s since the last one ended count as 10 s handlers.
+    assert bound(0.001, 3.0, running=4, now=10.0) == 0
+    assert bound(0.001, 3.0, running=0, now=10.0) == PREFETCH_CAP  # idle: no evidence
+    fixed = Prefetch(concurrency=4, fixed=3)
+    fixed.handler_ended(0.001, now=0.0)
+    assert fixed.bound(4, 100.0, 0.1) == 3  # a fixed prefetch is the bound as is
 
 
 def test_held_leases_are_extended_by_the_heartbeat(
