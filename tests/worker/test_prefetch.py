@@ -412,3 +412,38 @@ def test_two_worker_processes_with_prefetch_share_one_queue(tmp_path: Path) -> N
     assert len(counts) == 2, counts
     for pid, n in counts.items():
         assert n >= total // 4, f"worker {pid} handled only {n} of {total}: {counts}"
+
+
+def test_hooks_nobody_overrides_are_not_called(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hot path's hooks cost a look-up, not a call per middleware, when unused."""
+    calls: list[str] = []
+
+    class SettleOnly(pmsq.Middleware):
+        def on_settle(self, message: Any, outcome: Any, error: Any) -> None:
+            calls.append("on_settle")
+
+    class Dynamic(pmsq.Middleware):
+        def __getattribute__(self, name: str) -> Any:
+            if name == "on_claim":
+                return lambda message: calls.append("dynamic on_claim")
+            return super().__getattribute__(name)
+
+    plain = Hooks([SettleOnly(), pmsq.Middleware()])
+    assert not plain.has("on_claim")
+    assert not plain.has("before_process")
+    assert plain.has("on_settle")
+    # Made observable: had the base's no-op been called, this would record it.
+    monkeypatch.setattr(pmsq.Middleware, "on_claim", lambda self, m: calls.append("base"))
+    monkeypatch.setattr(pmsq.Middleware, "before_process", lambda self, m: calls.append("base"))
+    plain("on_claim", None)
+    plain.caller("before_process")(None)
+    plain("on_settle", None, None, None)
+    assert calls == ["on_settle"]
+    monkeypatch.undo()
+    calls.clear()
+    # A hook found only on the instance (here through __getattribute__) still counts.
+    dynamic = Hooks([Dynamic()])
+    assert dynamic.has("on_claim")
+    assert not dynamic.has("on_settle")
+    dynamic("on_claim", None)
+    assert calls == ["dynamic on_claim"]
