@@ -1,4 +1,4 @@
-"""``pmsq worker module:broker [--concurrency N] [--processes N] [--queues Q,...]``.
+"""``pmsq worker module:broker [--concurrency N] [--prefetch N] [--processes N] [--queues Q,...]``.
 
 Imports the app module (the current directory is put on ``sys.path``),
 finds its ``Broker`` and runs a ``pmsq.Worker`` for its handlers until
@@ -55,6 +55,14 @@ def add_worker_options(parser: argparse.ArgumentParser) -> None:
         default=8,
         metavar="N",
         help="handlers at once per process (default 8)",
+    )
+    parser.add_argument(
+        "--prefetch",
+        type=int,
+        default=None,
+        metavar="N",
+        help="messages claimed ahead of the free handler slots per process, at most "
+        "(default: adaptive, about a tenth of a second of work; 0: only what can start)",
     )
     parser.add_argument(
         "--processes",
@@ -141,6 +149,9 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format=LOG_FORMAT)
     if args.concurrency < 1:
         raise CommandError(f"--concurrency must be at least 1, got {args.concurrency}")
+    prefetch = getattr(args, "prefetch", None)
+    if prefetch is not None and prefetch < 0:
+        raise CommandError(f"--prefetch must be at least 0, got {prefetch}")
     if args.processes < 1:
         raise CommandError(f"--processes must be at least 1, got {args.processes}")
     if args.shutdown_timeout < 0:
@@ -168,11 +179,15 @@ def run(args: argparse.Namespace) -> int:
         ]
         if args.queues is not None:
             command += ["--queues", args.queues]
+        if prefetch is not None:
+            command += ["--prefetch", str(prefetch)]
         return Supervisor(command, args.processes, shutdown_timeout=args.shutdown_timeout).run()
     die_with_parent()
     broker = load_broker(args.target)
     try:
-        Worker(broker, args.concurrency, queues).run(shutdown_timeout=args.shutdown_timeout)
+        Worker(broker, args.concurrency, queues, prefetch=prefetch).run(
+            shutdown_timeout=args.shutdown_timeout
+        )
     finally:
         broker.close()
     return 0

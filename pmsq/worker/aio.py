@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 from pmsq.schedules.timer import run_async_timer
 from pmsq.worker.effects import PARKED, Call, Effect, Invoke, Park, Settle, Sleep, Start, Wait
@@ -61,10 +62,15 @@ class AsyncWorker(Driver):
 
     Args:
         broker: The broker whose handlers (``@broker.handler``) to run.
-        concurrency: Handlers running at once, at most; also the most
-            messages held (it claims only as many as it can start).
+        concurrency: Handlers running at once, at most.
         queues: Queues to serve (each needs a handler); ``None``: all with a handler.
         middleware: Hooks for this worker, after those in ``broker.middleware``.
+        prefetch: Messages claimed ahead of the free handler slots, at most
+            (leased, their keys blocked, handed back unstarted at a stop).
+            ``None`` (default): adaptive, about a tenth of a second of work
+            at the measured handler rate, at least ``concurrency``, at most
+            256, never more than a third of a lease covers; ``0``: claim
+            only what can start at once.
 
     Raises:
         ConfigurationError: a bad option.
@@ -77,8 +83,9 @@ class AsyncWorker(Driver):
         queues: Iterable[str] | None = None,
         *,
         middleware: Iterable[Middleware] | None = None,
+        prefetch: int | None = None,
     ) -> None:
-        super().__init__(broker, concurrency, queues, middleware)
+        super().__init__(broker, concurrency, queues, middleware, prefetch)
         self._started = False
         self._early_stop: float | None = None
         self._hb_event: anyio.Event | None = None
@@ -90,7 +97,10 @@ class AsyncWorker(Driver):
         self._tg: anyio.abc.TaskGroup | None = None
 
     def __repr__(self) -> str:
-        return f"<AsyncWorker concurrency={self.concurrency} broker={self.broker!r}>"
+        return (
+            f"<AsyncWorker concurrency={self.concurrency} prefetch={self._prefetch_text} "
+            f"broker={self.broker!r}>"
+        )
 
     @property
     def stopping(self) -> bool:
@@ -157,16 +167,32 @@ class AsyncWorker(Driver):
     async def _run_job(self, job: Job) -> None:
         core = self._core
         assert core is not None
-        try:
-            parked = await self._drive(core.process(job), park=core.park) is PARKED
-        except Exception:
-            core.internal_error(job)
-            return
-        if parked:
-            # Committed with the others by the settle task, woken here on the
-            # loop: no thread hop between a finished handler and its commit.
-            assert self._settle_event is not None
-            self._settle_event.set()
+        tell = False
+
+        def park(gen: Generator[Effect, Any, Any], effect: Effect) -> bool:
+            nonlocal tell
+            taken, first = core.park_noting(gen, effect)
+            tell = first
+            return taken
+
+        current: Job | None = job
+        while current is not None:
+            tell = False
+            try:
+                await self._drive(core.process(current), park=park)
+            except Exception:
+                core.internal_error(current)
+            if tell:
+                # Committed with the others by the settle task, woken here on the
+                # loop: no thread hop between a finished handler and its commit.
+                assert self._settle_event is not None
+                self._settle_event.set()
+            # The slot is free: a held message starts in this task at once
+            # (after a checkpoint: a chain of handlers that never await must
+            # not starve the dispatcher and the settle task).
+            current = core.next_job()
+            if current is not None:
+                await anyio.lowlevel.checkpoint()
 
     async def _settle_loop(self) -> None:
         # Here, unlike the thread Worker, a task of its own commits what

@@ -70,6 +70,16 @@ class Heartbeats(Generic[T]):
         if at < earliest:
             self.on_earlier()
 
+    def add_many(self, entries: Sequence[T], interval: float, now: float) -> None:
+        """Beat each of ``entries`` every ``interval`` seconds, first at ``now + interval``."""
+        at = now + interval
+        with self._lock:
+            earliest = min((t for t, _ in self._next.values()), default=math.inf)
+            for entry in entries:
+                self._next[entry] = (at, interval)
+        if at < earliest:
+            self.on_earlier()
+
     def hurry(self, entry: T, now: float) -> None:
         """Beat ``entry`` at ``now`` instead of at its next time (no-op if absent)."""
         with self._lock:

@@ -1,8 +1,9 @@
 """The one claim → invoke → settle lifecycle that both worker drivers run.
 
 ``Lifecycle`` holds everything a worker decides, free of threads and event
-loops: how many messages to claim from which queue (bounded prefetch,
-per-handler ``concurrency``, ``tenant_concurrency``, rotation over queues),
+loops: how many messages to claim from which queue (handler slots plus the
+prefetch bound, per-handler ``concurrency``, ``tenant_concurrency``, rotation
+over queues), which claimed message starts next,
 what to do with each claimed message, and when it is done. Its two
 generators, :meth:`Lifecycle.claim_round` and :meth:`Lifecycle.process`,
 yield *effects* (``pmsq.worker.effects``) instead of doing I/O themselves,
@@ -20,8 +21,20 @@ transaction (:meth:`Lifecycle.commit_parked`: one fsync) and resumes each
 generator with its own result. With many short handlers this turns one
 commit per message into one per round.
 
+Prefetch (claiming ahead of free handler slots): a claim round may take
+more messages than there are free slots; the rest wait in the *held*
+queue, in claim order, leased in the store (so their keys stay blocked) and
+kept alive by the heartbeat like running ones. A handler that ends takes the
+next held message at once (:meth:`Lifecycle.next_job`), without waiting for
+the dispatcher's next store round trip, and the dispatcher claims again only
+when the held queue has run down to half its bound, so one claim
+transaction serves many messages. A stop hands held messages back
+(``release``: no attempt spent). The bound is fixed (``prefetch=N``) or
+adaptive (see :meth:`Lifecycle.prefetch_bound`).
+
 A message gone under a running handler (cancelled, or its lease lost) is
-never settled: see ``pmsq.worker.gone``.
+never settled, and a held one found gone is never started: see
+``pmsq.worker.gone``.
 
 Thread safety: the counters are guarded by one lock, because the thread
 Worker calls in from its dispatcher, handler and heartbeat threads.
@@ -35,7 +48,7 @@ import math
 import secrets
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +62,7 @@ from pmsq.worker.heartbeat import Heartbeats, PresenceBeat, beat_interval
 from pmsq.worker.invoke import HandlerAbandoned, Invocation
 from pmsq.worker.isolation import ProcessPool
 from pmsq.worker.middleware import Hooks
+from pmsq.worker.prefetch import Prefetch
 
 if TYPE_CHECKING:
     from pmsq.broker import Broker
@@ -73,11 +87,13 @@ class Lifecycle:
     Args:
         broker: The broker.
         specs: Handler per queue this worker serves.
-        concurrency: Handlers running at once, at most; also the most
-            messages held (claimed) at once.
+        concurrency: Handlers running at once, at most.
         hooks: The middleware runner.
         kick: Wakes the driver's waits (thread-safe); called when a finished
             handler frees something a wait may be waiting for.
+        prefetch: Messages held (claimed, not started) beyond the running
+            handlers, at most; ``None``: adaptive (:meth:`prefetch_bound`);
+            ``0``: claim only what can start at once.
     """
 
     def __init__(
@@ -88,6 +104,7 @@ class Lifecycle:
         hooks: Hooks,
         *,
         kick: Callable[[], None],
+        prefetch: int | None = 0,
     ) -> None:
         self.broker = broker
         #: This worker's id in the message journal (``pmsq trace`` shows it with the pid).
@@ -96,6 +113,8 @@ class Lifecycle:
         self.queues: tuple[str, ...] = tuple(sorted(specs))
         self._served = frozenset(self.queues)
         self.concurrency = concurrency
+        self.prefetch = prefetch
+        self._prefetch = Prefetch(concurrency, prefetch)
         self.hooks = hooks
         self.heartbeats: Heartbeats[Job] = Heartbeats()
         #: This worker's row in the store's presence table (``broker.workers()``).
@@ -108,8 +127,13 @@ class Lifecycle:
             self.processes = ProcessPool()
         self._kick = kick
         self._lock = threading.Lock()
+        # Handlers started (or about to be) and not ended; settlements to commit.
         self._running = 0
         self._settling = 0
+        # Claimed and not started, in claim order (guarded by _lock).
+        self._held: deque[Job] = deque()
+        # The prefetch bound the last claim round worked with.
+        self._bound = 0
         self._per_queue: Counter[str] = Counter()
         self._per_tenant: Counter[tuple[str, str | None]] = Counter()
         self._blocked: dict[str, float] = {}
@@ -137,16 +161,29 @@ class Lifecycle:
     # -- state the drivers read ------------------------------------------------
     @property
     def running(self) -> int:
-        """Messages held: claimed and not yet settled."""
-        return self._running + self._settling
+        """Messages this worker has: claimed and not yet settled or handed back."""
+        return self._running + self._settling + len(self._held)
+
+    @property
+    def held(self) -> int:
+        """Messages claimed ahead of the handler slots: leased, not started yet."""
+        return len(self._held)
 
     def idle(self) -> bool:
         """Nothing is held."""
-        return self._running + self._settling == 0
+        return self._running + self._settling + len(self._held) == 0
 
     def free_slots(self) -> int:
-        """How many more messages may be claimed now."""
+        """How many more handlers may start now."""
         return 0 if self.stopping else max(0, self.concurrency - self._running)
+
+    def prefetch_bound(self, lease: float | None = None) -> int:
+        """How many messages may be held beyond the running handlers now.
+
+        See :class:`pmsq.worker.prefetch.Prefetch`; ``lease``: the lease to
+        cover (default: the shortest this worker's claims were made with).
+        """
+        return self._prefetch.bound(self._running, time.monotonic(), lease)
 
     def has_news(self) -> bool:
         """Something the dispatcher cares about happened since :meth:`clear_news`."""
@@ -168,7 +205,7 @@ class Lifecycle:
 
     def drained_or_late(self) -> bool:
         """The drain is over: nothing held, or the grace period ran out."""
-        return self._running + self._settling == 0 or time.monotonic() >= self.deadline
+        return self.idle() or time.monotonic() >= self.deadline
 
     def request_stop(self, timeout: float) -> None:
         """Stop claiming; in-flight handlers get ``timeout`` more seconds at most.
@@ -188,6 +225,9 @@ class Lifecycle:
         """
         self.abandoned = True
         self.stopping = True
+        with self._lock:
+            # Left to their leases, like running handlers (a forced stop).
+            self._held.clear()
         with self._parked_lock:
             left, self._parked = self._parked, []
         for gen, _ in left:
@@ -224,9 +264,9 @@ class Lifecycle:
         """
         if self._claim_errors:
             return (), self._error_backoff()
-        if self.free_slots() == 0:
-            # Only a finished handler can help, and it brings news; the timeout
-            # is a safety net.
+        if not self._wants_claim(self.prefetch_bound()):
+            # Only a finished handler (or a held message started) can help,
+            # and it brings news; the timeout is a safety net.
             return (), 1.0
         return self.queues, self.idle_timeout()
 
@@ -242,7 +282,17 @@ class Lifecycle:
             self._rotation += 1
         return list(queues[start:] + queues[:start])
 
-    def _claimable(self, queue: str) -> int:
+    def _wants_claim(self, bound: int) -> bool:
+        """Whether a claim round is due: room, and the held queue down to half its bound.
+
+        Waiting for half keeps claims in batches (one transaction for many
+        messages) instead of one claim per finished handler.
+        """
+        if self.stopping or len(self._held) > bound // 2:
+            return False
+        return self._running + len(self._held) < self.concurrency + bound
+
+    def _claimable(self, queue: str, bound: int) -> int:
         with self._lock:
             if self.stopping:
                 return 0
@@ -251,7 +301,7 @@ class Lifecycle:
                 if time.monotonic() < until:
                     return 0
                 del self._blocked[queue]
-            free = self.concurrency - self._running
+            free = self.concurrency + bound - self._running - len(self._held)
             limit = self.specs[queue].concurrency
             if limit is not None:
                 free = min(free, limit - self._per_queue[queue])
@@ -260,7 +310,11 @@ class Lifecycle:
     def _admit(
         self, queue: str, deliveries: Sequence[Delivery]
     ) -> tuple[list[Delivery], list[Delivery], list[Job]]:
-        """Reserve slots for what may start; return ``(start, hand back, holders)``.
+        """Admit what this worker may hold; return ``(hold, hand back, holders)``.
+
+        Per-handler ``concurrency`` and ``tenant_concurrency`` count held
+        messages with running ones, so any held message may start as soon as
+        a handler slot is free.
 
         ``holders`` are this worker's jobs still running a message of the key
         of one handed back: their message must be gone (the store let the
@@ -283,7 +337,6 @@ class Lifecycle:
                     over.append(d)
                     continue
                 self._keys.reserve(d.message)
-                self._running += 1
                 self._per_queue[queue] += 1
                 self._per_tenant[slot] += 1
                 keep.append(d)
@@ -298,26 +351,35 @@ class Lifecycle:
                 self._block_backoff.pop(queue, None)
         return keep, over, holders
 
+    def _unadmit(self, job: Job) -> None:
+        """Count ``job`` out of its queue's and tenant's limits (holding ``_lock``)."""
+        queue, tenant = job.spec.queue, job.delivery.message.tenant
+        self._per_queue[queue] -= 1
+        if not self._per_queue[queue]:
+            del self._per_queue[queue]
+        self._per_tenant[(queue, tenant)] -= 1
+        if not self._per_tenant[(queue, tenant)]:
+            del self._per_tenant[(queue, tenant)]  # stays small with many tenants
+
     def _free_slot(self, job: Job, *, settling: bool) -> None:
         """Give back ``job``'s handler slot; ``settling``: its settlement is still to commit."""
-        queue, tenant = job.spec.queue, job.delivery.message.tenant
+        queue = job.spec.queue
         limit = job.spec.concurrency
         with self._lock:
             if job.freed:
                 return
             job.freed = True
-            was_full = self._running >= self.concurrency
+            # A full worker with held messages refills the slot itself
+            # (next_job); only with none held does a freed slot mean "claim".
+            was_full = self._running >= self.concurrency and not self._held
             queue_full = limit is not None and self._per_queue[queue] >= limit
             self._running -= 1
             self._settling += int(settling)
-            self._per_queue[queue] -= 1
-            if not self._per_queue[queue]:
-                del self._per_queue[queue]
-            self._per_tenant[(queue, tenant)] -= 1
-            if not self._per_tenant[(queue, tenant)]:
-                del self._per_tenant[(queue, tenant)]  # stays small with many tenants
+            if settling:
+                self._prefetch.handler_ended(job.invocation.duration_ms / 1000.0, time.monotonic())
+            self._unadmit(job)
             unblocked = self._blocked.pop(queue, None) is not None
-            last = self.stopping and self._running + self._settling == 0
+            last = self.stopping and self._running + self._settling + len(self._held) == 0
         # Kick only when a wait may be waiting for exactly this: at full load
         # a freed slot means "claim again"; otherwise the dispatcher is busy
         # or polling anyway and a kick would only cost a wake-up.
@@ -332,10 +394,72 @@ class Lifecycle:
             return
         with self._lock:
             self._settling -= 1
-            last = self.stopping and self._running + self._settling == 0
+            last = self.stopping and self._running + self._settling + len(self._held) == 0
         if last:
             self._news = True
             self._kick()
+
+    def _start_held(self, most: int) -> list[Job]:
+        """Move up to ``most`` held messages, oldest first, into free slots (holding ``_lock``)."""
+        out: list[Job] = []
+        held = self._held
+        while held and len(out) < most and self._running < self.concurrency:
+            out.append(held.popleft())
+            if not self._running:
+                self._prefetch.first_started(time.monotonic())
+            self._running += 1
+        return out
+
+    def next_job(self) -> Job | None:
+        """The next held message to start in the slot of a handler that just ended, if any.
+
+        Drivers call it from the finished handler's thread or task, so a held
+        message starts without waiting for the dispatcher. The slot is
+        taken (the caller must run the job's :meth:`process`). When this
+        leaves the held queue at half its bound, the dispatcher is told to
+        claim the next batch.
+        """
+        if self.stopping or not self._held:
+            return None
+        half = self._bound // 2  # as of the last claim round: no arithmetic per message
+        with self._lock:
+            # Stopping from here on: the job's gate refuses it and it is released.
+            jobs = self._start_held(1)
+            left = len(self._held)
+        if jobs and (left == half or not left):
+            self.post_news()
+        return jobs[0] if jobs else None
+
+    def hand_back_held(self) -> int:
+        """Release every held message without spending an attempt (blocking; at a stop).
+
+        Returns:
+            How many were handed back.
+        """
+        with self._lock:
+            jobs = list(self._held)
+            self._held.clear()
+            for job in jobs:
+                self._unadmit(job)
+        for job in jobs:
+            self.heartbeats.remove(job)
+            self._keys.let_go(job)
+            message = job.delivery.message
+            if job.gone is not None:
+                continue  # the store took it back already (cancelled, lease lost)
+            try:
+                job.delivery.release()
+            except PmsqError as exc:
+                log.warning("could not hand back message %s: %s", message.id, exc)
+            else:
+                self.hooks("on_release", message)
+        if jobs:
+            log.info(
+                "handed back %d message(s) claimed ahead and not started",
+                len(jobs),
+                extra={"pmsq": {"event": "handed_back", "count": len(jobs)}},
+            )
+        return len(jobs)
 
     def _ready_queues(self) -> frozenset[str]:
         """The served queues that may have work: asked of the store only when it may have changed.
@@ -362,76 +486,103 @@ class Lifecycle:
         return get_many(self.broker.runtime, queue, n, 0, consumer=self.consumer)
 
     def claim_round(self) -> Generator[Effect, Any, list[Job]]:
-        """Claim up to the free slots, queue by queue; return the jobs to start now.
+        """Claim what the free slots and the prefetch bound allow; return the jobs to start now.
 
-        Only as many messages are claimed as can start at once, so other
-        workers and processes share the load and memory stays flat whatever
-        the backlog. Messages of tenants at their ``tenant_concurrency`` are
-        handed back at once (no attempt spent).
+        Claimed messages join the held queue behind those claimed before,
+        and as many as there are free slots start, oldest first. Claims are
+        made only when the held queue has run down to half the prefetch
+        bound, so other workers and processes share the load and memory
+        stays flat whatever the backlog. Messages of tenants at their
+        ``tenant_concurrency`` are handed back at once (no attempt spent).
         """
-        jobs: list[Job] = []
-        if self._idle or len(self.queues) > _READINESS_ABOVE:
-            ready: frozenset[str] = yield Call(self._ready_queues)
-            order = self._order(ready)
-        else:
-            order = self._order()
-        for queue in order:
-            n = self._claimable(queue)
-            if n <= 0:
-                continue
-            try:
-                deliveries = yield Call(functools.partial(self._claim, queue, n))
-            except PmsqError as exc:
-                # A busy or failing store: keep what this round already holds
-                # and let the driver back off (see wait_args).
-                self._claim_errors += 1
-                log.error(
-                    "claiming from queue %r failed (%s); retrying in %.1fs",
-                    queue,
-                    exc,
-                    self._error_backoff(),
-                    extra={"pmsq": {"event": "claim_failed", "queue": queue}},
-                )
-                break
-            self._claim_errors = 0
-            keep, over, holders = self._admit(queue, deliveries)
-            for holder in holders:
-                # The store let the key move on, so the holder's message is gone:
-                # look now rather than at its next beat.
-                self.heartbeats.hurry(holder, time.monotonic())
-                log.debug(
-                    "a message of key %r came while this worker still runs message %s "
-                    "of that key: handed back until that handler ends",
-                    holder.delivery.message.key,
-                    holder.delivery.message.id,
-                    extra={"pmsq": {"event": "key_held", "message_id": holder.delivery.message.id}},
-                )
-            for d in over:
+        bound = self._bound = self.prefetch_bound()
+        claimed = False
+        if self._wants_claim(bound):
+            if self._idle or len(self.queues) > _READINESS_ABOVE:
+                ready: frozenset[str] = yield Call(self._ready_queues)
+                order = self._order(ready)
+            else:
+                order = self._order()
+            for queue in order:
+                n = self._claimable(queue, bound)
+                if n <= 0:
+                    continue
                 try:
-                    yield Call(d.release)
+                    deliveries = yield Call(functools.partial(self._claim, queue, n))
                 except PmsqError as exc:
-                    log.warning("could not hand back message %s: %s", d.message.id, exc)
-            spec = self.specs[queue]
-            for d in keep:
+                    # A busy or failing store: keep what this round already holds
+                    # and let the driver back off (see wait_args).
+                    self._claim_errors += 1
+                    log.error(
+                        "claiming from queue %r failed (%s); retrying in %.1fs",
+                        queue,
+                        exc,
+                        self._error_backoff(),
+                        extra={"pmsq": {"event": "claim_failed", "queue": queue}},
+                    )
+                    break
+                self._claim_errors = 0
+                keep, over, holders = self._admit(queue, deliveries)
+                for holder in holders:
+                    # The store let the key move on, so the holder's message is gone:
+                    # look now rather than at its next beat.
+                    self.heartbeats.hurry(holder, time.monotonic())
+                    log.debug(
+                        "a message of key %r came while this worker still runs message %s "
+                        "of that key: handed back until that handler ends",
+                        holder.delivery.message.key,
+                        holder.delivery.message.id,
+                        extra={
+                            "pmsq": {"event": "key_held", "message_id": holder.delivery.message.id}
+                        },
+                    )
+                for d in over:
+                    try:
+                        yield Call(d.release)
+                    except PmsqError as exc:
+                        log.warning("could not hand back message %s: %s", d.message.id, exc)
+                if keep:
+                    claimed = True
+                    self._hold(queue, keep)
+        self._idle = not claimed
+        with self._lock:
+            return [] if self.stopping else self._start_held(self.concurrency)
+
+    def _hold(self, queue: str, deliveries: Sequence[Delivery]) -> None:
+        """Make the jobs of admitted deliveries and queue them as held, leases beating."""
+        spec = self.specs[queue]
+        gate = self._gate
+        before = self.hooks.caller("before_process")
+        on_claim = self.hooks.has("on_claim")
+        jobs = []
+        for d in deliveries:
+            if on_claim:
                 self.hooks("on_claim", d.message)
-                invocation = Invocation(
-                    spec,
-                    d.message,
-                    gate=lambda: not self.stopping,
-                    before=functools.partial(self.hooks, "before_process"),
-                )
-                job = Job(delivery=d, spec=spec, invocation=invocation)
-                self._keys.bind(job)
-                jobs.append(job)
-        self._idle = not jobs
-        return jobs
+            job = Job(delivery=d, spec=spec, invocation=Invocation(spec, d.message, gate, before))
+            self._keys.bind(job)
+            jobs.append(job)
+        # Every held message's lease is kept alive from its claim on (a
+        # claim's deliveries share its lease length).
+        lease = jobs[0].lease
+        self._prefetch.claimed(queue, lease)
+        self.heartbeats.add_many(jobs, beat_interval(lease), time.monotonic())
+        with self._lock:
+            self._held.extend(jobs)
+
+    def _gate(self) -> bool:
+        return not self.stopping
 
     # -- one message ---------------------------------------------------------------
     def process(self, job: Job) -> Generator[Effect, Any, None]:
         """Invoke the handler and settle by the policy, or hand the message back unstarted."""
         d, message = job.delivery, job.delivery.message
         try:
-            self.heartbeats.add(job, beat_interval(job.lease), time.monotonic())
+            # Its lease has been kept alive since the claim (_hold); one that ran
+            # out anyway (the process was frozen or starved past it) may be
+            # someone else's now: never started, like a message gone.
+            if job.gone is None and d.lease_expires <= self.broker.clock.time():
+                job.gone = "lease lost"
+                job.invocation.stop_work(job.gone)
             yield Invoke(job.invocation)
             # The handler is over (or given up on): no more heartbeats, so a
             # hung handler's lease runs out even if its thread never returns.
@@ -520,11 +671,20 @@ class Lifecycle:
 
         The caller tells the dispatcher (:meth:`post_news`) once it is free.
         """
+        return self.park_noting(gen, effect)[0]
+
+    def park_noting(self, gen: Generator[Effect, Any, Any], effect: Effect) -> tuple[bool, bool]:
+        """:meth:`park`, also saying whether this is the first settlement parked since a commit.
+
+        Only the first needs to wake the dispatcher: the others are
+        committed with it, so their drivers skip the wake-up.
+        """
         if not isinstance(effect, Settle):
-            return False
+            return False, False
         with self._parked_lock:
+            first = not self._parked
             self._parked.append((gen, effect))
-        return True
+        return True, first
 
     def commit_parked(self) -> bool:
         """Commit every parked settlement in one call, then resume their lifecycles.

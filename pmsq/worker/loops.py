@@ -13,13 +13,17 @@ The dispatcher, round after round:
 1. commits the settlements finished handlers parked since the last round
    (one transaction for all of them), unless the driver has a committer of
    its own (the ``AsyncWorker``'s settle task);
-2. claims what the free slots allow and starts each claimed message;
+2. claims what the free slots and the prefetch bound allow (once the held
+   messages have run down to half the bound) and starts held messages, oldest
+   first, in the free slots; handlers that end start the next held message
+   themselves (``Lifecycle.next_job``);
 3. with nothing claimed and nothing settled, waits for a local put, news
    (a freed slot, a parked settlement, a stop) or the poll interval.
 
-Once a stop is asked for it claims no more, keeps committing what finishing
-handlers park, and returns when nothing is held or the grace period ran
-out; then the lifecycle is abandoned (nothing more is settled).
+Once a stop is asked for it claims no more, hands back the held messages
+(no attempt spent), keeps committing what finishing handlers park, and
+returns when nothing is held or the grace period ran out; then the
+lifecycle is abandoned (nothing more is settled).
 """
 
 from __future__ import annotations
@@ -71,7 +75,10 @@ def dispatch(core: Lifecycle, *, commit: bool = True) -> Generator[Effect, Any, 
         if commit and core.parked:
             settled = yield Call(core.commit_parked)
         if core.stopping:
-            # Claim no more, but keep committing what finishing handlers park.
+            # Claim no more and hand back what was claimed ahead (no attempt
+            # spent), but keep committing what finishing handlers park.
+            if core.held:
+                yield Call(core.hand_back_held)
             if core.drained_or_late():
                 break
             if not draining_logged:

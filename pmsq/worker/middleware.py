@@ -10,8 +10,9 @@ never stop messages from flowing.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pmsq.errors import PmsqError
@@ -83,14 +84,41 @@ class Middleware:
         """``message`` was handed back unstarted (shutdown) without spending an attempt."""
 
 
+def _nothing(*args: Any) -> None:
+    pass
+
+
+def _overrides(m: Middleware, name: str, base: object) -> bool:
+    # Looked up on the instance, as the call will be: a hook may come from
+    # __getattr__ or an instance attribute as well as from a subclass.
+    found = getattr(m, name, None)
+    return getattr(found, "__func__", None) is not base
+
+
 class Hooks:
-    """Calls a hook on every middleware in order, logging (never raising) failures."""
+    """Calls a hook on every middleware in order, logging (never raising) failures.
+
+    Only middleware that override a hook are called for it: a hook nobody
+    overrides costs a dictionary look-up, not a call per middleware per message.
+    """
 
     def __init__(self, middleware: Sequence[Middleware]) -> None:
         self.middleware = tuple(middleware)
+        self._table: dict[str, tuple[Middleware, ...]] = {}
+        for name, base in vars(Middleware).items():
+            if callable(base) and not name.startswith("_"):
+                self._table[name] = tuple(m for m in self.middleware if _overrides(m, name, base))
+
+    def has(self, hook: str) -> bool:
+        """Whether some middleware overrides ``hook``."""
+        return bool(self._table.get(hook, self.middleware))
+
+    def caller(self, hook: str) -> Callable[..., None]:
+        """A callable running ``hook`` (one that does nothing when nobody overrides it)."""
+        return functools.partial(self, hook) if self.has(hook) else _nothing
 
     def __call__(self, hook: str, *args: Any) -> None:
-        for m in self.middleware:
+        for m in self._table.get(hook, self.middleware):
             try:
                 getattr(m, hook)(*args)
             except Exception:

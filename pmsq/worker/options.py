@@ -20,6 +20,7 @@ __all__ = [
     "Driver",
     "check_concurrency",
     "check_middleware",
+    "check_prefetch",
     "check_queues",
     "make_hooks",
     "select_handlers",
@@ -37,6 +38,22 @@ def check_concurrency(concurrency: object) -> int:
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ConfigurationError(f"concurrency must be an int >= 1, got {concurrency!r}")
     return concurrency
+
+
+def check_prefetch(prefetch: object) -> int | None:
+    """Return ``prefetch`` if it is ``None`` (adaptive) or an int >= 0.
+
+    Raises:
+        ConfigurationError: otherwise.
+    """
+    if prefetch is None:
+        return None
+    if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
+        raise ConfigurationError(
+            "prefetch must be None (adaptive) or an int >= 0 (messages claimed ahead of the "
+            f"free handler slots), got {prefetch!r}"
+        )
+    return prefetch
 
 
 def check_queues(queues: Iterable[str] | None) -> list[str] | None:
@@ -123,9 +140,11 @@ class Driver:
         concurrency: int,
         queues: Iterable[str] | None,
         middleware: Iterable[Middleware] | None,
+        prefetch: int | None = None,
     ) -> None:
         self.broker = broker
         self.concurrency = check_concurrency(concurrency)
+        self.prefetch = check_prefetch(prefetch)
         self.queues = check_queues(queues)
         self.middleware = check_middleware(middleware)
         self._core: Lifecycle | None = None
@@ -140,19 +159,29 @@ class Driver:
         specs = select_handlers(self.broker, self.queues)
         hooks = make_hooks(self.broker, self.middleware)
         core = Lifecycle(
-            self.broker, specs, self.concurrency, hooks, kick=self.broker.runtime.wakeups.kick
+            self.broker,
+            specs,
+            self.concurrency,
+            hooks,
+            kick=self.broker.runtime.wakeups.kick,
+            prefetch=self.prefetch,
         )
         core.heartbeats.on_earlier = poke_heartbeat
         self._core = core
         return core
 
+    @property
+    def _prefetch_text(self) -> str:
+        return "adaptive" if self.prefetch is None else str(self.prefetch)
+
     def _announce(self, core: Lifecycle, what: str) -> None:
         """Run the ``on_worker_start`` hooks and log the start."""
         core.hooks("on_worker_start", self)
         log.info(
-            "%s started: queues %s, concurrency %d",
+            "%s started: queues %s, concurrency %d, prefetch %s",
             what,
             ", ".join(core.queues),
             self.concurrency,
+            self._prefetch_text,
             extra={"pmsq": {"event": "worker_started", "queues": list(core.queues)}},
         )

@@ -9,19 +9,23 @@ never keeps the interpreter alive:
   settlements finished handlers parked (one transaction per round, and the
   store's connection kept to one thread instead of a crowd contending for
   it), and waits in ``WakeUps.wait_any`` (``broker.runtime.wakeups``) when idle;
-* handler threads, an elastic pool: each claimed message runs
+* handler threads, an elastic pool: each started message runs
   ``Lifecycle.process`` in a thread of its own, so at most ``concurrency``
-  are busy. A sync handler is waited for until it returns, past its
-  ``timeout`` too (a thread cannot be killed; its lease and key are kept);
-  a handler with ``isolation="process"`` is waited for here while it runs
-  in a child process, which is killed at the timeout;
+  are busy; a thread whose handler ended runs the next held message
+  (``Lifecycle.next_job``) itself, without a hand-off. A sync handler is
+  waited for until it returns, past its ``timeout`` too (a thread cannot
+  be killed; its lease and key are kept); a handler with
+  ``isolation="process"`` is waited for here while it runs in a child
+  process, which is killed at the timeout;
 * the heartbeat thread drives ``loops.heartbeat``;
 * an event loop thread (anyio portal), only when some handler is ``async``.
 
 Wake-ups: a put in this process wakes the dispatcher at once; puts by other
 processes are seen within ``broker.poll_interval`` (default 0.05 s), when
 it polls with the store's cheap lock-free probe. A handler that finishes
-while every slot is taken, or parks a settlement, wakes it.
+while every slot is taken and nothing is held, leaves the held messages at
+half the prefetch bound, or parks the first settlement since a commit,
+wakes it.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 import anyio.from_thread
 
 from pmsq.schedules.timer import ScheduleTimer, start_timer_thread
-from pmsq.worker.effects import PARKED, Call, Effect, Settle, Sleep, Start, Wait, drive
+from pmsq.worker.effects import Call, Effect, Settle, Sleep, Start, Wait, drive
 from pmsq.worker.invoke import HandlerAbandoned, Invocation
 from pmsq.worker.lifecycle import Job
 from pmsq.worker.loops import dispatch, heartbeat
@@ -126,11 +130,16 @@ class Worker(Driver):
 
     Args:
         broker: The broker whose handlers (``@broker.handler``) to run.
-        concurrency: Handlers running at once, at most. It is also the most
-            messages this worker holds: it claims only as many as it can start.
+        concurrency: Handlers running at once, at most.
         queues: Queues to serve (each needs a handler); ``None``: every queue
             with a handler.
         middleware: Hooks for this worker, after those in ``broker.middleware``.
+        prefetch: Messages claimed ahead of the free handler slots, at most
+            (leased, their keys blocked, handed back unstarted at a stop).
+            ``None`` (default): adaptive, about a tenth of a second of work
+            at the measured handler rate, at least ``concurrency``, at most
+            256, never more than a third of a lease covers; ``0``: claim
+            only what can start at once.
 
     Raises:
         ConfigurationError: a bad option.
@@ -143,8 +152,9 @@ class Worker(Driver):
         queues: Iterable[str] | None = None,
         *,
         middleware: Iterable[Middleware] | None = None,
+        prefetch: int | None = None,
     ) -> None:
-        super().__init__(broker, concurrency, queues, middleware)
+        super().__init__(broker, concurrency, queues, middleware, prefetch)
         self._state = "new"
         self._drained = True
         self._stop_lock = threading.Lock()
@@ -161,7 +171,10 @@ class Worker(Driver):
         self._shutdown_timeout = 30.0
 
     def __repr__(self) -> str:
-        return f"<Worker {self._state} concurrency={self.concurrency} broker={self.broker!r}>"
+        return (
+            f"<Worker {self._state} concurrency={self.concurrency} "
+            f"prefetch={self._prefetch_text} broker={self.broker!r}>"
+        )
 
     def __enter__(self) -> Worker:
         self.start()
@@ -348,13 +361,30 @@ class Worker(Driver):
     def _run_job(self, job: Job) -> Callable[[], None] | None:
         core = self._core
         assert core is not None
-        try:
-            parked = drive(core.process(job), self._perform, park=core.park) is PARKED
-        except Exception:
-            core.internal_error(job)
-            return None
+        # Whether a settlement parked here is the first since the dispatcher's
+        # last commit: only that one needs to wake it.
+        tell = False
+
+        def park(gen: Generator[Effect, Any, Any], effect: Effect) -> bool:
+            nonlocal tell
+            taken, first = core.park_noting(gen, effect)
+            tell = tell or first
+            return taken
+
+        current: Job | None = job
+        while current is not None:
+            try:
+                drive(core.process(current), self._perform, park=park)
+            except Exception:
+                core.internal_error(current)
+            # The slot is free: a held message starts here at once, without
+            # a thread hand-off or a dispatcher round.
+            current = core.next_job()
+            if tell and current is not None:
+                tell = False
+                core.post_news()
         # The dispatcher is told once this thread is back in the pool.
-        return core.post_news if parked else None
+        return core.post_news if tell else None
 
     def _perform(self, effect: Effect) -> Any:
         if isinstance(effect, Call):

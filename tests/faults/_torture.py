@@ -47,6 +47,8 @@ class Shape:
     stall_share: float = 0.0
     fail_share: float = 0.05
     work_ms: tuple[float, float] = (0.0, 30.0)
+    #: The consumers' ``prefetch`` (``None``: their default, adaptive).
+    prefetch: int | None = None
 
 
 @attrs.define
@@ -99,6 +101,8 @@ class Cluster:
                 "--stall",
                 str(self.shape.lease * 2),
             ]
+            if self.shape.prefetch is not None:
+                args += ["--prefetch", str(self.shape.prefetch)]
         proc = _start(role, *args, *extra, log=self.logs / f"{name}.stderr")
         self.every.append(proc)
         self.live[name] = (role, proc)

@@ -110,6 +110,9 @@ def parse_consumer_args(description: str) -> Any:
     p.add_argument("history")
     p.add_argument("--proc", required=True)
     p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument(
+        "--prefetch", type=int, default=None, help="messages claimed ahead (default: adaptive)"
+    )
     p.add_argument("--work-ms", type=float, nargs=2, default=(0.0, 20.0))
     p.add_argument("--fail-share", type=float, default=0.0)
     p.add_argument("--stall-share", type=float, default=0.0)

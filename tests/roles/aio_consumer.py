@@ -38,7 +38,10 @@ async def serve(args: Any) -> None:
             raise RuntimeError("injected handler failure")
 
     worker = pmsq.AsyncWorker(
-        broker, concurrency=args.concurrency, middleware=[HistoryMiddleware(history)]
+        broker,
+        concurrency=args.concurrency,
+        prefetch=args.prefetch,
+        middleware=[HistoryMiddleware(history)],
     )
     async with anyio.create_task_group() as tg:
         tg.start_soon(worker.run)

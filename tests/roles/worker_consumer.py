@@ -49,7 +49,10 @@ def main() -> int:
             raise RuntimeError("injected handler failure")
 
     worker = pmsq.Worker(
-        broker, concurrency=args.concurrency, middleware=[HistoryMiddleware(history)]
+        broker,
+        concurrency=args.concurrency,
+        prefetch=args.prefetch,
+        middleware=[HistoryMiddleware(history)],
     )
     worker.start()
     print("ready", flush=True)

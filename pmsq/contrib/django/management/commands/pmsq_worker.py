@@ -54,6 +54,8 @@ class Command(BaseCommand):
             if options[name] < low:
                 flag = "--" + name.replace("_", "-")
                 raise CommandError(f"{flag} must be at least {low}, got {options[name]}")
+        if options.get("prefetch") is not None and options["prefetch"] < 0:
+            raise CommandError(f"--prefetch must be at least 0, got {options['prefetch']}")
         queues = None
         if options["queues"] is not None:
             queues = [q.strip() for q in options["queues"].split(",") if q.strip()]
@@ -72,7 +74,7 @@ class Command(BaseCommand):
                 raise CommandError(f"a worker process failed (exit status {code})")
             return
         die_with_parent()
-        worker = Worker(broker(), options["concurrency"], queues)
+        worker = Worker(broker(), options["concurrency"], queues, prefetch=options.get("prefetch"))
         try:
             worker.run(shutdown_timeout=options["shutdown_timeout"])
         finally:
@@ -101,4 +103,6 @@ class Command(BaseCommand):
         ]
         if options["queues"] is not None:
             command += ["--queues", options["queues"]]
+        if options.get("prefetch") is not None:
+            command += ["--prefetch", str(options["prefetch"])]
         return command
