@@ -50,10 +50,10 @@ def _record_transactions(backend: SQLiteBackend) -> list[bool]:
 
 
 def _run_queued(backend: SQLiteBackend, jobs: list[Callable[[], Any]]) -> list[Any]:
-    """Start ``jobs`` while the store lock is held, so they all queue up, then let go.
+    """Run ``jobs[0]`` as a leader stuck on the store lock, queue the rest behind it, let go.
 
-    The first job to arrive leads and waits for the lock with only its own
-    work; the rest queue behind it and are committed together by the next leader.
+    ``jobs[0]`` commits alone; the rest are then committed together by the
+    next leader.
     """
     results: list[Any] = [None] * len(jobs)
 
@@ -63,14 +63,20 @@ def _run_queued(backend: SQLiteBackend, jobs: list[Callable[[], Any]]) -> list[A
         except Exception as exc:
             results[i] = exc
 
+    def until(done: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + 10
+        while not done():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.001)
+
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
     with backend._lock:
-        for t in threads:
+        threads[0].start()
+        # Leading, and its batch (itself) taken: it now waits for the store lock.
+        until(lambda: backend._group._leading and not backend._pending, "no job led")
+        for t in threads[1:]:
             t.start()
-        deadline = time.monotonic() + 10
-        while len(backend._pending) < len(jobs) - 1:
-            assert time.monotonic() < deadline, "writers did not queue up"
-            time.sleep(0.001)
+        until(lambda: len(backend._pending) == len(jobs) - 1, "writers did not queue up")
     for t in threads:
         t.join(10)
     return results
@@ -85,14 +91,22 @@ def _skip_probe(queue: pmsq.Queue) -> pmsq.Delivery:
     return queue.get(timeout=0)
 
 
-class _Sleeps:
-    """Stands in for the group commit's ``sleep``: counts lingers, never waits."""
+class _Lingers:
+    """Stands in for the group commit's ``wait``: counts lingers and never blocks.
 
-    def __init__(self) -> None:
+    Each call moves ``now`` (the group's clock) on by the time it would have
+    waited, as a wait that timed out does.
+    """
+
+    def __init__(self, now: list[float] | None = None) -> None:
         self.calls: list[float] = []
+        self.now = now
 
-    def __call__(self, seconds: float) -> None:
+    def __call__(self, condition: threading.Condition, seconds: float) -> bool:
         self.calls.append(seconds)
+        if self.now is not None:
+            self.now[0] += seconds
+        return False
 
 
 def test_claims_acks_extensions_and_puts_share_one_transaction(broker: pmsq.Broker) -> None:
@@ -118,7 +132,9 @@ def test_claims_acks_extensions_and_puts_share_one_transaction(broker: pmsq.Brok
     )
 
     assert [type(r) for r in results] == [str, pmsq.Delivery, type(None), type(None), str]
-    assert len(syncs) == 2  # the first leader alone, then the four queued behind it
+    # The first put alone; then, of the four queued behind it, the claim in a
+    # transaction without a sync, the ack, extension and put in one with.
+    assert syncs == [True, False, True]
     claimed = results[1]
     assert claimed.message.payload == "waiting"
     assert extend_me.lease_expires > before + 200
@@ -160,7 +176,7 @@ def test_an_error_in_one_request_undoes_only_its_own_work(broker: pmsq.Broker) -
     assert results[2] is None
     assert isinstance(results[3], pmsq.QueueFull)
     assert isinstance(results[4], str)
-    assert len(syncs) == 2
+    assert syncs == [True, False, True]  # the refused put alone; the claim; the rest
     assert [m.payload for m, _ in small.peek(10)] == ["only room for one"]
     assert {m.payload: s for m, s in work.peek(10)} == {"claim me": "in_flight", "stored": "ready"}
     stats = broker.stats("work")
@@ -169,7 +185,7 @@ def test_an_error_in_one_request_undoes_only_its_own_work(broker: pmsq.Broker) -
     assert work.get_many(5, timeout=0)[0].message.payload == "stored"
 
 
-def test_a_batch_of_claims_alone_commits_without_a_sync_but_one_with_a_put_syncs(
+def test_claims_commit_without_a_sync_and_never_wait_for_another_writes_sync(
     broker: pmsq.Broker,
 ) -> None:
     work = broker.declare_queue("work")
@@ -188,16 +204,47 @@ def test_a_batch_of_claims_alone_commits_without_a_sync_but_one_with_a_put_syncs
     got = _run_queued(backend, [lambda: work.get(timeout=0), lambda: work.put("x")] * 2)
 
     assert not any(isinstance(r, Exception) for r in got)
-    assert len(syncs) == 2
-    # Whichever transaction holds a put waits for the disk; claims ride along.
-    assert True in syncs
+    # The leading claim alone; then the queued claim commits first, without
+    # waiting for the disk, and the two puts after it with one sync.
+    assert syncs == [False, False, True]
+    assert {m.payload: s for m, s in work.peek(10)}["x"] == "ready"
+
+
+def test_a_claim_returns_before_the_sync_of_the_puts_in_its_batch(broker: pmsq.Broker) -> None:
+    work = broker.declare_queue("work")
+    work.put_many(["first", "second"])
+    _skip_probe(work).ack()
+    backend = _backend(broker)
+    claimed = threading.Event()
+    # For each synced transaction: had the claim returned to its caller when it began?
+    seen: list[bool] = []
+    original = backend._write
+
+    def write(fn: Callable[..., Any], *, sync: bool = True) -> Any:
+        if sync:
+            seen.append(claimed.wait(5) if seen else False)
+        return original(fn, sync=sync)
+
+    backend._write = write  # type: ignore[method-assign]
+
+    def claim() -> pmsq.Delivery:
+        delivery = work.get(timeout=0)
+        claimed.set()
+        return delivery
+
+    results = _run_queued(backend, [lambda: work.put("lead"), claim, lambda: work.put("x")])
+
+    assert isinstance(results[1], pmsq.Delivery)
+    assert results[1].message.payload == "second"
+    # The leading put alone, then the batch's put: by then the claim was back.
+    assert seen == [False, True]
 
 
 def test_a_lone_writer_never_lingers(broker: pmsq.Broker) -> None:
     q = broker.declare_queue("jobs", lease=30.0)
     backend = _backend(broker)
-    sleeps = _Sleeps()
-    backend._group._sleep = sleeps
+    lingers = _Lingers()
+    backend._group._wait = lingers
 
     for i in range(5):
         q.put(i)
@@ -210,35 +257,38 @@ def test_a_lone_writer_never_lingers(broker: pmsq.Broker) -> None:
     q.get(timeout=0).dead_letter("bad")
     q.get(timeout=0).release()
 
-    assert sleeps.calls == []
+    assert lingers.calls == []
 
 
-def test_a_leader_lingers_while_writers_contend_and_stops_soon_after(
+def test_a_leader_lingers_for_the_writers_of_the_last_batch_while_they_contend(
     broker: pmsq.Broker,
 ) -> None:
     q = broker.declare_queue("jobs")
     backend = _backend(broker)
-    sleeps = _Sleeps()
     now = [1000.0]
-    backend._group._sleep = sleeps
+    lingers = _Lingers(now)
+    backend._group._wait = lingers
     backend._group._clock = lambda: now[0]
 
+    # Six writers at once: the first leads alone, the five queued behind it
+    # are all there when their leader starts, so nobody waits.
     _run_queued(backend, [lambda i=i: q.put(i) for i in range(6)])
+    assert lingers.calls == []
 
-    # The leader handed the queued five waited a moment for more.
-    assert sleeps.calls
-    assert all(0 < s <= 0.001 for s in sleeps.calls)
-    # Writers queued a moment ago: a lone put right after still lingers...
-    sleeps.calls.clear()
-    q.put("just after")
-    assert len(sleeps.calls) == 1
-    # ...but once contention is older than RECENT, it goes straight through.
-    sleeps.calls.clear()
+    # Contention is older than RECENT: a lone put goes straight through.
     now[0] += RECENT * 1.01
     q.put("later")
-    q.get(timeout=0).ack()
-    assert sleeps.calls == []
-    assert len(q.peek(20)) == 7
+    assert lingers.calls == []
+
+    # A lone put right after a batch of five waits (a little) for the other four...
+    _run_queued(backend, [lambda i=i: q.put(i) for i in range(6)])
+    q.put("just after")
+    assert len(lingers.calls) == 1
+    assert 0 < lingers.calls[0] <= 0.001
+    # ...and having found itself alone, the next one does not.
+    q.put("alone")
+    assert len(lingers.calls) == 1
+    assert len(q.peek(20)) == 15
 
 
 # -- many threads mixing puts, claims and acks -----------------------------------------

@@ -7,12 +7,16 @@ error undoes only its own work) and one fsync. Each caller returns only
 after the commit that holds its own work, so a put is durable, an ack final
 and a claim's lease committed when the call returns.
 
-The linger rule: a leader waits a moment (``linger``, 0.3 ms by default)
-before taking its batch only while writers are contending: when others are
-already queued, or one had to queue within the last ``recent`` seconds. The
-wait lets the writers woken by the previous commit join this one instead of
-starting a commit of their own. A lone writer never finds anyone queued, so
-it never waits.
+The linger rule: while writers contend (others are queued now, or one had
+to queue within the last ``recent`` seconds), a leader waits up to
+``linger`` (0.3 ms by default) for as many writers as its predecessor's
+batch held, so the writers the previous commit just woke join this one
+instead of starting a commit of their own; it stops waiting as soon as they
+are in. A lone writer never finds anyone queued, so it never waits.
+
+A batch that mixes claims (which need no sync, see ``Store.write``) with
+writes that do commits the claims first without a sync and wakes them, then
+the rest with one: a claim never waits for somebody else's fsync.
 """
 
 from __future__ import annotations
@@ -100,7 +104,8 @@ class GroupCommit:
         recent: Seconds after a writer last had to queue during which
             writers count as contending.
         clock: Monotonic seconds (injectable for tests).
-        sleep: How a leader lingers (injectable for tests).
+        wait: How a leader lingers: ``wait(condition, seconds)`` waits on the
+            condition the queueing writers notify (injectable for tests).
     """
 
     def __init__(
@@ -113,7 +118,7 @@ class GroupCommit:
         linger: float = LINGER,
         recent: float = RECENT,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        wait: Callable[[threading.Condition, float], object] = threading.Condition.wait,
     ) -> None:
         self._write = write
         self._journal = journal
@@ -122,9 +127,14 @@ class GroupCommit:
         self._linger = linger
         self._recent = recent
         self._clock = clock
-        self._sleep = sleep
+        self._wait = wait
         self._lock = threading.Lock()
+        # Notified when as many writers queued as a lingering leader waits for.
+        self._arrived = threading.Condition(self._lock)
         self._leading = False
+        self._lingering = False
+        # How many writers the last batch held: what a lingering leader waits for.
+        self._expected = 1
         # When a writer last found a leader at work and had to queue.
         self._queued_at = -float("inf")
         #: Requests queued behind the current leader.
@@ -164,6 +174,8 @@ class GroupCommit:
                 self._queued_at = self._clock()
                 # Created under the lock, so the leader that wakes it sees it.
                 request.event = threading.Event()
+                if self._lingering and len(self.pending) >= self._expected:
+                    self._arrived.notify()
         if not lead:
             # A leader is committing; it will either include this request in
             # its transaction or hand leadership to it.
@@ -171,17 +183,31 @@ class GroupCommit:
             request.event.wait()
             if request.done:
                 return request.outcome()  # type: ignore[no-any-return]
-        if self._linger > 0 and self._contended():
-            self._sleep(self._linger)
         with self._lock:
+            if self._linger > 0 and self._contended():
+                self._linger_for_others()
             batch, self.pending = self.pending, []
+            self._expected = len(batch)
+        quick = [req for req in batch if not req.sync]
+        if quick and len(quick) < len(batch):
+            # Claims first, without a sync, and back to their callers at once:
+            # a claim never waits for somebody else's fsync.
+            batch = [req for req in batch if req.sync]
+            try:
+                self._commit(quick, sync=False)
+            finally:
+                self._finish(quick, request)
+            if not request.sync:
+                # A claim led: the rest goes to one of its writers, who leads
+                # it (and whatever queued meanwhile) as the next batch.
+                with self._lock:
+                    self.pending[:0] = batch
+                    batch[0].wake()
+                return request.outcome()  # type: ignore[no-any-return]
         try:
-            self._commit(batch)
+            self._commit(batch, sync=any(req.sync for req in batch))
         finally:
-            for req in batch:
-                req.done = True
-                if req is not request:
-                    req.wake()
+            self._finish(batch, request)
             with self._lock:
                 if self.pending:
                     self.pending[0].wake()  # the next leader
@@ -189,13 +215,32 @@ class GroupCommit:
                     self._leading = False
         return request.outcome()  # type: ignore[no-any-return]
 
+    @staticmethod
+    def _finish(batch: list[_Request], leader: _Request) -> None:
+        """Hand each request of a committed (or failed) ``batch`` its outcome."""
+        for req in batch:
+            req.done = True
+            if req is not leader:
+                req.wake()
+
     def _contended(self) -> bool:
-        """Whether other writers are queued now or had to queue a moment ago."""
-        # Read without the lock: a stale answer costs one linger, or one missed.
+        """Whether other writers are queued now or had to queue a moment ago (under the lock)."""
         return len(self.pending) > 1 or self._clock() - self._queued_at < self._recent
 
-    def _commit(self, batch: list[_Request]) -> None:
-        sync = any(req.sync for req in batch)
+    def _linger_for_others(self) -> None:
+        """Wait (under the lock) up to ``linger`` for as many writers as the last batch held."""
+        deadline = self._clock() + self._linger
+        self._lingering = True
+        try:
+            while len(self.pending) < self._expected:
+                left = deadline - self._clock()
+                if left <= 0:
+                    break
+                self._wait(self._arrived, left)
+        finally:
+            self._lingering = False
+
+    def _commit(self, batch: list[_Request], *, sync: bool) -> None:
         # A batch of rerunnable requests (puts) first runs without a savepoint
         # each: they almost never fail, and two statements less per put count
         # with sixteen threads queuing. If one does fail, the transaction is
