@@ -197,12 +197,13 @@ class GroupCommit:
                 self._commit(quick, sync=False)
             finally:
                 self._finish(quick, request)
+                if not request.sync:
+                    # A claim led: the rest goes to one of its writers, who
+                    # leads it (and whatever queued meanwhile) as the next batch.
+                    with self._lock:
+                        self.pending[:0] = batch
+                        batch[0].wake()
             if not request.sync:
-                # A claim led: the rest goes to one of its writers, who leads
-                # it (and whatever queued meanwhile) as the next batch.
-                with self._lock:
-                    self.pending[:0] = batch
-                    batch[0].wake()
                 return request.outcome()  # type: ignore[no-any-return]
         try:
             self._commit(batch, sync=any(req.sync for req in batch))
