@@ -4,8 +4,8 @@
 that does that job.
 
 - ``store``: the connection, its lock and transactions.
-- ``group_commit``: puts and settlements of concurrent threads share one
-  transaction and one fsync.
+- ``group_commit``: puts, claims, settlements and lease extensions of
+  concurrent threads share one transaction and one fsync.
 - ``puts``, ``claims``, ``settle``: storing, leasing and settling messages,
   inside a transaction; ``lines``: their key-line bookkeeping.
 - ``outbox``: puts through the app's own connection (``pmsq.once`` records
@@ -155,12 +155,15 @@ class SQLiteBackend(
         self._upkeep = Upkeep(self._metrics, self._journal)
         # Late-bound through self._write, so a test can count the transactions.
         self._group = GroupCommit(
-            lambda fn: self._write(fn), self._journal, self._upkeep.after_batch, self._metrics
+            lambda fn, *, sync: self._write(fn, sync=sync),
+            self._journal,
+            self._upkeep.after_batch,
+            self._metrics,
         )
         # Circuit probes this process leased (claims add, settlements take).
         self._probes: set[str] = set()
         self._claims = claims.Claimer(
-            self._store, self._configs, self._metrics, self._journal, self._probes
+            self._store, self._group, self._configs, self._metrics, self._journal, self._probes
         )
         self._probe = wake.Probe(self._store)
 
@@ -287,7 +290,9 @@ class SQLiteBackend(
             expires[0] = after_wait(now, called) + seconds
             return settle.settle_extend(c, receipt.handle, receipt.token, expires[0])
 
-        return expires[0] if self._write(go) else None
+        # A request of the group commit, like claims and settlements: a Worker's
+        # keep-alive shares the fsync of whatever else is being written.
+        return expires[0] if self._group.run(go, now) else None
 
     # -- operators ----------------------------------------------------------------
     def dead_letters(

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pmsq.backends.sqlite import counters, pauses
+from pmsq.backends.sqlite.group_commit import GroupCommit
 from pmsq.backends.sqlite.journal import CLAIM_COLUMNS, Event, Journal, carried
 from pmsq.backends.sqlite.puts import ConfigReader
 from pmsq.backends.sqlite.rows import MESSAGE_COLUMNS
@@ -431,16 +432,18 @@ def _due(conn: sqlite3.Connection, queue: str) -> tuple[float | None, float | No
 
 
 class Claimer:
-    """Claims for one backend: a lock-free probe first, then one write transaction.
+    """Claims for one backend: a lock-free probe first, then one group-commit request.
 
     Idle consumers never take the write lock: a claim first looks, without
     it, whether anything is ready. A consumer whose last claim of a (queue,
-    tenant) scope came back full is busy there and skips the probe.
+    tenant) scope came back full is busy there and skips the probe. The claim
+    itself shares the transaction of concurrent puts and settlements.
     """
 
     def __init__(
         self,
         store: Store,
+        group: GroupCommit,
         configs: ConfigReader,
         metrics: Metrics,
         journal: Journal,
@@ -448,6 +451,7 @@ class Claimer:
     ) -> None:
         self._probes = probes
         self._store = store
+        self._group = group
         self._configs = configs
         self._metrics = metrics
         self._journal = journal
@@ -466,7 +470,9 @@ class Claimer:
             with self._store.reading() as conn:
                 if not has_ready(conn, queue, now, tenant):
                     return []
-        got = self._store.write(
+        # sync=False: see Store.write (a lost claim only makes its message
+        # deliverable again); a batch with a put or an ack in it syncs anyway.
+        got = self._group.run(
             lambda c: claim(
                 c,
                 self._configs,
@@ -479,6 +485,7 @@ class Claimer:
                 consumer=consumer,
                 probes=self._probes,
             ),
+            now,
             sync=False,
         )
         if len(got) == n:
