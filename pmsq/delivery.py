@@ -22,7 +22,7 @@ from pmsq.policy import Ack, DeadLetterOutcome, Outcome, RetryAt, decide
 if TYPE_CHECKING:
     from pmsq.runtime import Runtime
 
-__all__ = ["Delivery", "settle_many"]
+__all__ = ["Delivery", "release_many", "settle_many"]
 
 
 class Delivery:
@@ -203,12 +203,7 @@ class Delivery:
 
     def release(self) -> None:
         """Hand the message back unstarted, without spending an attempt (graceful shutdown)."""
-        with self._lock:
-            if self._settled is not None:
-                return
-            self._runtime.backend.release([self._claimed.receipt], now=self._runtime.clock.time())
-            self._settled = "released"
-        self._runtime.wakeups.notify(self.message.queue)
+        release_many([self])
 
     def _lost(self) -> None:
         self._settled = "lost"
@@ -255,6 +250,32 @@ class Delivery:
             self.settle(self.outcome_for(exc))
         except LeaseLost:
             pass  # the original exception is what the caller needs to see
+
+
+def release_many(deliveries: Sequence[Delivery]) -> None:
+    """Hand several unstarted deliveries of one broker back in one store call (one commit).
+
+    None spends an attempt; one already settled is skipped.
+
+    Raises:
+        PmsqError: the store failed (nothing of this call was released).
+    """
+    if not deliveries:
+        return
+    runtime = deliveries[0]._runtime
+    with contextlib.ExitStack() as held:
+        todo = []
+        for d in deliveries:
+            held.enter_context(d._lock)
+            if d._settled is None:
+                todo.append(d)
+        if not todo:
+            return
+        runtime.backend.release([d._claimed.receipt for d in todo], now=runtime.clock.time())
+        for d in todo:
+            d._settled = "released"
+    for queue in {d.message.queue for d in todo}:
+        runtime.wakeups.notify(queue)
 
 
 def settle_many(

@@ -52,7 +52,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from pmsq.delivery import Delivery, settle_many
+from pmsq.delivery import Delivery, release_many, settle_many
 from pmsq.errors import LeaseLost, PmsqError
 from pmsq.handlers import HandlerSpec
 from pmsq.leases import get_many
@@ -444,15 +444,10 @@ class Lifecycle:
         for job in jobs:
             self.heartbeats.remove(job)
             self._keys.let_go(job)
-            message = job.delivery.message
-            if job.gone is not None:
-                continue  # the store took it back already (cancelled, lease lost)
-            try:
-                job.delivery.release()
-            except PmsqError as exc:
-                log.warning("could not hand back message %s: %s", message.id, exc)
-            else:
-                self.hooks("on_release", message)
+        # The store took back those gone already (cancelled, lease lost).
+        back = [job.delivery for job in jobs if job.gone is None]
+        for d in drive(self._release(back), _perform_call):
+            self.hooks("on_release", d.message)
         if jobs:
             log.info(
                 "handed back %d message(s) claimed ahead and not started",
@@ -460,6 +455,28 @@ class Lifecycle:
                 extra={"pmsq": {"event": "handed_back", "count": len(jobs)}},
             )
         return len(jobs)
+
+    @staticmethod
+    def _release(deliveries: Sequence[Delivery]) -> Generator[Effect, Any, list[Delivery]]:
+        """Hand ``deliveries`` back unstarted in one store call; return those released.
+
+        If the batch fails, each is tried on its own, so one message the
+        store refuses does not keep the others leased until they expire.
+        """
+        try:
+            yield Call(functools.partial(release_many, deliveries))
+            return list(deliveries)
+        except PmsqError:
+            pass
+        released = []
+        for d in deliveries:
+            try:
+                yield Call(d.release)
+            except PmsqError as exc:
+                log.warning("could not hand back message %s: %s", d.message.id, exc)
+            else:
+                released.append(d)
+        return released
 
     def _ready_queues(self) -> frozenset[str]:
         """The served queues that may have work: asked of the store only when it may have changed.
@@ -536,11 +553,8 @@ class Lifecycle:
                             "pmsq": {"event": "key_held", "message_id": holder.delivery.message.id}
                         },
                     )
-                for d in over:
-                    try:
-                        yield Call(d.release)
-                    except PmsqError as exc:
-                        log.warning("could not hand back message %s: %s", d.message.id, exc)
+                if over:
+                    yield from self._release(over)
                 if keep:
                     claimed = True
                     self._hold(queue, keep)
@@ -722,6 +736,12 @@ class Lifecycle:
         generator that yielded the effect.
         """
         return settle_many([(e.delivery, e.outcome, e.duration_ms) for e in effects])
+
+
+def _perform_call(effect: Effect) -> Any:
+    """Perform a ``Call`` at once (the caller is already where blocking I/O belongs)."""
+    assert isinstance(effect, Call)
+    return effect.fn()
 
 
 def _no_more_effects(effect: Effect) -> Any:

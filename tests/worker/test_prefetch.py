@@ -293,6 +293,45 @@ def test_a_stop_hands_held_messages_back_without_spending_an_attempt(
     assert {d.message.attempt for d in again} == {1}  # no attempt spent
 
 
+def test_held_messages_go_back_in_one_store_call_and_one_by_one_if_that_fails(
+    broker: pmsq.Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker.handler("h")(lambda message: None)
+    broker.queue("h").put_many(list(range(8)))
+    core = _core(broker, concurrency=1, prefetch=5)
+    drive(core.claim_round(), _perform)
+    assert core.held == 5
+    calls: list[int] = []
+    real = broker.backend.release
+
+    def counted(receipts: Any, *, now: float) -> None:
+        calls.append(len(receipts))
+        real(receipts, now=now)
+
+    monkeypatch.setattr(broker.backend, "release", counted)
+    assert core.hand_back_held() == 5
+    assert calls == [5], "a stop with many held messages commits once, not once per message"
+    assert broker.stats("h").ready == 7
+
+    # A store that refuses the batch: each is tried alone, so the others go back.
+    drive(core.claim_round(), _perform)
+    assert core.held == 5
+    calls.clear()
+
+    def refuses_batches(receipts: Any, *, now: float) -> None:
+        calls.append(len(receipts))
+        if len(receipts) > 1:
+            raise pmsq.StorageError("disk I/O error")
+        real(receipts, now=now)
+
+    monkeypatch.setattr(broker.backend, "release", refuses_batches)
+    assert core.hand_back_held() == 5
+    assert calls == [5, 1, 1, 1, 1, 1]
+    assert broker.stats("h").ready == 7
+    again = broker.queue("h").get_many(10, timeout=0)
+    assert {d.message.attempt for d in again} == {1}  # no attempt spent either way
+
+
 def test_a_cancelled_held_message_is_never_run(
     live: pmsq.Broker, start: Callable[..., Running], caplog: pytest.LogCaptureFixture
 ) -> None:
